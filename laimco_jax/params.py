@@ -1,0 +1,494 @@
+"""Configuration of a co-inference problem as frozen pytrees, with validation, presets and TOML I/O.
+
+Three sections, named as in a TOML file, the CLI (``--set section.field=value``) and the Python API:
+
+* :class:`SystemParams` (``[system]``): wireless link and the two processors (paper Section II, VI).
+* :class:`ModelProfile` (``[model]``): how the model is split (q, s, N_FLOP, Ñ_FLOP, θ) and stored (b, h(w)).
+* :class:`Budget` (``[budget]``): the delay budget T0 and the energy budget E0 of (44a), (44b).
+
+:class:`Problem` bundles the three. All classes are pytrees whose leaves may be Python floats, NumPy
+arrays or JAX arrays of any (broadcastable) batch shape, so a batch of problems is one ``Problem``.
+
+Validation runs when a user constructs an object from concrete values (``__post_init__``); pytree
+unflattening (inside ``jit``, ``vmap``, ``grad``) bypasses it, so gradients and tracers pass through.
+Every check names the field, the offending value and the allowed range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+import tomli_w
+
+__all__ = [
+    "ConfigError",
+    "SystemParams",
+    "ModelProfile",
+    "Budget",
+    "Problem",
+    "SYSTEM_PRESETS",
+    "MODEL_PRESETS",
+    "BUDGET_PRESETS",
+    "ModelPresetSpec",
+    "make_problem",
+    "apply_overrides",
+    "problem_to_dict",
+    "problem_from_dict",
+    "load_toml",
+    "dump_toml",
+    "save_toml",
+    "validate_fraction",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, malformed or outside its allowed range."""
+
+
+# ----------------------------------------------------------------------------- pytree dataclasses
+
+
+def _pytree_dataclass(cls):
+    """Frozen dataclass registered as a pytree whose unflatten bypasses ``__init__``/validation.
+
+    Fields set to ``None`` are empty subtrees (e.g. the unused form of the channel description).
+    """
+    cls = dataclasses.dataclass(frozen=True)(cls)
+    names = tuple(f.name for f in dataclasses.fields(cls))
+
+    def flatten_with_keys(obj):
+        return [(jax.tree_util.GetAttrKey(n), getattr(obj, n)) for n in names], None
+
+    def unflatten(_, children):
+        obj = object.__new__(cls)
+        for n, v in zip(names, children):
+            object.__setattr__(obj, n, v)
+        return obj
+
+    jax.tree_util.register_pytree_with_keys(
+        cls, flatten_with_keys, unflatten, flatten_func=lambda o: ([getattr(o, n) for n in names], None)
+    )
+    cls.replace = lambda self, **changes: dataclasses.replace(self, **changes)
+    return cls
+
+
+# ----------------------------------------------------------------------------- validation helpers
+
+_POSITIVE = (0.0, False)  # (lower bound, inclusive?)
+_NONNEGATIVE = (0.0, True)
+_ANY = (-math.inf, True)
+
+
+def _check_range(section: str, name: str, value: Any, lower: float, inclusive: bool) -> None:
+    """Raise ConfigError unless every element of ``value`` is finite and above ``lower``."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{section}.{name} = {value!r}: expected a real number") from exc
+    allowed = (
+        "any finite real"
+        if lower == -math.inf
+        else f"{'[' if inclusive else '('}{lower:g}, inf)"
+    )
+    bad = ~np.isfinite(arr)
+    if lower != -math.inf:
+        bad |= (arr < lower) if inclusive else (arr <= lower)
+    if np.any(bad):
+        idx = np.unravel_index(int(np.argmax(bad)), arr.shape) if arr.ndim else ()
+        where = f" at index {tuple(int(i) for i in idx)}" if arr.ndim else ""
+        raise ConfigError(
+            f"{section}.{name} = {arr[idx].item()!r}{where} is outside the allowed range {allowed}"
+        )
+
+
+def validate_fraction(name: str, value: Any) -> None:
+    """Raise ConfigError unless ``value`` lies in [0, 1] (pruning ratios are remaining fractions)."""
+    arr = np.asarray(value, dtype=np.float64)
+    bad = ~np.isfinite(arr) | (arr < 0.0) | (arr > 1.0)
+    if np.any(bad):
+        idx = np.unravel_index(int(np.argmax(bad)), arr.shape) if arr.ndim else ()
+        raise ConfigError(f"{name} = {arr[idx].item()!r} is outside the allowed range [0, 1]")
+
+
+def _is_concrete(value: Any) -> bool:
+    return value is not None and not isinstance(value, jax.core.Tracer)
+
+
+def _validate(obj, section: str, rules: Mapping[str, tuple[float, bool]]) -> None:
+    for name, (lower, inclusive) in rules.items():
+        value = getattr(obj, name)
+        if _is_concrete(value):
+            _check_range(section, name, value, lower, inclusive)
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+@_pytree_dataclass
+class SystemParams:
+    """The ``[system]`` section: link and processors (paper Section II; values of Section VI in presets).
+
+    The channel power gain g is given either directly (``channel_gain``, linear, dimensionless) or by
+    the path-loss model g = K0 (d/d0)^-α of Section VI (``ref_gain_db`` = K0 in dB, ``ref_distance_m``
+    = d0, ``distance_m`` = d, ``pathloss_exponent`` = α); exactly one form must be set.
+    """
+
+    bandwidth_hz: Any  # B, uplink bandwidth [Hz]
+    noise_psd_w_per_hz: Any  # N0, noise power spectral density [W/Hz]
+    p_max_w: Any  # P_max, maximum transmit power [W]
+    f_max_device_hz: Any  # f^max, device clock [cycles/s]
+    f_max_server_hz: Any  # f̃^max, server clock [cycles/s]
+    flops_per_cycle_device: Any  # c [FLOP/cycle]
+    flops_per_cycle_server: Any  # c̃ [FLOP/cycle]
+    pue_device: Any  # η, power usage effectiveness [-]
+    pue_server: Any  # η̃ [-]
+    power_coeff_device: Any  # φ, chip power coefficient [W/(cycle/s)^3]
+    power_coeff_server: Any  # φ̃ [W/(cycle/s)^3]
+    channel_gain: Any = None  # g [-]
+    ref_gain_db: Any = None  # K0 [dB]
+    ref_distance_m: Any = None  # d0 [m]
+    distance_m: Any = None  # d [m]
+    pathloss_exponent: Any = None  # α [-]
+
+    _RULES = {
+        "bandwidth_hz": _POSITIVE,
+        "noise_psd_w_per_hz": _POSITIVE,
+        "p_max_w": _POSITIVE,
+        "f_max_device_hz": _POSITIVE,
+        "f_max_server_hz": _POSITIVE,
+        "flops_per_cycle_device": _POSITIVE,
+        "flops_per_cycle_server": _POSITIVE,
+        "pue_device": _POSITIVE,
+        "pue_server": _POSITIVE,
+        "power_coeff_device": _POSITIVE,
+        "power_coeff_server": _POSITIVE,
+        "channel_gain": _POSITIVE,
+        "ref_gain_db": _ANY,
+        "ref_distance_m": _POSITIVE,
+        "distance_m": _POSITIVE,
+        "pathloss_exponent": _POSITIVE,
+    }
+    PATHLOSS_FIELDS = ("ref_gain_db", "ref_distance_m", "distance_m", "pathloss_exponent")
+
+    def __post_init__(self):
+        pathloss_set = [getattr(self, n) is not None for n in self.PATHLOSS_FIELDS]
+        if self.channel_gain is not None and any(pathloss_set):
+            raise ConfigError(
+                "system.channel_gain and the path-loss fields "
+                f"({', '.join(self.PATHLOSS_FIELDS)}) are exclusive: set one form of the channel"
+            )
+        if self.channel_gain is None and not all(pathloss_set):
+            missing = [n for n, s in zip(self.PATHLOSS_FIELDS, pathloss_set) if not s]
+            raise ConfigError(
+                "system: the channel needs either channel_gain or all of "
+                f"{', '.join(self.PATHLOSS_FIELDS)}; missing {', '.join(missing)}"
+            )
+        _validate(self, "system", self._RULES)
+
+
+@_pytree_dataclass
+class ModelProfile:
+    """The ``[model]`` section: the split model's sizes and workloads (paper Sections II, IV).
+
+    ``params_device`` q and ``params_server`` s count parameters before pruning; ``flops_device`` N_FLOP
+    and ``flops_server`` Ñ_FLOP count FLOPs of one inference before pruning; ``embedding_bits`` θ is the
+    size of the uploaded embedding [bits]; ``bits_per_weight`` b is the storage precision [bits];
+    ``entropy_bits`` h(w) is the differential entropy of the whole model's weights [bits] (may be
+    negative); ``input_bits`` is the size of the raw input [bits], uploaded when the model runs
+    entirely on the server (split 0).
+    """
+
+    params_device: Any
+    params_server: Any
+    flops_device: Any
+    flops_server: Any
+    embedding_bits: Any
+    bits_per_weight: Any
+    entropy_bits: Any
+    input_bits: Any = 0.0
+
+    _RULES = {
+        "params_device": _NONNEGATIVE,
+        "params_server": _NONNEGATIVE,
+        "flops_device": _NONNEGATIVE,
+        "flops_server": _NONNEGATIVE,
+        "embedding_bits": _NONNEGATIVE,
+        "bits_per_weight": _POSITIVE,
+        "entropy_bits": _ANY,
+        "input_bits": _NONNEGATIVE,
+    }
+
+    def __post_init__(self):
+        _validate(self, "model", self._RULES)
+        if _is_concrete(self.params_device) and _is_concrete(self.params_server):
+            total = np.asarray(self.params_device, np.float64) + np.asarray(self.params_server, np.float64)
+            if np.any(total < 1.0):
+                raise ConfigError(
+                    f"model.params_device + model.params_server = {float(np.min(total))!r} "
+                    "is outside the allowed range [1, inf): the model needs at least one parameter"
+                )
+
+    @property
+    def params_total(self):
+        """q + s, parameters of the unpruned model."""
+        return self.params_device + self.params_server
+
+
+@_pytree_dataclass
+class Budget:
+    """The ``[budget]`` section: delay budget T0 [s] of (44a) and energy budget E0 [J] of (44b)."""
+
+    delay_s: Any
+    energy_j: Any
+
+    _RULES = {"delay_s": _POSITIVE, "energy_j": _POSITIVE}
+
+    def __post_init__(self):
+        _validate(self, "budget", self._RULES)
+
+
+@_pytree_dataclass
+class Problem:
+    """One co-inference configuration (or a batch of them): system, model profile and budget."""
+
+    system: SystemParams
+    model: ModelProfile
+    budget: Budget
+
+    def astype(self, dtype) -> "Problem":
+        """The same problem with every leaf a JAX array of ``dtype`` (e.g. ``jnp.float64``)."""
+        return jax.tree_util.tree_map(lambda x: jax.numpy.asarray(x, dtype=dtype), self)
+
+
+SECTIONS: dict[str, type] = {"system": SystemParams, "model": ModelProfile, "budget": Budget}
+
+
+def _field_names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _section_of_field() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for section, cls in SECTIONS.items():
+        for name in _field_names(cls):
+            assert name not in out, f"field name {name} is not unique"
+            out[name] = section
+    return out
+
+
+FIELD_SECTION = _section_of_field()
+
+
+# ----------------------------------------------------------------------------- presets
+
+#: Section VI of the paper: B = 5 MHz, N0 = 2e-19 W/Hz, P_max = 0.5 W, K0 = -30 dB at d0 = 1 m,
+#: alpha = 2.8, d = 500 m, f_max = 1 GHz, f̃_max = 4 GHz, c = 32, c̃ = 128, η = 1, η̃ = 2,
+#: φ = 5e-29, φ̃ = 1e-28.
+SYSTEM_PRESETS: dict[str, dict[str, float]] = {
+    "paper": dict(
+        bandwidth_hz=5e6,
+        noise_psd_w_per_hz=2e-19,
+        p_max_w=0.5,
+        f_max_device_hz=1e9,
+        f_max_server_hz=4e9,
+        flops_per_cycle_device=32.0,
+        flops_per_cycle_server=128.0,
+        pue_device=1.0,
+        pue_server=2.0,
+        power_coeff_device=5e-29,
+        power_coeff_server=1e-28,
+        ref_gain_db=-30.0,
+        ref_distance_m=1.0,
+        distance_m=500.0,
+        pathloss_exponent=2.8,
+    )
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelPresetSpec:
+    """How a preset model profile is derived (documented defaults the paper leaves open).
+
+    The split is proportional: ``split_layer`` of ``num_layers`` blocks (and that share of parameters
+    and FLOPs) sit on the device. θ = ``seq_len`` x ``hidden_size`` x ``activation_bits``; the raw input
+    is ``seq_len`` token ids of ``token_id_bits`` bits; h(w) = q_p x ``entropy_bits_per_weight``, where
+    the per-weight entropy log2(2 e β) is that of a Laplace law with scale β = ``laplace_scale``.
+    """
+
+    total_params: float
+    total_flops: float
+    num_layers: int
+    hidden_size: int
+    split_layer: int = 4
+    seq_len: int = 128
+    activation_bits: int = 8
+    token_id_bits: int = 32
+    bits_per_weight: float = 32.0
+    laplace_scale: float = 0.028
+
+    @property
+    def entropy_bits_per_weight(self) -> float:
+        return math.log2(2.0 * math.e * self.laplace_scale)
+
+    def profile_fields(self) -> dict[str, float]:
+        params_device = round(self.total_params * self.split_layer / self.num_layers)
+        flops_device = self.total_flops * self.split_layer / self.num_layers
+        return dict(
+            params_device=float(params_device),
+            params_server=float(self.total_params - params_device),
+            flops_device=flops_device,
+            flops_server=self.total_flops - flops_device,
+            embedding_bits=float(self.seq_len * self.hidden_size * self.activation_bits),
+            bits_per_weight=self.bits_per_weight,
+            entropy_bits=self.total_params * self.entropy_bits_per_weight,
+            input_bits=float(self.seq_len * self.token_id_bits),
+        )
+
+
+#: BERT-base: 109.48M parameters, 21.77 GFLOPs; BART-base: 139.42M, 6.44 GFLOPs (paper Section VI-A;
+#: hidden size 768 for both, slip 9 of DESIGN.md). Split at layer 4 of 12, proportionally.
+MODEL_SPECS: dict[str, ModelPresetSpec] = {
+    "bert-base": ModelPresetSpec(total_params=109_482_240, total_flops=21.77e9, num_layers=12, hidden_size=768),
+    "bart-base": ModelPresetSpec(total_params=139_420_416, total_flops=6.44e9, num_layers=12, hidden_size=768),
+}
+MODEL_PRESETS: dict[str, dict[str, float]] = {k: v.profile_fields() for k, v in MODEL_SPECS.items()}
+
+#: The paper's budgets (Figs. 4, 5): BERT T0 = 0.35 s, E0 = 0.015 J; BART T0 = 0.22 s, E0 = 0.0225 J.
+BUDGET_PRESETS: dict[str, dict[str, float]] = {
+    "bert-base": dict(delay_s=0.35, energy_j=0.015),
+    "bart-base": dict(delay_s=0.22, energy_j=0.0225),
+}
+
+
+def _choose(kind: str, name: str, table: Mapping[str, Any]) -> Any:
+    if name not in table:
+        raise ConfigError(f"unknown {kind} {name!r}; allowed: {', '.join(sorted(table))}")
+    return table[name]
+
+
+# ----------------------------------------------------------------------------- dict / TOML
+
+
+def problem_to_dict(problem: Problem) -> dict[str, dict[str, Any]]:
+    """Nested ``{section: {field: value}}`` of a (scalar) problem, omitting unset optional fields."""
+    out: dict[str, dict[str, Any]] = {}
+    for section in SECTIONS:
+        obj = getattr(problem, section)
+        values = {}
+        for name in _field_names(type(obj)):
+            value = getattr(obj, name)
+            if value is None:
+                continue
+            arr = np.asarray(value)
+            values[name] = arr.item() if arr.ndim == 0 else arr.tolist()
+        out[section] = values
+    return out
+
+
+def problem_from_dict(data: Mapping[str, Mapping[str, Any]]) -> Problem:
+    """Build and validate a Problem from ``{section: {field: value}}``; unknown keys are errors."""
+    unknown_sections = set(data) - set(SECTIONS)
+    if unknown_sections:
+        raise ConfigError(
+            f"unknown section(s) {', '.join(sorted(unknown_sections))}; allowed: {', '.join(SECTIONS)}"
+        )
+    parts = {}
+    for section, cls in SECTIONS.items():
+        values = dict(data.get(section, {}))
+        allowed = _field_names(cls)
+        unknown = set(values) - set(allowed)
+        if unknown:
+            raise ConfigError(
+                f"unknown field(s) {', '.join(sorted(unknown))} in [{section}]; allowed: {', '.join(allowed)}"
+            )
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+        missing = [n for n in required if n not in values]
+        if missing:
+            raise ConfigError(f"[{section}] is missing field(s): {', '.join(missing)}")
+        parts[section] = cls(**values)
+    return Problem(**parts)
+
+
+def dump_toml(problem: Problem) -> str:
+    """The problem as TOML text with sections [system], [model], [budget]."""
+    return tomli_w.dumps(problem_to_dict(problem))
+
+
+def save_toml(problem: Problem, path: str | Path) -> None:
+    Path(path).write_text(dump_toml(problem))
+
+
+def load_toml(path: str | Path) -> Problem:
+    """Read a TOML file written by :func:`save_toml` (or by hand) into a validated Problem."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from exc
+    return problem_from_dict(data)
+
+
+# ----------------------------------------------------------------------------- overrides
+
+
+def _parse_number(key: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise ConfigError(f"--set {key}={text!r}: the value must be a number") from exc
+
+
+def apply_overrides(data: Mapping[str, Mapping[str, Any]], overrides: Mapping[str, Any]) -> dict:
+    """Apply ``{"section.field" or "field": value}`` overrides to a nested dict (not yet validated).
+
+    Field names are unique across sections, so the bare name works. Setting ``channel_gain`` removes
+    the path-loss fields and setting any path-loss field removes ``channel_gain``, so either form of
+    the channel can be switched to from a preset.
+    """
+    out = {section: dict(values) for section, values in data.items()}
+    for key, raw in overrides.items():
+        section, _, name = key.rpartition(".")
+        if name not in FIELD_SECTION:
+            raise ConfigError(f"--set {key}: unknown field {name!r}; allowed: {', '.join(FIELD_SECTION)}")
+        if section and section != FIELD_SECTION[name]:
+            raise ConfigError(
+                f"--set {key}: field {name!r} belongs to section [{FIELD_SECTION[name]}], not [{section}]"
+            )
+        value = _parse_number(key, raw) if isinstance(raw, str) else raw
+        target = out.setdefault(FIELD_SECTION[name], {})
+        if name == "channel_gain":
+            for n in SystemParams.PATHLOSS_FIELDS:
+                target.pop(n, None)
+        elif name in SystemParams.PATHLOSS_FIELDS:
+            target.pop("channel_gain", None)
+        target[name] = value
+    return out
+
+
+def preset_dict(preset: str = "paper", model: str = "bert-base") -> dict[str, dict[str, float]]:
+    """Nested dict of a system preset, a model preset and that model's budget preset."""
+    return {
+        "system": dict(_choose("system preset", preset, SYSTEM_PRESETS)),
+        "model": dict(_choose("model preset", model, MODEL_PRESETS)),
+        "budget": dict(_choose("model preset", model, BUDGET_PRESETS)),
+    }
+
+
+def make_problem(
+    preset: str = "paper",
+    model: str = "bert-base",
+    *,
+    config: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Problem:
+    """A validated Problem from a preset (or a TOML ``config`` file) plus ``section.field`` overrides."""
+    base = problem_to_dict(load_toml(config)) if config is not None else preset_dict(preset, model)
+    return problem_from_dict(apply_overrides(base, overrides or {}))

@@ -1,0 +1,422 @@
+"""Exact global solver of (P1) through its convex reformulation and a one-dimensional dual search.
+
+The reformulation (DESIGN.md, "P1 is convex in the right variables"): with the device slow-down
+s = f_max/f >= 1, the server slow-down s̃ = f̃_max/f̃ >= 1 and the uplink spectral efficiency
+y = ln(1 + g p/(B N0)) in nats/s/Hz (so u = ln2/(B y) seconds per bit), the device part of a pruned
+model with remaining fraction ρ takes ρ·T_d·s seconds and ρ·E_d/s² joules, where T_d = N/(c f_max) and
+E_d = η φ N f_max²/c are its delay and energy at full clock (eqs. (4), (5)); the server likewise; the
+upload takes θ u seconds and θ e(y) joules with e(y) = (B N0/g)(e^y - 1) ln2/(B y) (eqs. (6), (7)).
+In the variables (ρ, ρ̃, τ = ρ T_d s, τ̃, u) the problem is convex and maximises ρq + ρ̃s (D̂ of (41)
+is strictly decreasing in it).
+
+Solver. For an energy price ν >= 0 [s/J], the Lagrangian relaxation with both budgets aggregated as
+time + ν·energy <= T0 + ν E0 separates: each part picks its clock alone (s = max(1, (ν/ν_d)^(1/3)) with
+ν_d = 1/(2 η φ f_max³)), the link its efficiency y (ν k (e^y (y - 1) + 1) = 1, k = B N0/g, capped at
+y_max = ln(1 + g P_max/(B N0))), and ρ, ρ̃ solve a two-item fractional knapsack whose value h(ν) is an
+upper bound on the optimum. h is quasiconvex in ν, and at any ν the knapsack's response violates
+exactly the budget whose price is too low, so a bisection on ν locates the optimal price. At the
+final price the rates are fixed and ρ, ρ̃ solve a two-variable linear programme exactly (vertex
+enumeration), which gives a primal-feasible point. The relative gap between h and that point's
+ρq + ρ̃s is the certificate. A knapsack whose pruning lower bounds alone exceed the aggregated budget
+certifies infeasibility.
+
+Every operation is elementwise with a fixed iteration count, so the solver broadcasts over any batch
+shape, runs under ``jit``/``vmap`` and uses memory linear in the batch size.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from laimco_jax.params import Problem
+from laimco_jax.solvers.schemes import SchemeSpec, scheme_problem, scheme_spec
+from laimco_jax.solvers.solution import InfeasibleReason, Solution, Status, make_solution
+from laimco_jax.system import LN2, OperatingPoint, channel_gain
+
+__all__ = ["ConvexForm", "convex_form", "solve_exact", "DEFAULT_ITERATIONS", "DEFAULT_GAP_TOL"]
+
+DEFAULT_ITERATIONS = 64
+DEFAULT_GAP_TOL = 1e-9
+# Span of the price search beyond the largest price at which any rate still moves (a factor 1e30
+# shrinks the remaining energy of the parts by 1e-20 relative).
+_PRICE_SPAN = 1e30
+
+
+class ConvexForm(NamedTuple):
+    """(P1) in the normalised variables of the module docstring (all arrays of one batch shape)."""
+
+    value_device: Any  # q
+    value_server: Any  # s
+    delay_device_s: Any  # T_d = N/(c f_max), ρ = 1 at full clock
+    energy_device_j: Any  # E_d = η φ N f_max²/c
+    free_price_device: Any  # ν_d = 1/(2 η φ f_max³) [s/J]: above it the device slows down
+    delay_server_s: Any
+    energy_server_j: Any
+    free_price_server: Any
+    bits: Any  # θ
+    link_power_w: Any  # k = B N0/g
+    bandwidth_hz: Any  # B
+    max_efficiency: Any  # y_max = ln(1 + g P_max/(B N0)) [nats/s/Hz]
+    rho_min: Any
+    rho_server_min: Any
+    delay_budget_s: Any  # T0
+    energy_budget_j: Any  # E0
+
+
+def convex_form(problem: Problem, spec: SchemeSpec) -> ConvexForm:
+    """Normalised coefficients of ``problem`` (already re-split for its scheme)."""
+    system, model, budget = problem.system, problem.model, problem.budget
+    gain = channel_gain(system)
+    noise = system.bandwidth_hz * system.noise_psd_w_per_hz
+    fields = dict(
+        value_device=model.params_device,
+        value_server=model.params_server,
+        delay_device_s=model.flops_device / (system.flops_per_cycle_device * system.f_max_device_hz),
+        energy_device_j=system.pue_device * system.power_coeff_device * model.flops_device
+        * system.f_max_device_hz**2 / system.flops_per_cycle_device,
+        free_price_device=0.5 / (system.pue_device * system.power_coeff_device * system.f_max_device_hz**3),
+        delay_server_s=model.flops_server / (system.flops_per_cycle_server * system.f_max_server_hz),
+        energy_server_j=system.pue_server * system.power_coeff_server * model.flops_server
+        * system.f_max_server_hz**2 / system.flops_per_cycle_server,
+        free_price_server=0.5 / (system.pue_server * system.power_coeff_server * system.f_max_server_hz**3),
+        bits=model.embedding_bits,
+        link_power_w=noise / gain,
+        bandwidth_hz=system.bandwidth_hz,
+        max_efficiency=jnp.log1p(gain * system.p_max_w / noise),
+        rho_min=spec.rho_min,
+        rho_server_min=spec.rho_server_min,
+        delay_budget_s=budget.delay_s,
+        energy_budget_j=budget.energy_j,
+    )
+    arrays = [jnp.asarray(v) for v in fields.values()]
+    dtype = jnp.result_type(*arrays)
+    shape = jnp.broadcast_shapes(*(a.shape for a in arrays))
+    return ConvexForm(*(jnp.broadcast_to(a.astype(dtype), shape) for a in arrays))
+
+
+# ----------------------------------------------------------------------------- link
+
+
+def _link_stationarity(y):
+    """Λ(y) = e^y (y - 1) + 1 = Σ_{n>=2} (n-1) y^n/n!, with a series where it cancels (small y)."""
+    small = y < 1e-3
+    ys = jnp.where(small, y, 0.0)
+    series = ys**2 * (0.5 + ys * (1 / 3 + ys * (1 / 8 + ys * (1 / 30 + ys / 144))))
+    yl = jnp.where(small, 1.0, y)
+    return jnp.where(small, series, yl * jnp.exp(yl) - jnp.expm1(yl))
+
+
+def _link_rates(form: ConvexForm, y):
+    """Seconds per bit u = ln2/(B y) and joules per bit e = p u, p = k (e^y - 1), at efficiency y."""
+    seconds_per_bit = LN2 / (form.bandwidth_hz * y)
+    return seconds_per_bit, form.link_power_w * jnp.expm1(y) * seconds_per_bit
+
+
+def _min_joules_per_bit(form: ConvexForm, fixed_power: bool):
+    """The least energy per bit the link can spend: at P_max if pinned, else k ln2/B (y -> 0)."""
+    if fixed_power:
+        return _link_rates(form, form.max_efficiency)[1]
+    return form.link_power_w * LN2 / form.bandwidth_hz
+
+
+# ----------------------------------------------------------------------------- price parametrisation
+
+
+class _PriceSearch(NamedTuple):
+    """Monotone map t in [0, 2] -> energy price ν: log-linear in ν on [0, 1], in the link's y on [1, 2]."""
+
+    log_price_low: Any
+    log_price_link: Any  # ν at which the link leaves P_max
+    log_efficiency_max: Any
+    log_efficiency_end: Any
+
+
+def _price_search(form: ConvexForm) -> _PriceSearch:
+    price_link = 1.0 / (form.link_power_w * _link_stationarity(form.max_efficiency))
+    lowest = jnp.minimum(jnp.minimum(form.free_price_device, form.free_price_server), price_link)
+    highest = jnp.maximum(jnp.maximum(form.free_price_device, form.free_price_server), price_link)
+    # Λ(y) <= y² for y <= 1, so ν(y) >= 1/(k y²) >= highest * _PRICE_SPAN at the end of the search.
+    efficiency_end = jnp.minimum(
+        jnp.minimum(0.5 * form.max_efficiency, 1.0),
+        jax.lax.rsqrt(form.link_power_w * highest * _PRICE_SPAN),
+    )
+    return _PriceSearch(
+        log_price_low=jnp.log(0.5 * lowest),
+        log_price_link=jnp.log(price_link),
+        log_efficiency_max=jnp.log(form.max_efficiency),
+        log_efficiency_end=jnp.log(efficiency_end),
+    )
+
+
+class _Rates(NamedTuple):
+    """Clock and link choices at an energy price, and their per-unit delay and energy."""
+
+    price: Any  # ν [s/J]
+    slowdown_device: Any  # s = f_max/f
+    slowdown_server: Any
+    efficiency: Any  # y [nats/s/Hz]
+    delay_device: Any  # per unit ρ [s]
+    energy_device: Any  # per unit ρ [J]
+    delay_server: Any
+    energy_server: Any
+    delay_link: Any  # θ u [s]
+    energy_link: Any  # θ e(y) [J]
+
+
+def _rates_at(form: ConvexForm, search: _PriceSearch, t, spec: SchemeSpec) -> _Rates:
+    on_link_segment = t > 1.0
+    log_y_free = search.log_efficiency_max + (t - 1.0) * (search.log_efficiency_end - search.log_efficiency_max)
+    y_free = jnp.exp(jnp.where(on_link_segment, log_y_free, search.log_efficiency_max))
+    log_price_low = search.log_price_low + t * (search.log_price_link - search.log_price_low)
+    price = jnp.where(
+        on_link_segment,
+        1.0 / (form.link_power_w * _link_stationarity(y_free)),
+        jnp.exp(log_price_low),
+    )
+    y = form.max_efficiency if spec.fixed_power else y_free
+
+    def slowdown(free_price):
+        if spec.fixed_frequency:
+            return jnp.ones_like(price)
+        return jnp.maximum(1.0, jnp.cbrt(price / free_price))
+
+    s_dev, s_srv = slowdown(form.free_price_device), slowdown(form.free_price_server)
+    seconds_per_bit, joules_per_bit = _link_rates(form, y)
+    return _Rates(
+        price=price,
+        slowdown_device=s_dev,
+        slowdown_server=s_srv,
+        efficiency=y,
+        delay_device=form.delay_device_s * s_dev,
+        energy_device=form.energy_device_j / s_dev**2,
+        delay_server=form.delay_server_s * s_srv,
+        energy_server=form.energy_server_j / s_srv**2,
+        delay_link=form.bits * seconds_per_bit,
+        energy_link=form.bits * joules_per_bit,
+    )
+
+
+# ----------------------------------------------------------------------------- knapsack (dual)
+
+
+def _safe_div(numerator, denominator, if_zero):
+    zero = denominator == 0
+    return jnp.where(zero, if_zero, numerator / jnp.where(zero, 1.0, denominator))
+
+
+class _Knapsack(NamedTuple):
+    feasible: Any  # the pruning lower bounds fit the aggregated budget
+    overload: Any  # (lower-bound cost - aggregated budget) / aggregated budget, > 0 iff infeasible
+    rho: Any
+    rho_server: Any
+    value: Any  # h(ν), an upper bound on max ρq + ρ̃s (-inf when infeasible)
+    multiplier: Any  # value per aggregated second, λ
+    energy_violated: Any  # the response exceeds E0: the price is too low
+
+
+def _knapsack(form: ConvexForm, r: _Rates) -> _Knapsack:
+    """Relaxation with time + ν·energy aggregated: a two-item fractional knapsack (greedy is exact)."""
+    cost_dev = r.delay_device + r.price * r.energy_device
+    cost_srv = r.delay_server + r.price * r.energy_server
+    capacity = form.delay_budget_s + r.price * form.energy_budget_j - (r.delay_link + r.price * r.energy_link)
+    left = capacity - form.rho_min * cost_dev - form.rho_server_min * cost_srv
+    feasible = left >= 0
+    eff_dev = _safe_div(form.value_device, cost_dev, jnp.inf)
+    eff_srv = _safe_div(form.value_server, cost_srv, jnp.inf)
+    device_first = eff_dev >= eff_srv
+
+    def take(cost, room, budget):
+        return jnp.clip(_safe_div(budget, cost, jnp.inf), 0.0, room)
+
+    room_dev, room_srv = 1.0 - form.rho_min, 1.0 - form.rho_server_min
+    budget = jnp.maximum(left, 0.0)
+    x_first = take(jnp.where(device_first, cost_dev, cost_srv), jnp.where(device_first, room_dev, room_srv), budget)
+    budget_second = jnp.maximum(budget - x_first * jnp.where(device_first, cost_dev, cost_srv), 0.0)
+    x_second = take(jnp.where(device_first, cost_srv, cost_dev), jnp.where(device_first, room_srv, room_dev), budget_second)
+    x_dev = jnp.where(feasible, jnp.where(device_first, x_first, x_second), 0.0)
+    x_srv = jnp.where(feasible, jnp.where(device_first, x_second, x_first), 0.0)
+    rho, rho_srv = form.rho_min + x_dev, form.rho_server_min + x_srv
+    energy = rho * r.energy_device + rho_srv * r.energy_server + r.energy_link
+    value = rho * form.value_device + rho_srv * form.value_server
+    # λ: the best efficiency among items that could still grow (0 if every item is full).
+    multiplier = jnp.maximum(
+        jnp.where(x_dev < room_dev, eff_dev, 0.0), jnp.where(x_srv < room_srv, eff_srv, 0.0)
+    )
+    return _Knapsack(
+        feasible=feasible,
+        overload=-left / (form.delay_budget_s + r.price * form.energy_budget_j),
+        rho=rho,
+        rho_server=rho_srv,
+        value=jnp.where(feasible, value, -jnp.inf),
+        multiplier=jnp.where(feasible & jnp.isfinite(multiplier), multiplier, 0.0),
+        energy_violated=energy > form.energy_budget_j,
+    )
+
+
+# ----------------------------------------------------------------------------- primal LP at fixed rates
+
+
+class _Primal(NamedTuple):
+    feasible: Any
+    rho: Any
+    rho_server: Any
+    value: Any
+
+
+def _primal_at(form: ConvexForm, r: _Rates, rel_tol) -> _Primal:
+    """max ρq + ρ̃s over the box with the delay and energy budgets at fixed rates (exact 2-D LP).
+
+    The objective is non-decreasing in both variables, so the optimum is a vertex of the upper-right
+    frontier: a bound of one variable with the other as large as feasible, or the intersection of the
+    two budget lines. All five candidates are evaluated and the best feasible one kept.
+    """
+    delay_left = form.delay_budget_s - r.delay_link
+    energy_left = form.energy_budget_j - r.energy_link
+
+    def largest(t_fixed, e_fixed, x, t_free, e_free):
+        by_delay = _safe_div(delay_left - t_fixed * x, t_free, jnp.inf)
+        by_energy = _safe_div(energy_left - e_fixed * x, e_free, jnp.inf)
+        return jnp.minimum(1.0, jnp.minimum(by_delay, by_energy))
+
+    td, ed, ts, es = r.delay_device, r.energy_device, r.delay_server, r.energy_server
+    det = td * es - ts * ed
+    cross_rho = _safe_div(delay_left * es - ts * energy_left, det, -jnp.inf)
+    cross_srv = _safe_div(td * energy_left - ed * delay_left, det, -jnp.inf)
+    candidates = [
+        (form.rho_min, largest(td, ed, form.rho_min, ts, es)),
+        (jnp.ones_like(td), largest(td, ed, 1.0, ts, es)),
+        (largest(ts, es, form.rho_server_min, td, ed), form.rho_server_min),
+        (largest(ts, es, 1.0, td, ed), jnp.ones_like(td)),
+        (cross_rho, cross_srv),
+    ]
+    best = _Primal(jnp.zeros_like(td, bool), form.rho_min, form.rho_server_min, jnp.full_like(td, -jnp.inf))
+    for rho, rho_srv in candidates:
+        rho = jnp.broadcast_to(rho, td.shape)
+        rho_srv = jnp.broadcast_to(rho_srv, td.shape)
+        ok = (
+            (rho >= form.rho_min)
+            & (rho <= 1.0)
+            & (rho_srv >= form.rho_server_min)
+            & (rho_srv <= 1.0)
+            & (rho * td + rho_srv * ts <= delay_left + rel_tol * form.delay_budget_s)
+            & (rho * ed + rho_srv * es <= energy_left + rel_tol * form.energy_budget_j)
+        )
+        value = jnp.where(ok, rho * form.value_device + rho_srv * form.value_server, -jnp.inf)
+        better = value >= best.value  # ties: the later candidate (larger ρ, ρ̃ for absent parts)
+        best = _Primal(
+            feasible=best.feasible | ok,
+            rho=jnp.where(better, rho, best.rho),
+            rho_server=jnp.where(better, rho_srv, best.rho_server),
+            value=jnp.where(better, value, best.value),
+        )
+    return best
+
+
+# ----------------------------------------------------------------------------- the solver
+
+
+def _infeasible_reason(form: ConvexForm, spec: SchemeSpec):
+    full_speed_delay = (
+        form.rho_min * form.delay_device_s
+        + form.rho_server_min * form.delay_server_s
+        + _link_rates(form, form.max_efficiency)[0] * form.bits
+    )
+    least_energy = form.bits * _min_joules_per_bit(form, spec.fixed_power)
+    if spec.fixed_frequency:
+        least_energy = least_energy + form.rho_min * form.energy_device_j + form.rho_server_min * form.energy_server_j
+    return jnp.where(
+        full_speed_delay > form.delay_budget_s,
+        InfeasibleReason.DELAY,
+        jnp.where(least_energy > form.energy_budget_j, InfeasibleReason.ENERGY, InfeasibleReason.JOINT),
+    )
+
+
+def _solve_form(form: ConvexForm, spec: SchemeSpec, iterations: int, gap_tol):
+    search = _price_search(form)
+    low = jnp.zeros_like(form.value_device)
+    high = jnp.full_like(low, 2.0)
+
+    def bisect(_, bracket):
+        lo, hi = bracket
+        mid = 0.5 * (lo + hi)
+        too_cheap = _knapsack(form, _rates_at(form, search, mid, spec)).energy_violated
+        return jnp.where(too_cheap, mid, lo), jnp.where(too_cheap, hi, mid)
+
+    low, high = jax.lax.fori_loop(0, iterations, bisect, (low, high))
+    ends = [_rates_at(form, search, t, spec) for t in (low, high)]
+    duals = [_knapsack(form, r) for r in ends]
+    primals = [_primal_at(form, r, 1e-12) for r in ends]
+    use_high = primals[1].value >= primals[0].value
+
+    def pick(a, b):
+        return jnp.where(use_high, b, a)
+
+    rates = jax.tree_util.tree_map(pick, *ends)
+    primal = jax.tree_util.tree_map(pick, *primals)
+    dual = jax.tree_util.tree_map(pick, *duals)
+    # Weak duality: upper >= primal value up to rounding (only violated at the feasibility boundary).
+    upper = jnp.maximum(jnp.minimum(duals[0].value, duals[1].value), primal.value)
+    infeasible = ~primal.feasible & ~(duals[0].feasible & duals[1].feasible)
+    gap = (upper - primal.value) / (form.value_device + form.value_server)
+    status = jnp.where(
+        infeasible, Status.INFEASIBLE, jnp.where(primal.feasible & (gap <= gap_tol), Status.OPTIMAL, Status.NOT_CONVERGED)
+    )
+    certificate = jnp.where(infeasible, jnp.maximum(duals[0].overload, duals[1].overload), jnp.where(primal.feasible, gap, 1.0))
+    return rates, primal, dual, jnp.where(infeasible, 0.0, upper), status, certificate
+
+
+@functools.partial(jax.jit, static_argnames=("scheme", "iterations"))
+def solve_exact(
+    problem: Problem,
+    scheme: str = "proposed",
+    *,
+    iterations: int = DEFAULT_ITERATIONS,
+    gap_tol: float = DEFAULT_GAP_TOL,
+) -> Solution:
+    """Globally optimal (ρ, f, p, ρ̃, f̃) of (P1) for ``scheme``, with a duality-gap certificate.
+
+    Args:
+      problem: a Problem whose leaves may carry any common batch shape (float64 recommended).
+      scheme: one of :data:`~laimco_jax.solvers.schemes.SCHEMES`.
+      iterations: bisection steps on the energy price (64 reaches float64 resolution).
+      gap_tol: relative duality gap below which the status is OPTIMAL.
+
+    Returns:
+      A :class:`~laimco_jax.solvers.solution.Solution`. Infeasible instances get status INFEASIBLE, a
+      reason code, and the pruning lower bounds at full clocks and power as their (violating) point;
+      no field is NaN.
+    """
+    spec = scheme_spec(scheme)
+    problem = scheme_problem(problem, scheme)
+    form = convex_form(problem, spec)
+    rates, primal, dual, upper, status, certificate = _solve_form(form, spec, iterations, gap_tol)
+    infeasible = status == Status.INFEASIBLE
+    system = problem.system
+    rho = jnp.where(infeasible, form.rho_min, primal.rho)
+    rho_srv = jnp.where(infeasible, form.rho_server_min, primal.rho_server)
+    slow_dev = jnp.where(infeasible, 1.0, rates.slowdown_device)
+    slow_srv = jnp.where(infeasible, 1.0, rates.slowdown_server)
+    y = jnp.where(infeasible, form.max_efficiency, rates.efficiency)
+    point = OperatingPoint(
+        rho=rho,
+        f_device_hz=jnp.where(form.delay_device_s > 0, system.f_max_device_hz / slow_dev, 0.0),
+        p_w=jnp.where(form.bits > 0, jnp.minimum(form.link_power_w * jnp.expm1(y), system.p_max_w), 0.0),
+        rho_server=rho_srv,
+        f_server_hz=jnp.where(form.delay_server_s > 0, system.f_max_server_hz / slow_srv, 0.0),
+    )
+    delay_mult = jnp.where(infeasible, 0.0, dual.multiplier)
+    return make_solution(
+        problem,
+        point,
+        status=status,
+        infeasible_reason=jnp.where(infeasible, _infeasible_reason(form, spec), InfeasibleReason.NONE),
+        upper_bound=upper,
+        certificate=certificate,
+        delay_multiplier=delay_mult,
+        energy_multiplier=delay_mult * rates.price,
+        iterations=iterations,
+    )

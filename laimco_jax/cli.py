@@ -1,0 +1,307 @@
+"""The ``laimco`` command line.
+
+Every command that takes a configuration accepts ``--preset`` and ``--model`` (embedded defaults),
+``--config FILE.toml`` (replaces the presets) and repeated ``--set section.field=value`` overrides
+(the bare field name works too). Bad input prints one line on stderr and exits with status 2.
+The CLI computes in float64.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from laimco_jax.params import ConfigError, Problem, dump_toml, make_problem, validate_fraction
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Pruning-aware co-inference of large AI models at the wireless edge (laimco_jax).",
+)
+console = Console()
+
+PresetOpt = Annotated[str, typer.Option("--preset", help="System preset (Section VI of the paper).")]
+ModelOpt = Annotated[str, typer.Option("--model", help="Model profile preset: bert-base or bart-base.")]
+ConfigOpt = Annotated[
+    Optional[Path], typer.Option("--config", help="TOML file with [system], [model], [budget]; replaces the presets.")
+]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", help="Override a field: section.field=value or field=value (repeatable)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _enable_x64() -> None:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+
+def _parse_sets(items: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. budget.delay_s=0.3")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _problem(preset: str, model: str, config: Path | None, sets: list[str] | None) -> Problem:
+    return make_problem(preset, model, config=config, overrides=_parse_sets(sets))
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} = {value!r} is outside the allowed range (0, inf)")
+
+
+def _check_nonnegative(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"{name} = {value!r} is outside the allowed range [0, inf)")
+
+
+def _scalar(x: Any) -> Any:
+    import numpy as np
+
+    arr = np.asarray(x)
+    return arr.item() if arr.ndim == 0 else arr.tolist()
+
+
+def _emit(record: dict[str, Any], as_json: bool, title: str, units: dict[str, str]) -> None:
+    record = {k: _scalar(v) for k, v in record.items()}
+    if as_json:
+        print(json.dumps(record, indent=2, allow_nan=True))
+        return
+    table = Table(title=title)
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_column("unit")
+    for key, value in record.items():
+        text = f"{value:.6g}" if isinstance(value, float) else str(value)
+        table.add_row(key, text, units.get(key, ""))
+    console.print(table)
+
+
+@app.command("config")
+def config_cmd(
+    preset: PresetOpt = "paper",
+    model: ModelOpt = "bert-base",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Print the full configuration as TOML (save it, edit it, pass it back with --config)."""
+    print(dump_toml(_problem(preset, model, config, set_)), end="")
+
+
+_SYSTEM_UNITS = {
+    "rate_bps": "bit/s",
+    "device_delay_s": "s",
+    "device_energy_j": "J",
+    "upload_delay_s": "s",
+    "upload_energy_j": "J",
+    "server_delay_s": "s",
+    "server_energy_j": "J",
+    "delay_s": "s",
+    "energy_j": "J",
+}
+
+
+@app.command("system")
+def system_cmd(
+    rho: Annotated[float, typer.Option("--rho", help="Device part's remaining fraction ρ in [0, 1].")],
+    f_device: Annotated[float, typer.Option("--f-device", help="Device clock f [Hz].")],
+    p_watt: Annotated[float, typer.Option("--p-watt", help="Transmit power p [W].")],
+    rho_server: Annotated[float, typer.Option("--rho-server", help="Server part's remaining fraction ρ̃ in [0, 1].")],
+    f_server: Annotated[float, typer.Option("--f-server", help="Server clock f̃ [Hz].")],
+    preset: PresetOpt = "paper",
+    model: ModelOpt = "bert-base",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every delay and energy term of eqs. (2), (4)-(11) at one operating point."""
+    from laimco_jax.system import OperatingPoint, evaluate
+
+    validate_fraction("--rho", rho)
+    validate_fraction("--rho-server", rho_server)
+    _check_nonnegative("--f-device", f_device)
+    _check_nonnegative("--p-watt", p_watt)
+    _check_nonnegative("--f-server", f_server)
+    problem = _problem(preset, model, config, set_)
+    if f_device > problem.system.f_max_device_hz:
+        raise ConfigError(f"--f-device = {f_device!r} is outside the allowed range [0, {problem.system.f_max_device_hz:g}]")
+    if f_server > problem.system.f_max_server_hz:
+        raise ConfigError(f"--f-server = {f_server!r} is outside the allowed range [0, {problem.system.f_max_server_hz:g}]")
+    if p_watt > problem.system.p_max_w:
+        raise ConfigError(f"--p-watt = {p_watt!r} is outside the allowed range [0, {problem.system.p_max_w:g}]")
+    import jax.numpy as jnp
+
+    problem = problem.astype(jnp.float64)
+    terms = evaluate(problem.system, problem.model, OperatingPoint(rho, f_device, p_watt, rho_server, f_server))
+    record = dict(terms._asdict())
+    record["within_delay_budget"] = bool(terms.delay_s <= problem.budget.delay_s)
+    record["within_energy_budget"] = bool(terms.energy_j <= problem.budget.energy_j)
+    _emit(record, as_json, "System model, eqs. (2), (4)-(11)", _SYSTEM_UNITS)
+
+
+@app.command("bound")
+def bound_cmd(
+    params_device: Annotated[float, typer.Option("--params-device", help="q, device-side parameters.")],
+    params_server: Annotated[float, typer.Option("--params-server", help="s, server-side parameters.")],
+    rho: Annotated[float, typer.Option("--rho", help="ρ in [0, 1] (remaining fraction).")],
+    rho_server: Annotated[float, typer.Option("--rho-server", help="ρ̃ in [0, 1] (remaining fraction).")],
+    bits_per_weight: Annotated[float, typer.Option("--bits-per-weight", help="b, bits per stored weight.")],
+    entropy_bits: Annotated[float, typer.Option("--entropy-bits", help="h(w), model entropy [bits].")],
+    as_json: JsonOpt = False,
+) -> None:
+    """The rate-distortion bound D̂(ρ, ρ̃) of eq. (41), with log2 D̂ and log10 D̂."""
+    import jax.numpy as jnp
+
+    from laimco_jax import distortion
+
+    _check_nonnegative("--params-device", params_device)
+    _check_nonnegative("--params-server", params_server)
+    if params_device + params_server < 1:
+        raise ConfigError(
+            f"--params-device + --params-server = {params_device + params_server!r} is outside the allowed range [1, inf)"
+        )
+    validate_fraction("--rho", rho)
+    validate_fraction("--rho-server", rho_server)
+    _check_positive("--bits-per-weight", bits_per_weight)
+    if not math.isfinite(entropy_bits):
+        raise ConfigError(f"--entropy-bits = {entropy_bits!r} is outside the allowed range: any finite real")
+    args = [jnp.float64(v) for v in (rho, rho_server, params_device, params_server, bits_per_weight, entropy_bits)]
+    log2_d = float(distortion.log2_distortion_bound(*args))
+    record = {
+        "log2_distortion_bound": log2_d,
+        "log10_distortion_bound": log2_d * math.log10(2.0),
+        "distortion_bound": 2.0**log2_d if log2_d < 1024 else math.inf,
+        "retained_params": rho * params_device + rho_server * params_server,
+        "model_bits": (rho * params_device + rho_server * params_server) * bits_per_weight,
+    }
+    _emit(record, as_json, "Distortion bound D̂, eq. (41)", {"retained_params": "parameters", "model_bits": "bit"})
+
+
+_SOLVE_UNITS = {
+    "rho": "-",
+    "rho_server": "-",
+    "f_device_hz": "Hz",
+    "p_watt": "W",
+    "f_server_hz": "Hz",
+    "delay_s": "s",
+    "energy_j": "J",
+    "delay_slack_s": "s",
+    "energy_slack_j": "J",
+    "retained_params": "parameters",
+    "delay_multiplier": "parameters/s",
+    "energy_multiplier": "parameters/J",
+}
+METHODS = ("exact", "sca", "cvxpy-exact", "cvxpy-sca")
+
+
+def solution_record(solution, *, method: str, scheme: str) -> dict[str, Any]:
+    """A flat JSON-able record of a scalar Solution (the keys of ``laimco solve --json``)."""
+    from laimco_jax.solvers import INFEASIBLE_REASON_TEXT, InfeasibleReason, Status
+
+    status = Status(int(solution.status))
+    reason = InfeasibleReason(int(solution.infeasible_reason))
+    record = {
+        "status": status.name.lower(),
+        "infeasible_reason": INFEASIBLE_REASON_TEXT[reason],
+        "method": method,
+        "scheme": scheme,
+        "rho": solution.rho,
+        "rho_server": solution.rho_server,
+        "f_device_hz": solution.f_device_hz,
+        "p_watt": solution.p_w,
+        "f_server_hz": solution.f_server_hz,
+        "delay_s": solution.delay_s,
+        "energy_j": solution.energy_j,
+        "delay_slack_s": solution.delay_slack_s,
+        "energy_slack_j": solution.energy_slack_j,
+        "log2_distortion_bound": solution.log2_distortion_bound,
+        "log10_distortion_bound": solution.log10_distortion_bound,
+        "retained_params": solution.retained_params,
+        "certificate": solution.certificate,
+        "delay_multiplier": solution.delay_multiplier,
+        "energy_multiplier": solution.energy_multiplier,
+        "iterations": solution.iterations,
+    }
+    if solution.objective_history is not None:
+        record["objective_history"] = solution.objective_history
+    return {k: _scalar(v) for k, v in record.items()}
+
+
+def _solve(problem: Problem, scheme: str, method: str):
+    import jax.numpy as jnp
+
+    from laimco_jax.solvers import scheme_spec, solve_exact
+
+    scheme_spec(scheme)
+    if method not in METHODS:
+        raise ConfigError(f"--method = {method!r} is not known; allowed: {', '.join(METHODS)}")
+    if method == "exact":
+        return solve_exact(problem.astype(jnp.float64), scheme)
+    if method == "sca":
+        from laimco_jax.solvers.sca import solve_sca
+
+        return solve_sca(problem.astype(jnp.float64), scheme)
+    from laimco_jax import reference
+
+    fn = reference.solve_cvxpy_exact if method == "cvxpy-exact" else reference.solve_cvxpy_sca
+    return fn(problem, scheme).solution
+
+
+@app.command("solve")
+def solve_cmd(
+    preset: PresetOpt = "paper",
+    model: ModelOpt = "bert-base",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    scheme: Annotated[str, typer.Option("--scheme", help="proposed, fixed-power, fixed-frequency, "
+                                        "device-pruning-only, server-pruning-only, on-device, on-server.")] = "proposed",
+    method: Annotated[str, typer.Option("--method", help="exact | sca | cvxpy-exact | cvxpy-sca.")] = "exact",
+    as_json: JsonOpt = False,
+) -> None:
+    """Minimise the distortion bound D̂ of (41) under the delay and energy budgets: problem (P1)."""
+    problem = _problem(preset, model, config, set_)
+    record = solution_record(_solve(problem, scheme, method), method=method, scheme=scheme)
+    if as_json:
+        print(json.dumps(record, indent=2))
+        return
+    record.pop("objective_history", None)
+    _emit(record, False, f"(P1) solved by {method}, scheme {scheme}", _SOLVE_UNITS)
+
+
+def main() -> None:
+    """Entry point of the ``laimco`` console script: one-line errors with exit status 2."""
+    _enable_x64()
+    try:
+        app(standalone_mode=False)
+    except (ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors (missing/invalid options), vendored by typer
+        if not hasattr(exc, "format_message"):
+            raise
+        print(f"error: {exc.format_message()}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""The `laimco` command line: outputs, JSON keys and exit statuses (run in-process)."""
+
+import json
+import sys
+
+import pytest
+
+from laimco_jax import cli
+
+
+def run(capsys, monkeypatch, *args):
+    monkeypatch.setattr(sys, "argv", ["laimco", *args])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = exc.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_config_prints_toml_that_loads_back(capsys, monkeypatch, tmp_path):
+    code, out, _ = run(capsys, monkeypatch, "config", "--preset", "paper", "--model", "bert-base", "--set", "budget.delay_s=0.4")
+    assert code == 0 and "[system]" in out and "delay_s = 0.4" in out
+    path = tmp_path / "c.toml"
+    path.write_text(out)
+    code, out2, _ = run(capsys, monkeypatch, "config", "--config", str(path))
+    assert code == 0 and out2 == out
+
+
+def test_system_json_matches_the_formulas(capsys, monkeypatch):
+    code, out, _ = run(capsys, monkeypatch, "system", "--rho", "1", "--f-device", "1e9", "--p-watt", "0.5",
+                       "--rho-server", "1", "--f-server", "4e9", "--json")
+    record = json.loads(out)
+    assert code == 0
+    assert record["rate_bps"] == pytest.approx(19.468e6, rel=1e-4)
+    assert record["device_delay_s"] == pytest.approx(21.77e9 / 3 / (1e9 * 32), rel=1e-12)
+    assert record["delay_s"] == pytest.approx(record["device_delay_s"] + record["upload_delay_s"] + record["server_delay_s"])
+    assert {"energy_j", "upload_energy_j", "server_energy_j", "device_energy_j"} <= set(record)
+
+
+def test_bound_json(capsys, monkeypatch):
+    code, out, _ = run(capsys, monkeypatch, "bound", "--params-device", "100", "--params-server", "200", "--rho", "0.5",
+                       "--rho-server", "1", "--bits-per-weight", "8", "--entropy-bits", "-100", "--json")
+    record = json.loads(out)
+    assert code == 0 and record["retained_params"] == 250.0
+    assert record["log10_distortion_bound"] == pytest.approx(record["log2_distortion_bound"] * 0.30102999566, rel=1e-9)
+
+
+def test_solve_json_keys_and_statuses(capsys, monkeypatch):
+    code, out, _ = run(capsys, monkeypatch, "solve", "--preset", "paper", "--model", "bert-base", "--json")
+    record = json.loads(out)
+    assert code == 0 and record["status"] == "optimal"
+    for key in ("status", "rho", "rho_server", "f_device_hz", "p_watt", "f_server_hz", "delay_s", "energy_j",
+                "log2_distortion_bound", "certificate", "method", "scheme"):
+        assert key in record
+    assert record["delay_s"] <= 0.35 * (1 + 1e-9) and record["energy_j"] <= 0.015 * (1 + 1e-9)
+    code, out, _ = run(capsys, monkeypatch, "solve", "--set", "delay_s=0.001", "--json")
+    assert code == 0 and json.loads(out)["status"] == "infeasible"
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (("system", "--rho", "1.5", "--f-device", "1e9", "--p-watt", "0.5", "--rho-server", "1", "--f-server", "4e9"), "--rho = 1.5"),
+    (("system", "--rho", "1", "--f-device", "2e9", "--p-watt", "0.5", "--rho-server", "1", "--f-server", "4e9"), "--f-device = 2000000000.0"),
+    (("system", "--rho", "1"), "Missing option"),
+    (("bound", "--params-device", "-1", "--params-server", "2", "--rho", "1", "--rho-server", "1",
+      "--bits-per-weight", "8", "--entropy-bits", "0"), "--params-device = -1.0"),
+    (("solve", "--set", "budget.energy_j=-1"), "budget.energy_j = -1.0"),
+    (("solve", "--set", "energy_j"), "expected KEY=VALUE"),
+    (("solve", "--scheme", "magic"), "scheme = 'magic'"),
+    (("solve", "--method", "guess"), "--method = 'guess'"),
+    (("config", "--model", "gpt-9"), "unknown model preset 'gpt-9'"),
+    (("config", "--config", "/nonexistent.toml"), "does not exist"),
+])
+def test_bad_input_exits_2_with_one_line(capsys, monkeypatch, args, fragment):
+    code, out, err = run(capsys, monkeypatch, *args)
+    assert code == 2
+    assert fragment in err and err.count("\n") == 1 and "Traceback" not in err

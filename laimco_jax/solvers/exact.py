@@ -39,7 +39,7 @@ from laimco_jax.system import LN2, OperatingPoint, channel_gain
 
 __all__ = ["ConvexForm", "convex_form", "solve_exact", "DEFAULT_ITERATIONS", "DEFAULT_GAP_TOL"]
 
-DEFAULT_ITERATIONS = 64
+DEFAULT_ITERATIONS = 48
 DEFAULT_GAP_TOL = 1e-9
 # Span of the price search beyond the largest price at which any rate still moves (a factor 1e30
 # shrinks the remaining energy of the parts by 1e-20 relative).
@@ -98,58 +98,49 @@ def convex_form(problem: Problem, spec: SchemeSpec) -> ConvexForm:
     return ConvexForm(*(jnp.broadcast_to(a.astype(dtype), shape) for a in arrays))
 
 
-# ----------------------------------------------------------------------------- link
+# ----------------------------------------------------------------------------- rates at a price
 
 
-def _link_stationarity(y):
-    """Λ(y) = e^y (y - 1) + 1 = Σ_{n>=2} (n-1) y^n/n!, with a series where it cancels (small y)."""
+def _link_stationarity(y, expm1_y):
+    """Λ(y) = e^y (y - 1) + 1 = Σ_{n>=2} (n-1) y^n/n!, with the series where it cancels (small y)."""
     small = y < 1e-3
     ys = jnp.where(small, y, 0.0)
     series = ys**2 * (0.5 + ys * (1 / 3 + ys * (1 / 8 + ys * (1 / 30 + ys / 144))))
-    yl = jnp.where(small, 1.0, y)
-    return jnp.where(small, series, yl * jnp.exp(yl) - jnp.expm1(yl))
+    return jnp.where(small, series, y + (y - 1.0) * expm1_y)
 
 
-def _link_rates(form: ConvexForm, y):
+def _price_at(form: ConvexForm, y):
+    """The energy price ν(y) = 1/(k Λ(y)) [s/J] at which the free link picks efficiency y (decreasing)."""
+    return 1.0 / (form.link_power_w * _link_stationarity(y, jnp.expm1(y)))
+
+
+def _link_rates(form: ConvexForm, y, expm1_y):
     """Seconds per bit u = ln2/(B y) and joules per bit e = p u, p = k (e^y - 1), at efficiency y."""
     seconds_per_bit = LN2 / (form.bandwidth_hz * y)
-    return seconds_per_bit, form.link_power_w * jnp.expm1(y) * seconds_per_bit
+    return seconds_per_bit, form.link_power_w * expm1_y * seconds_per_bit
 
 
 def _min_joules_per_bit(form: ConvexForm, fixed_power: bool):
     """The least energy per bit the link can spend: at P_max if pinned, else k ln2/B (y -> 0)."""
     if fixed_power:
-        return _link_rates(form, form.max_efficiency)[1]
+        return _link_rates(form, form.max_efficiency, jnp.expm1(form.max_efficiency))[1]
     return form.link_power_w * LN2 / form.bandwidth_hz
 
 
-# ----------------------------------------------------------------------------- price parametrisation
+def _search_interval(form: ConvexForm):
+    """Bracket [y_end, y_top] of the price parameter y, covering every price at which a rate moves.
 
-
-class _PriceSearch(NamedTuple):
-    """Monotone map t in [0, 2] -> energy price ν: log-linear in ν on [0, 1], in the link's y on [1, 2]."""
-
-    log_price_low: Any
-    log_price_link: Any  # ν at which the link leaves P_max
-    log_efficiency_max: Any
-    log_efficiency_end: Any
-
-
-def _price_search(form: ConvexForm) -> _PriceSearch:
-    price_link = 1.0 / (form.link_power_w * _link_stationarity(form.max_efficiency))
-    lowest = jnp.minimum(jnp.minimum(form.free_price_device, form.free_price_server), price_link)
-    highest = jnp.maximum(jnp.maximum(form.free_price_device, form.free_price_server), price_link)
-    # Λ(y) <= y² for y <= 1, so ν(y) >= 1/(k y²) >= highest * _PRICE_SPAN at the end of the search.
-    efficiency_end = jnp.minimum(
-        jnp.minimum(0.5 * form.max_efficiency, 1.0),
-        jax.lax.rsqrt(form.link_power_w * highest * _PRICE_SPAN),
-    )
-    return _PriceSearch(
-        log_price_low=jnp.log(0.5 * lowest),
-        log_price_link=jnp.log(price_link),
-        log_efficiency_max=jnp.log(form.max_efficiency),
-        log_efficiency_end=jnp.log(efficiency_end),
-    )
+    ν(y_top) is below half the lowest price at which a clock slows down or the link leaves P_max (so
+    everything runs flat out there) and ν(y_end) is _PRICE_SPAN times above the highest.
+    """
+    free_prices = (form.free_price_device, form.free_price_server, _price_at(form, form.max_efficiency))
+    lowest = functools.reduce(jnp.minimum, free_prices)
+    highest = functools.reduce(jnp.maximum, free_prices)
+    finfo = jnp.finfo(form.value_device.dtype)
+    # Λ(y) >= e^y for y >= 2, so ν(y_top) <= lowest/2; Λ(y) <= y² for y <= 1, so ν(y_end) >= highest·span.
+    y_top = jnp.clip(jnp.log(2.0 / (form.link_power_w * lowest)), 2.0, 0.9 * jnp.log(finfo.max))
+    y_end = jnp.minimum(jnp.minimum(0.5 * form.max_efficiency, 1.0), jax.lax.rsqrt(form.link_power_w * highest * _PRICE_SPAN))
+    return jnp.maximum(y_end, finfo.tiny), y_top
 
 
 class _Rates(NamedTuple):
@@ -167,30 +158,30 @@ class _Rates(NamedTuple):
     energy_link: Any  # θ e(y) [J]
 
 
-def _rates_at(form: ConvexForm, search: _PriceSearch, t, spec: SchemeSpec) -> _Rates:
-    on_link_segment = t > 1.0
-    log_y_free = search.log_efficiency_max + (t - 1.0) * (search.log_efficiency_end - search.log_efficiency_max)
-    y_free = jnp.exp(jnp.where(on_link_segment, log_y_free, search.log_efficiency_max))
-    log_price_low = search.log_price_low + t * (search.log_price_link - search.log_price_low)
-    price = jnp.where(
-        on_link_segment,
-        1.0 / (form.link_power_w * _link_stationarity(y_free)),
-        jnp.exp(log_price_low),
-    )
-    y = form.max_efficiency if spec.fixed_power else y_free
+def _rates_at(form: ConvexForm, y, spec: SchemeSpec) -> _Rates:
+    """Each part's best response to the price ν(y): two transcendental calls (expm1, cbrt)."""
+    expm1_y = jnp.expm1(y)
+    price = 1.0 / (form.link_power_w * _link_stationarity(y, expm1_y))
+    cbrt_price = jnp.cbrt(price)
 
-    def slowdown(free_price):
+    def slowdown(free_price):  # argmin_s>=1 of s T + ν E/s²: s = (ν/ν_free)^(1/3)
         if spec.fixed_frequency:
             return jnp.ones_like(price)
-        return jnp.maximum(1.0, jnp.cbrt(price / free_price))
+        return jnp.maximum(1.0, cbrt_price / jnp.cbrt(free_price))
 
+    if spec.fixed_power:
+        efficiency = form.max_efficiency
+        expm1_eff = jnp.expm1(efficiency)
+    else:
+        efficiency = jnp.minimum(y, form.max_efficiency)
+        expm1_eff = jnp.minimum(expm1_y, jnp.expm1(form.max_efficiency))
     s_dev, s_srv = slowdown(form.free_price_device), slowdown(form.free_price_server)
-    seconds_per_bit, joules_per_bit = _link_rates(form, y)
+    seconds_per_bit, joules_per_bit = _link_rates(form, efficiency, expm1_eff)
     return _Rates(
         price=price,
         slowdown_device=s_dev,
         slowdown_server=s_srv,
-        efficiency=y,
+        efficiency=efficiency,
         delay_device=form.delay_device_s * s_dev,
         energy_device=form.energy_device_j / s_dev**2,
         delay_server=form.delay_server_s * s_srv,
@@ -323,7 +314,7 @@ def _infeasible_reason(form: ConvexForm, spec: SchemeSpec):
     full_speed_delay = (
         form.rho_min * form.delay_device_s
         + form.rho_server_min * form.delay_server_s
-        + _link_rates(form, form.max_efficiency)[0] * form.bits
+        + LN2 / (form.bandwidth_hz * form.max_efficiency) * form.bits
     )
     least_energy = form.bits * _min_joules_per_bit(form, spec.fixed_power)
     if spec.fixed_frequency:
@@ -335,19 +326,25 @@ def _infeasible_reason(form: ConvexForm, spec: SchemeSpec):
     )
 
 
+def _float_bits(x):
+    """The IEEE bit pattern of positive floats as integers: monotone, so bisecting it is geometric."""
+    return jax.lax.bitcast_convert_type(x, jnp.int64 if x.dtype == jnp.float64 else jnp.int32)
+
+
 def _solve_form(form: ConvexForm, spec: SchemeSpec, iterations: int, gap_tol):
-    search = _price_search(form)
-    low = jnp.zeros_like(form.value_device)
-    high = jnp.full_like(low, 2.0)
+    y_end, y_top = _search_interval(form)
+    dtype = form.value_device.dtype
 
     def bisect(_, bracket):
-        lo, hi = bracket
-        mid = 0.5 * (lo + hi)
-        too_cheap = _knapsack(form, _rates_at(form, search, mid, spec)).energy_violated
-        return jnp.where(too_cheap, mid, lo), jnp.where(too_cheap, hi, mid)
+        lo, hi = bracket  # bit patterns of y: ν(lo) is the higher price
+        mid = lo + (hi - lo) // 2
+        y = jax.lax.bitcast_convert_type(mid, dtype)
+        too_cheap = _knapsack(form, _rates_at(form, y, spec)).energy_violated
+        return jnp.where(too_cheap, lo, mid), jnp.where(too_cheap, mid, hi)
 
-    low, high = jax.lax.fori_loop(0, iterations, bisect, (low, high))
-    ends = [_rates_at(form, search, t, spec) for t in (low, high)]
+    lo, hi = jax.lax.fori_loop(0, iterations, bisect, (_float_bits(y_end), _float_bits(y_top)))
+    low, high = (jax.lax.bitcast_convert_type(b, dtype) for b in (lo, hi))
+    ends = [_rates_at(form, y, spec) for y in (low, high)]
     duals = [_knapsack(form, r) for r in ends]
     primals = [_primal_at(form, r, 1e-12) for r in ends]
     use_high = primals[1].value >= primals[0].value
@@ -382,7 +379,8 @@ def solve_exact(
     Args:
       problem: a Problem whose leaves may carry any common batch shape (float64 recommended).
       scheme: one of :data:`~laimco_jax.solvers.schemes.SCHEMES`.
-      iterations: bisection steps on the energy price (64 reaches float64 resolution).
+      iterations: bisection steps on the bit pattern of the price parameter y (48 narrow it to
+        about 2e-13 relative in float64).
       gap_tol: relative duality gap below which the status is OPTIMAL.
 
     Returns:

@@ -37,6 +37,7 @@ __all__ = [
     "BUDGET_PRESETS",
     "ModelPresetSpec",
     "make_problem",
+    "model_preset_fields",
     "apply_overrides",
     "problem_to_dict",
     "problem_from_dict",
@@ -337,14 +338,23 @@ class ModelPresetSpec:
         return math.log2(2.0 * math.e * self.laplace_scale)
 
     def profile_fields(self) -> dict[str, float]:
+        """The ``[model]`` fields at ``split_layer``: split 0 uploads the raw input, split L nothing."""
+        if not 0 <= self.split_layer <= self.num_layers:
+            raise ConfigError(f"split = {self.split_layer!r} is outside the allowed range [0, {self.num_layers}]")
         params_device = round(self.total_params * self.split_layer / self.num_layers)
         flops_device = self.total_flops * self.split_layer / self.num_layers
+        if self.split_layer == 0:
+            embedding_bits = float(self.seq_len * self.token_id_bits)
+        elif self.split_layer == self.num_layers:
+            embedding_bits = 0.0
+        else:
+            embedding_bits = float(self.seq_len * self.hidden_size * self.activation_bits)
         return dict(
             params_device=float(params_device),
             params_server=float(self.total_params - params_device),
             flops_device=flops_device,
             flops_server=self.total_flops - flops_device,
-            embedding_bits=float(self.seq_len * self.hidden_size * self.activation_bits),
+            embedding_bits=embedding_bits,
             bits_per_weight=self.bits_per_weight,
             entropy_bits=self.total_params * self.entropy_bits_per_weight,
             input_bits=float(self.seq_len * self.token_id_bits),
@@ -357,7 +367,7 @@ MODEL_SPECS: dict[str, ModelPresetSpec] = {
     "bert-base": ModelPresetSpec(total_params=109_482_240, total_flops=21.77e9, num_layers=12, hidden_size=768),
     "bart-base": ModelPresetSpec(total_params=139_420_416, total_flops=6.44e9, num_layers=12, hidden_size=768),
 }
-MODEL_PRESETS: dict[str, dict[str, float]] = {k: v.profile_fields() for k, v in MODEL_SPECS.items()}
+MODEL_PRESETS: dict[str, dict[str, float]] = {k: v.profile_fields() for k, v in MODEL_SPECS.items()}  # default splits
 
 #: The paper's budgets (Figs. 4, 5): BERT T0 = 0.35 s, E0 = 0.015 J; BART T0 = 0.22 s, E0 = 0.0225 J.
 BUDGET_PRESETS: dict[str, dict[str, float]] = {
@@ -473,11 +483,19 @@ def apply_overrides(data: Mapping[str, Mapping[str, Any]], overrides: Mapping[st
     return out
 
 
-def preset_dict(preset: str = "paper", model: str = "bert-base") -> dict[str, dict[str, float]]:
-    """Nested dict of a system preset, a model preset and that model's budget preset."""
+def model_preset_fields(model: str = "bert-base", split: int | None = None) -> dict[str, float]:
+    """The ``[model]`` fields of a preset model, split at its default layer or at ``split``."""
+    spec = _choose("model preset", model, MODEL_SPECS)
+    if split is not None:
+        spec = dataclasses.replace(spec, split_layer=int(split))
+    return spec.profile_fields()
+
+
+def preset_dict(preset: str = "paper", model: str = "bert-base", split: int | None = None) -> dict[str, dict[str, float]]:
+    """Nested dict of a system preset, a model preset (optionally at ``split``) and its budget preset."""
     return {
         "system": dict(_choose("system preset", preset, SYSTEM_PRESETS)),
-        "model": dict(_choose("model preset", model, MODEL_PRESETS)),
+        "model": model_preset_fields(model, split),
         "budget": dict(_choose("model preset", model, BUDGET_PRESETS)),
     }
 
@@ -486,9 +504,13 @@ def make_problem(
     preset: str = "paper",
     model: str = "bert-base",
     *,
+    split: int | None = None,
     config: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Problem:
-    """A validated Problem from a preset (or a TOML ``config`` file) plus ``section.field`` overrides."""
-    base = problem_to_dict(load_toml(config)) if config is not None else preset_dict(preset, model)
+    """A validated Problem from a preset (or a TOML ``config`` file) plus ``section.field`` overrides.
+
+    ``split`` picks the preset model's split layer (0 = on-server ... L = on-device; default 4 of 12).
+    """
+    base = problem_to_dict(load_toml(config)) if config is not None else preset_dict(preset, model, split)
     return problem_from_dict(apply_overrides(base, overrides or {}))

@@ -130,3 +130,16 @@ def test_pytree_transforms_bypass_validation():
     assert isinstance(negated, Problem) and float(negated.budget.delay_s) == -0.35
     batched = jax.vmap(lambda d: d.budget.delay_s * 2)(jax.tree_util.tree_map(lambda x: jnp.stack([x, x]), problem))
     assert batched.shape == (2,)
+
+
+def test_preset_splits_cover_on_server_and_on_device():
+    from laimco_jax.params import model_preset_fields
+
+    for split in range(13):
+        fields = model_preset_fields("bert-base", split)
+        assert fields["params_device"] + fields["params_server"] == 109_482_240
+        assert fields["params_device"] == round(109_482_240 * split / 12)
+    assert model_preset_fields("bert-base", 0)["embedding_bits"] == 128 * 32  # raw token ids uploaded
+    assert model_preset_fields("bert-base", 12)["embedding_bits"] == 0.0  # nothing uploaded
+    with pytest.raises(ConfigError, match=r"split = 13 is outside the allowed range \[0, 12\]"):
+        make_problem(split=13)

@@ -1,0 +1,249 @@
+"""Load and save Hugging Face checkpoint directories without torch.
+
+A checkpoint directory holds ``config.json`` and ``model.safetensors`` (or
+shards listed in ``model.safetensors.index.json``). The tensor names are mapped
+explicitly to our parameter paths by :func:`tensor_map`; linear weights are
+transposed (PyTorch stores ``(out, in)``, flax ``(in, out)``).
+
+Accepted variations, all explicit:
+
+* a base-model prefix (``bert.`` for BERT task models, ``model.`` for BART
+  task models) is stripped;
+* legacy LayerNorm names ``gamma``/``beta`` are read as ``weight``/``bias``;
+* BART's tied token table may be stored as ``shared.weight``,
+  ``encoder.embed_tokens.weight`` or ``decoder.embed_tokens.weight`` (copies
+  must agree);
+* non-parameter buffers and task heads listed in :data:`IGNORED_PREFIXES` are
+  dropped (``embeddings.position_ids``, ``cls.``, ``lm_head.``, …).
+
+Anything else that does not match raises :class:`CheckpointError`, whose
+message names every missing, unexpected and mis-shaped tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from laimco_jax.models import bart, bert
+
+Config = bert.BertConfig | bart.BartConfig
+Path = tuple[str, ...]
+
+#: Hugging Face ``model_type`` -> (config class, model module).
+MODEL_TYPES = {"bert": (bert.BertConfig, bert), "bart": (bart.BartConfig, bart)}
+
+#: Base-model prefixes stripped from tensor names, per model type.
+BASE_PREFIXES = {"bert": "bert.", "bart": "model."}
+
+#: Tensor-name prefixes dropped on load: buffers and task heads (not part of the base model).
+IGNORED_PREFIXES = {
+    "bert": ("embeddings.position_ids", "cls.", "classifier.", "qa_outputs."),
+    "bart": ("lm_head.", "final_logits_bias", "classification_head.", "qa_outputs."),
+}
+
+#: BART names under which the tied token table may be stored.
+BART_TIED = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory cannot be read as the model its config describes."""
+
+
+def _dense(hf: str, ours: Path) -> Iterator[tuple[str, Path, bool]]:
+    yield f"{hf}.weight", ours + ("kernel",), True
+    yield f"{hf}.bias", ours + ("bias",), False
+
+
+def _layer_norm(hf: str, ours: Path) -> Iterator[tuple[str, Path, bool]]:
+    yield f"{hf}.weight", ours + ("scale",), False
+    yield f"{hf}.bias", ours + ("bias",), False
+
+
+def _embedding(hf: str, ours: Path) -> Iterator[tuple[str, Path, bool]]:
+    yield f"{hf}.weight", ours + ("embedding",), False
+
+
+def _bart_attention(hf: str, ours: Path) -> Iterator[tuple[str, Path, bool]]:
+    for hf_proj, proj in (("q_proj", "q"), ("k_proj", "k"), ("v_proj", "v"), ("out_proj", "o")):
+        yield from _dense(f"{hf}.{hf_proj}", ours + (proj,))
+
+
+def _bert_entries(c: bert.BertConfig) -> Iterator[tuple[str, Path, bool]]:
+    e = ("embeddings",)
+    yield from _embedding("embeddings.word_embeddings", e + ("word",))
+    yield from _embedding("embeddings.position_embeddings", e + ("position",))
+    yield from _embedding("embeddings.token_type_embeddings", e + ("token_type",))
+    yield from _layer_norm("embeddings.LayerNorm", e + ("ln",))
+    for i in range(c.num_hidden_layers):
+        hf, ours = f"encoder.layer.{i}", (f"layers_{i}",)
+        for hf_proj, proj in (("query", "q"), ("key", "k"), ("value", "v")):
+            yield from _dense(f"{hf}.attention.self.{hf_proj}", ours + ("attn", proj))
+        yield from _dense(f"{hf}.attention.output.dense", ours + ("attn", "o"))
+        yield from _layer_norm(f"{hf}.attention.output.LayerNorm", ours + ("attn_ln",))
+        yield from _dense(f"{hf}.intermediate.dense", ours + ("ffn", "fc1"))
+        yield from _dense(f"{hf}.output.dense", ours + ("ffn", "fc2"))
+        yield from _layer_norm(f"{hf}.output.LayerNorm", ours + ("ffn_ln",))
+    yield from _dense("pooler.dense", ("pooler",))
+
+
+def _bart_entries(c: bart.BartConfig) -> Iterator[tuple[str, Path, bool]]:
+    yield from _embedding("shared", ("shared",))
+    for side, n in (("encoder", c.encoder_layers), ("decoder", c.decoder_layers)):
+        s = side[:3]
+        yield from _embedding(f"{side}.embed_positions", (f"{s}_pos",))
+        yield from _layer_norm(f"{side}.layernorm_embedding", (f"{s}_ln",))
+        for i in range(n):
+            hf, ours = f"{side}.layers.{i}", (f"{s}_layers_{i}",)
+            yield from _bart_attention(f"{hf}.self_attn", ours + ("attn",))
+            yield from _layer_norm(f"{hf}.self_attn_layer_norm", ours + ("attn_ln",))
+            if side == "decoder":
+                yield from _bart_attention(f"{hf}.encoder_attn", ours + ("cross",))
+                yield from _layer_norm(f"{hf}.encoder_attn_layer_norm", ours + ("cross_ln",))
+            yield from _dense(f"{hf}.fc1", ours + ("ffn", "fc1"))
+            yield from _dense(f"{hf}.fc2", ours + ("ffn", "fc2"))
+            yield from _layer_norm(f"{hf}.final_layer_norm", ours + ("ffn_ln",))
+
+
+def tensor_map(config: Config) -> dict[str, tuple[Path, bool]]:
+    """Hugging Face tensor name -> (our parameter path, transpose?) for ``config``."""
+    entries = _bert_entries(config) if isinstance(config, bert.BertConfig) else _bart_entries(config)
+    return {hf: (path, transpose) for hf, path, transpose in entries}
+
+
+def _model_type(config: Config) -> str:
+    return "bert" if isinstance(config, bert.BertConfig) else "bart"
+
+
+def _normalise(name: str, model_type: str) -> str:
+    prefix = BASE_PREFIXES[model_type]
+    name = name.removeprefix(prefix)
+    if name.endswith(".gamma"):
+        return name.removesuffix(".gamma") + ".weight"
+    if name.endswith(".beta"):
+        return name.removesuffix(".beta") + ".bias"
+    return name
+
+
+def _get(tree: Mapping[str, Any], path: Path) -> Any:
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def _set(tree: dict[str, Any], path: Path, value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def _tied_bart_table(tensors: dict[str, np.ndarray]) -> list[str]:
+    """Fold BART's tied token-table aliases into ``shared.weight``; return problems."""
+    present = [n for n in BART_TIED if n in tensors]
+    tables = [tensors.pop(n) for n in present]
+    if not tables:
+        return []
+    if any(t.shape != tables[0].shape or not np.array_equal(t, tables[0]) for t in tables[1:]):
+        return [f"tied token tables {present} differ"]
+    tensors["shared.weight"] = tables[0]
+    return []
+
+
+def params_from_tensors(config: Config, tensors: Mapping[str, np.ndarray]) -> bert.Params:
+    """Our parameter tree from Hugging Face-named arrays; raises :class:`CheckpointError`."""
+    model_type = _model_type(config)
+    tensors = {_normalise(k, model_type): v for k, v in tensors.items()}
+    tensors = {k: v for k, v in tensors.items() if not k.startswith(IGNORED_PREFIXES[model_type])}
+    problems = _tied_bart_table(tensors) if model_type == "bart" else []
+    shapes = MODEL_TYPES[model_type][1].param_shapes(config)
+    mapping = tensor_map(config)
+    missing = sorted(set(mapping) - set(tensors))
+    unexpected = sorted(set(tensors) - set(mapping))
+    params: dict[str, Any] = {}
+    for name, (path, transpose) in mapping.items():
+        if name not in tensors:
+            continue
+        array = tensors[name].T if transpose else tensors[name]
+        expected = _get(shapes, path)
+        if array.shape != expected.shape:
+            stored = tensors[name].shape
+            want = expected.shape[::-1] if transpose else expected.shape
+            problems.append(f"{name}: shape {tuple(stored)}, expected {tuple(want)}")
+            continue
+        _set(params, path, np.asarray(array, dtype=expected.dtype))
+    if missing:
+        problems.append(f"missing tensors: {missing}")
+    if unexpected:
+        problems.append(f"unexpected tensors: {unexpected}")
+    if problems:
+        raise CheckpointError(f"checkpoint does not match the {model_type} config: " + "; ".join(problems))
+    return jax.tree.map(jax.numpy.asarray, params)
+
+
+def read_config(directory: str | os.PathLike) -> Config:
+    """The architecture described by ``directory/config.json``."""
+    path = os.path.join(directory, "config.json")
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} not found: a checkpoint directory needs config.json") from None
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path} is not valid JSON: {err}") from None
+    model_type = raw.get("model_type")
+    if model_type not in MODEL_TYPES:
+        raise CheckpointError(
+            f"{path}: model_type={model_type!r} is not supported; allowed: {sorted(MODEL_TYPES)}"
+        )
+    try:
+        return MODEL_TYPES[model_type][0].from_hf(raw)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: {err}") from None
+
+
+def read_tensors(directory: str | os.PathLike) -> dict[str, np.ndarray]:
+    """All arrays of ``model.safetensors`` (or of the shards its index lists)."""
+    single = os.path.join(directory, "model.safetensors")
+    index = os.path.join(directory, "model.safetensors.index.json")
+    if os.path.exists(single):
+        files = [single]
+    elif os.path.exists(index):
+        with open(index) as f:
+            files = [os.path.join(directory, s) for s in sorted(set(json.load(f)["weight_map"].values()))]
+    else:
+        raise CheckpointError(f"{directory}: neither model.safetensors nor model.safetensors.index.json found")
+    tensors: dict[str, np.ndarray] = {}
+    for file in files:
+        try:
+            tensors |= load_file(file)
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(f"{file} cannot be read as safetensors: {err}") from None
+    return tensors
+
+
+def load_checkpoint(directory: str | os.PathLike) -> tuple[Config, bert.Params]:
+    """``(config, params)`` from a Hugging Face checkpoint directory (BERT or BART)."""
+    config = read_config(directory)
+    try:
+        return config, params_from_tensors(config, read_tensors(directory))
+    except CheckpointError as err:
+        raise CheckpointError(f"{directory}: {err}") from None
+
+
+def save_checkpoint(directory: str | os.PathLike, config: Config, params: bert.Params) -> None:
+    """Write ``config.json`` and ``model.safetensors`` with Hugging Face names."""
+    os.makedirs(directory, exist_ok=True)
+    tensors = {}
+    for name, (path, transpose) in tensor_map(config).items():
+        array = np.asarray(_get(params, path))
+        tensors[name] = np.ascontiguousarray(array.T if transpose else array)
+    save_file(tensors, os.path.join(directory, "model.safetensors"))
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(config.to_hf(), f, indent=2)

@@ -38,7 +38,7 @@ def minilm_hf():
 
 @pytest.fixture(scope="module")
 def minilm_records():
-    return profile.split_profiles("minilm", seq_len=SEQ, splits=[0, 2, 6])
+    return profile.split_profiles("minilm", seq_len=SEQ, splits=[0, 2, 6], entropy=False)
 
 
 def test_minilm_profile_parameter_split_matches_transformers(minilm_hf, minilm_records):
@@ -89,12 +89,12 @@ def test_embedding_bits_is_the_device_output_size(minilm_records):
     assert profile.embedding_bits(config, 2, SEQ, activation_bits=16) == o.size * 16
 
 
-def test_minilm_entropy_is_a_laplace_fit_of_all_weights(minilm_hf, minilm_records):
+def test_minilm_entropy_is_a_laplace_fit_of_all_weights(minilm_hf):
     w = np.concatenate([p.detach().numpy().ravel() for p in minilm_hf.parameters()]).astype(np.float64)
     b = np.mean(np.abs(w - np.median(w)))
     expected = w.size * math.log2(2 * math.e * b)
-    for r in minilm_records:
-        assert r["entropy_bits"] == pytest.approx(expected, rel=1e-4)
+    (r,) = profile.split_profiles("minilm", seq_len=8, splits=[6])
+    assert r["entropy_bits"] == pytest.approx(expected, rel=1e-4)
 
 
 @pytest.mark.parametrize("name, total", [("bert-base", 109_482_240), ("bart-base", 139_420_416)])

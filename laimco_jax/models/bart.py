@@ -181,6 +181,7 @@ def _decoder_defaults(config, input_ids, decoder_input_ids, decoder_attention_ma
     return decoder_input_ids, decoder_attention_mask
 
 
+@functools.partial(jax.jit, static_argnames=("config", "param_dtype"))
 def init(config: BartConfig, key: jax.Array, param_dtype=jnp.float32) -> Params:
     """Randomly initialised parameters (flax default initialisers)."""
     ids = jnp.zeros((1, 2), jnp.int32)

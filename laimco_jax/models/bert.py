@@ -232,6 +232,7 @@ def _defaults(input_ids, attention_mask, token_type_ids):
     return attention_mask, token_type_ids
 
 
+@functools.partial(jax.jit, static_argnames=("config", "param_dtype"))
 def init(config: BertConfig, key: jax.Array, param_dtype=jnp.float32) -> Params:
     """Randomly initialised parameters (flax default initialisers)."""
     ids = jnp.zeros((1, 2), jnp.int32)

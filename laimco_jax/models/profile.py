@@ -184,7 +184,7 @@ def _check_positive_int(name: str, value: Any) -> None:
 def split_profiles(model: str, seq_len: int = 128, activation_bits: int = DEFAULT_ACTIVATION_BITS,
                    bits_per_weight: float = DEFAULT_BITS_PER_WEIGHT,
                    token_id_bits: int = DEFAULT_TOKEN_ID_BITS, decoder_seq_len: int | None = None,
-                   splits: Sequence[int] | None = None) -> list[dict[str, Any]]:
+                   splits: Sequence[int] | None = None, entropy: bool = True) -> list[dict[str, Any]]:
     """One record per split (all of ``0..L`` unless ``splits`` is given) of ``model``.
 
     ``model``: ``minilm``, ``bert-base``, ``bart-base`` or a Hugging Face checkpoint
@@ -194,7 +194,8 @@ def split_profiles(model: str, seq_len: int = 128, activation_bits: int = DEFAUL
     ``*_analytic`` counterparts; ``embedding_bits`` θ and ``input_bits`` [bits];
     ``bits_per_weight`` b; ``entropy_bits`` h(w) of the whole model [bits] from
     :func:`model_entropy_bits` (``None`` for presets, whose random weights say
-    nothing about a trained model); ``seq_len``, ``decoder_seq_len`` (BART),
+    nothing about a trained model, or when ``entropy=False``, which skips the
+    fit: it sorts every weight); ``seq_len``, ``decoder_seq_len`` (BART),
     ``activation_bits``, ``num_layers``.
     """
     if not isinstance(model, str):
@@ -222,7 +223,7 @@ def split_profiles(model: str, seq_len: int = 128, activation_bits: int = DEFAUL
     bad = [k for k in splits if k not in all_splits]
     if bad:
         raise ValueError(f"splits={bad} out of range; allowed: 0..{config.num_layers}")
-    entropy = model_entropy_bits(params) if pretrained else None
+    entropy_bits = model_entropy_bits(params) if pretrained and entropy else None
     records = []
     for k in splits:
         device, server = _profile_halves(config, params, k)
@@ -234,7 +235,7 @@ def split_profiles(model: str, seq_len: int = 128, activation_bits: int = DEFAUL
             flops_device_analytic=a_dev, flops_server_analytic=a_srv,
             embedding_bits=embedding_bits(config, k, seq_len, activation_bits, token_id_bits),
             input_bits=seq_len * token_id_bits, bits_per_weight=bits_per_weight,
-            entropy_bits=entropy, seq_len=seq_len, decoder_seq_len=decoder_seq_len,
+            entropy_bits=entropy_bits, seq_len=seq_len, decoder_seq_len=decoder_seq_len,
             activation_bits=activation_bits, num_layers=config.num_layers,
         ))
     return records

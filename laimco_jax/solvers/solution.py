@@ -125,6 +125,6 @@ def make_solution(
         log10_distortion_bound=log2_d * jnp.log10(2.0),
         delay_multiplier=delay_multiplier,
         energy_multiplier=energy_multiplier,
-        iterations=jnp.asarray(iterations, jnp.int32),
+        iterations=jnp.broadcast_to(jnp.asarray(iterations, jnp.int32), jnp.shape(point.rho)),
         objective_history=objective_history,
     )

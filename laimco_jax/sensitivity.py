@@ -1,0 +1,244 @@
+"""Sensitivity of the optimum of (P1): implicit differentiation of its optimality conditions.
+
+At an optimum found by :func:`~laimco_jax.solvers.solve_exact`, the unknowns
+z = (ρ, ρ̃, λ, μ, y) — the remaining fractions, the multipliers of the delay (44a) and energy (44b)
+budgets for the objective ρq + ρ̃s, and the uplink spectral efficiency y = ln(1 + g p/(B N0)) — solve
+a square system F(z, problem) = 0 on the active set (the convex form of DESIGN.md):
+
+* ρ free: q - λ T_d s - μ E_d/s² = 0 (marginal value = marginal cost); ρ at a bound: ρ = bound.
+  Likewise ρ̃. The clocks follow the price: s = f_max/f = max(1, (μ/(λ ν_d))^(1/3)).
+* delay budget active: T = T0; inactive: λ = 0. Energy budget active: E = E0; inactive: μ = 0.
+* link free: μ k Λ(y) = λ with Λ(y) = e^y (y - 1) + 1, k = B N0/g; at P_max (or pinned): y = y_max.
+
+The implicit function theorem then gives dz/d(problem) (``jaxopt.implicit_diff.custom_root``), and
+the outputs (log2 D̂, ρ, ρ̃, f, p, f̃) are differentiable functions of z and the problem. Everything
+works under ``jit``, ``vmap`` and ``grad``.
+
+Where the derivative is defined. The optimum is piecewise smooth in the inputs; at a change of the
+active set (a pruning ratio reaching 0 or 1, a clock reaching its maximum, the power reaching P_max,
+a budget becoming slack) the one-sided derivatives differ and this module returns the derivative of
+the piece the solution lies on. At an active box constraint the pinned variable has derivative 0
+(ρ = 1 stays 1), f = f_max moves only with f_max, p = P_max only with P_max. Where both budgets are
+slack (the unpruned model fits), the clocks and power are not unique and their derivatives are 0.
+By the envelope theorem, d(ρq + ρ̃s)*/dT0 = λ and d(ρq + ρ̃s)*/dE0 = μ (tested).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jaxopt import implicit_diff, linear_solve
+
+from laimco_jax import distortion
+from laimco_jax.params import Problem
+from laimco_jax.solvers.exact import ConvexForm, convex_form, solve_exact
+from laimco_jax.solvers.schemes import SchemeSpec, scheme_problem, scheme_spec
+from laimco_jax.solvers.solution import Status
+from laimco_jax.system import LN2
+
+__all__ = ["OUTPUTS", "OptimumOutputs", "optimum_outputs", "sensitivities", "elasticities"]
+
+#: A bound is active when the variable is within this relative distance of it.
+_ACTIVE_TOL = 1e-9
+
+
+class OptimumOutputs(NamedTuple):
+    """The optimum as differentiable functions of the problem."""
+
+    log2_distortion_bound: Any
+    rho: Any
+    rho_server: Any
+    f_device_hz: Any
+    p_w: Any
+    f_server_hz: Any
+    retained_params: Any
+
+
+OUTPUTS = OptimumOutputs._fields
+
+
+class _ActiveSet(NamedTuple):
+    """Float masks (1 = active) and pinned values; not differentiated."""
+
+    rho_free: Any
+    rho_server_free: Any
+    rho_pinned: Any
+    rho_server_pinned: Any
+    delay_active: Any
+    energy_active: Any
+    link_free: Any
+
+
+def _slowdown(form_free_price, lam, mu, fixed_frequency: bool):
+    if fixed_frequency:
+        return jnp.ones_like(lam)
+    price = mu / jnp.where(lam > 0, lam, 1.0)
+    return jnp.maximum(1.0, jnp.cbrt(price / form_free_price))
+
+
+def _link(form: ConvexForm, y):
+    """Seconds per bit and joules per bit at efficiency y (eqs. (6), (7) per bit)."""
+    seconds_per_bit = LN2 / (form.bandwidth_hz * y)
+    return seconds_per_bit, form.link_power_w * jnp.expm1(y) * seconds_per_bit
+
+
+def _optimality(z, problem: Problem, active: _ActiveSet, spec: SchemeSpec):
+    """F(z, problem), zero at the optimum (see the module docstring); each row scaled to O(1)."""
+    rho, rho_srv, lam, mu, y = z
+    form = convex_form(problem, spec)
+    s_dev = _slowdown(form.free_price_device, lam, mu, spec.fixed_frequency)
+    s_srv = _slowdown(form.free_price_server, lam, mu, spec.fixed_frequency)
+    total = form.value_device + form.value_server
+    seconds_per_bit, joules_per_bit = _link(form, y)
+    delay = rho * form.delay_device_s * s_dev + rho_srv * form.delay_server_s * s_srv + form.bits * seconds_per_bit
+    energy = rho * form.energy_device_j / s_dev**2 + rho_srv * form.energy_server_j / s_srv**2 + form.bits * joules_per_bit
+    marginal_dev = form.value_device - lam * form.delay_device_s * s_dev - mu * form.energy_device_j / s_dev**2
+    marginal_srv = form.value_server - lam * form.delay_server_s * s_srv - mu * form.energy_server_j / s_srv**2
+    expm1_y = jnp.expm1(y)
+    link_stationarity = mu * form.link_power_w * (y + (y - 1.0) * expm1_y) - lam
+    lam_scale = total / form.delay_budget_s
+    return jnp.stack([
+        jnp.where(active.rho_free > 0, marginal_dev / total, rho - active.rho_pinned),
+        jnp.where(active.rho_server_free > 0, marginal_srv / total, rho_srv - active.rho_server_pinned),
+        jnp.where(active.delay_active > 0, delay / form.delay_budget_s - 1.0, lam / lam_scale),
+        jnp.where(active.energy_active > 0, energy / form.energy_budget_j - 1.0, mu * form.energy_budget_j / total),
+        jnp.where(active.link_free > 0, link_stationarity / lam_scale, y - form.max_efficiency),
+    ])
+
+
+@functools.lru_cache(maxsize=None)
+def _kkt_point(scheme: str):
+    """z* as a function of the problem, differentiable by the implicit function theorem."""
+    spec = scheme_spec(scheme)
+
+    def optimality(z, problem, active):
+        return _optimality(z, problem, active, spec)
+
+    @implicit_diff.custom_root(optimality, solve=linear_solve.solve_lu)
+    def kkt_point(z0, problem, active):
+        del problem, active
+        return z0
+
+    return kkt_point
+
+
+def _active_set(form: ConvexForm, solution, spec: SchemeSpec) -> _ActiveSet:
+    def free(rho, lower):
+        return ((rho > lower + _ACTIVE_TOL) & (rho < 1.0 - _ACTIVE_TOL)).astype(rho.dtype)
+
+    def pinned(rho, lower):
+        return jnp.where(rho <= lower + _ACTIVE_TOL, lower, 1.0)
+
+    y = jnp.log1p(solution.p_w / form.link_power_w)
+    link_free = (
+        (not spec.fixed_power)
+        & (form.bits > 0)
+        & (solution.delay_multiplier > 0)
+        & (y < form.max_efficiency * (1.0 - _ACTIVE_TOL))
+    )
+    dtype = form.value_device.dtype
+    return _ActiveSet(
+        rho_free=free(solution.rho, form.rho_min) * (form.value_device > 0),
+        rho_server_free=free(solution.rho_server, form.rho_server_min) * (form.value_server > 0),
+        rho_pinned=pinned(solution.rho, form.rho_min),
+        rho_server_pinned=pinned(solution.rho_server, form.rho_server_min),
+        delay_active=(solution.delay_multiplier > 0).astype(dtype),
+        energy_active=(solution.energy_multiplier > 0).astype(dtype),
+        link_free=link_free.astype(dtype),
+    )
+
+
+def _outputs_at(problem: Problem, solution, scheme: str) -> OptimumOutputs:
+    """The outputs at ``solution`` (solve_exact's, not differentiated), differentiable in ``problem``."""
+    spec = scheme_spec(scheme)
+    solved = scheme_problem(problem, scheme)
+    form = convex_form(solved, spec)
+    solution = jax.lax.stop_gradient(solution)
+    constant_form = jax.lax.stop_gradient(form)
+    active = _active_set(constant_form, solution, spec)
+    y0 = jnp.where(solution.p_w > 0, jnp.log1p(solution.p_w / constant_form.link_power_w), constant_form.max_efficiency)
+    z0 = jnp.stack([solution.rho, solution.rho_server, solution.delay_multiplier, solution.energy_multiplier, y0])
+    z = _kkt_point(scheme)(z0, solved, active)
+    z = jnp.where(solution.status != Status.INFEASIBLE, z, jax.lax.stop_gradient(z))
+    rho, rho_srv, lam, mu, y = z
+    s_dev = _slowdown(form.free_price_device, lam, mu, spec.fixed_frequency)
+    s_srv = _slowdown(form.free_price_server, lam, mu, spec.fixed_frequency)
+    system, model = solved.system, solved.model
+    y_eff = form.max_efficiency if spec.fixed_power else y
+    return OptimumOutputs(
+        log2_distortion_bound=distortion.log2_distortion_bound(
+            rho, rho_srv, model.params_device, model.params_server, model.bits_per_weight, model.entropy_bits
+        ),
+        rho=rho,
+        rho_server=rho_srv,
+        f_device_hz=jnp.where(form.delay_device_s > 0, system.f_max_device_hz / s_dev, 0.0),
+        p_w=jnp.where(form.bits > 0, form.link_power_w * jnp.expm1(y_eff), 0.0),
+        f_server_hz=jnp.where(form.delay_server_s > 0, system.f_max_server_hz / s_srv, 0.0),
+        retained_params=rho * model.params_device + rho_srv * model.params_server,
+    )
+
+
+def optimum_outputs(problem: Problem, scheme: str = "proposed") -> OptimumOutputs:
+    """The optimum of (P1) for a scalar problem, differentiable with respect to every field.
+
+    The values equal :func:`solve_exact`'s; their derivatives come from the implicit function
+    theorem on the active optimality conditions. Infeasible instances give zero derivatives.
+    """
+    return _outputs_at(problem, solve_exact(problem, scheme), scheme)
+
+
+def _broadcast(problem: Problem):
+    problem = jax.tree_util.tree_map(jnp.asarray, problem)
+    batch_shape = jnp.broadcast_shapes(*(jnp.shape(x) for x in jax.tree_util.tree_leaves(problem)))
+    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, batch_shape), problem), len(batch_shape)
+
+
+@functools.partial(jax.jit, static_argnames=("scheme", "with_values"))
+def _jacobians(problem: Problem, scheme: str, with_values: bool = False):
+    """Solve the (batched) problem once, then vmap the implicit Jacobian over the batch."""
+    problem, ndim = _broadcast(problem)
+    solution = solve_exact(problem, scheme)
+
+    def jac(p, sol):
+        return jax.jacrev(_outputs_at)(p, sol, scheme)
+
+    for _ in range(ndim):
+        jac = jax.vmap(jac)
+    jacobian = jac(problem, solution)
+    values = _outputs_at(problem, solution, scheme) if with_values else None
+    return jacobian, values, problem
+
+
+def sensitivities(problem: Problem, scheme: str = "proposed") -> dict[str, Problem]:
+    """d(output)/d(field) for every output of :class:`OptimumOutputs` and every problem field.
+
+    Returns ``{output name: Problem-shaped pytree of derivatives}`` in the problem's units (e.g.
+    ``result["rho"].budget.delay_s`` is dρ*/dT0 in 1/s). Leaves may carry a batch shape: the
+    problem is solved once for the whole batch and the implicit Jacobian vmapped over it.
+    """
+    jacobian, _, _ = _jacobians(problem, scheme)
+    return {name: getattr(jacobian, name) for name in OUTPUTS}
+
+
+def elasticities(problem: Problem, scheme: str = "proposed") -> dict[str, Problem]:
+    """d ln(output)/d ln(field) = (field/output)·d(output)/d(field), dimensionless.
+
+    For ``log2_distortion_bound`` the elasticity of D̂ itself is returned: ln2·field·d log2 D̂/d field.
+    Where the output is 0 the elasticity is reported as 0.
+    """
+    jacobian, values, problem = _jacobians(problem, scheme, with_values=True)
+    out = {
+        "log2_distortion_bound": jax.tree_util.tree_map(
+            lambda g, x: LN2 * g * x, jacobian.log2_distortion_bound, problem
+        )
+    }
+    for name in OUTPUTS[1:]:
+        value = getattr(values, name)
+        safe = jnp.where(value != 0, value, 1.0)
+        out[name] = jax.tree_util.tree_map(
+            lambda g, x: jnp.where(value != 0, g * x / safe, 0.0), getattr(jacobian, name), problem
+        )
+    return out

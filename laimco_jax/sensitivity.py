@@ -10,7 +10,7 @@ a square system F(z, problem) = 0 on the active set (the convex form of DESIGN.m
 * delay budget active: T = T0; inactive: λ = 0. Energy budget active: E = E0; inactive: μ = 0.
 * link free: μ k Λ(y) = λ with Λ(y) = e^y (y - 1) + 1, k = B N0/g; at P_max (or pinned): y = y_max.
 
-The implicit function theorem then gives dz/d(problem) (``jaxopt.implicit_diff.custom_root``), and
+The implicit function theorem then gives dz/d(problem) (a ``jax.custom_jvp`` on the KKT system), and
 the outputs (log2 D̂, ρ, ρ̃, f, p, f̃) are differentiable functions of z and the problem. Everything
 works under ``jit``, ``vmap`` and ``grad``.
 
@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jaxopt import implicit_diff, linear_solve
+from jax.flatten_util import ravel_pytree
 
 from laimco_jax import distortion
 from laimco_jax.params import Problem
@@ -111,16 +111,25 @@ def _optimality(z, problem: Problem, active: _ActiveSet, spec: SchemeSpec):
 
 @functools.lru_cache(maxsize=None)
 def _kkt_point(scheme: str):
-    """z* as a function of the problem, differentiable by the implicit function theorem."""
+    """z* as a function of the problem, differentiated by the implicit function theorem.
+
+    Returns ``z0`` (the solver's optimum, passed in); its tangent is -(∂F/∂z)^-1 (∂F/∂problem)·dproblem,
+    a linear map, so forward and reverse mode both work.
+    """
     spec = scheme_spec(scheme)
 
-    def optimality(z, problem, active):
-        return _optimality(z, problem, active, spec)
-
-    @implicit_diff.custom_root(optimality, solve=linear_solve.solve_lu)
+    @jax.custom_jvp
     def kkt_point(z0, problem, active):
         del problem, active
         return z0
+
+    @kkt_point.defjvp
+    def kkt_point_jvp(primals, tangents):
+        z0, problem, active = primals
+        _, d_problem, _ = tangents
+        jac_z = jax.jacfwd(_optimality)(z0, problem, active, spec)
+        _, d_residual = jax.jvp(lambda p: _optimality(z0, p, active, spec), (problem,), (d_problem,))
+        return z0, -jnp.linalg.solve(jac_z, d_residual)
 
     return kkt_point
 
@@ -190,25 +199,33 @@ def optimum_outputs(problem: Problem, scheme: str = "proposed") -> OptimumOutput
     return _outputs_at(problem, solve_exact(problem, scheme), scheme)
 
 
-def _broadcast(problem: Problem):
+def _broadcast(problem: Problem) -> Problem:
+    """Every leaf as an array of the problem's common batch shape (so it can be vmapped)."""
     problem = jax.tree_util.tree_map(jnp.asarray, problem)
     batch_shape = jnp.broadcast_shapes(*(jnp.shape(x) for x in jax.tree_util.tree_leaves(problem)))
-    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, batch_shape), problem), len(batch_shape)
+    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, batch_shape), problem)
 
 
-@functools.partial(jax.jit, static_argnames=("scheme", "with_values"))
-def _jacobians(problem: Problem, scheme: str, with_values: bool = False):
-    """Solve the (batched) problem once, then vmap the implicit Jacobian over the batch."""
-    problem, ndim = _broadcast(problem)
+@functools.partial(jax.jit, static_argnames=("scheme",))
+def _jacobians_at(problem: Problem, solution, scheme: str):
+    """The outputs and their Jacobian at a (batched) solution, vmapped over the batch."""
+
+    def one(p, sol):
+        # Forward mode over the raveled fields: one vmapped JVP.
+        flat, unravel = ravel_pytree(p)
+        columns = jax.jacfwd(lambda v: _outputs_at(unravel(v), sol, scheme))(flat)
+        return jax.tree_util.tree_map(unravel, columns), _outputs_at(p, sol, scheme)
+
+    for _ in range(jnp.ndim(solution.rho)):
+        one = jax.vmap(one)
+    return one(problem, solution)
+
+
+def _jacobians(problem: Problem, scheme: str):
+    """Solve the (batched) problem once (its own compiled solver), then differentiate implicitly."""
+    problem = _broadcast(problem)
     solution = solve_exact(problem, scheme)
-
-    def jac(p, sol):
-        return jax.jacrev(_outputs_at)(p, sol, scheme)
-
-    for _ in range(ndim):
-        jac = jax.vmap(jac)
-    jacobian = jac(problem, solution)
-    values = _outputs_at(problem, solution, scheme) if with_values else None
+    jacobian, values = _jacobians_at(problem, solution, scheme)
     return jacobian, values, problem
 
 
@@ -229,7 +246,7 @@ def elasticities(problem: Problem, scheme: str = "proposed") -> dict[str, Proble
     For ``log2_distortion_bound`` the elasticity of D̂ itself is returned: ln2·field·d log2 D̂/d field.
     Where the output is 0 the elasticity is reported as 0.
     """
-    jacobian, values, problem = _jacobians(problem, scheme, with_values=True)
+    jacobian, values, problem = _jacobians(problem, scheme)
     out = {
         "log2_distortion_bound": jax.tree_util.tree_map(
             lambda g, x: LN2 * g * x, jacobian.log2_distortion_bound, problem

@@ -89,6 +89,7 @@ def test_embedding_bits_is_the_device_output_size(minilm_records):
     assert profile.embedding_bits(config, 2, SEQ, activation_bits=16) == o.size * 16
 
 
+@pytest.mark.slow  # the Laplace fit takes the median of 22.7M weights
 def test_minilm_entropy_is_a_laplace_fit_of_all_weights(minilm_hf):
     w = np.concatenate([p.detach().numpy().ravel() for p in minilm_hf.parameters()]).astype(np.float64)
     b = np.mean(np.abs(w - np.median(w)))
@@ -97,6 +98,7 @@ def test_minilm_entropy_is_a_laplace_fit_of_all_weights(minilm_hf):
     assert r["entropy_bits"] == pytest.approx(expected, rel=1e-4)
 
 
+@pytest.mark.slow  # compiles halves of the 110M/139M-parameter models
 @pytest.mark.parametrize("name, total", [("bert-base", 109_482_240), ("bart-base", 139_420_416)])
 def test_preset_profiles(name, total):
     (r,) = profile.split_profiles(name, seq_len=SEQ, splits=[3])

@@ -60,7 +60,12 @@ def _widths(name: str) -> tuple[int, ...]:
 
 def init(name: str, key: jax.Array) -> Params:
     """Random parameters of ``fcdnn-8`` or ``fcdnn-16``."""
-    return FCDNN(_widths(name)).init(key, jnp.zeros((1, INPUT_DIM)))["params"]
+    return _init(_widths(name), key)
+
+
+@functools.partial(jax.jit, static_argnames="widths")
+def _init(widths: tuple[int, ...], key: jax.Array) -> Params:
+    return FCDNN(widths).init(key, jnp.zeros((1, INPUT_DIM)))["params"]
 
 
 @functools.partial(jax.jit, static_argnames="widths")

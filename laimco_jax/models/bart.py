@@ -80,6 +80,10 @@ class BartConfig:
     @classmethod
     def from_hf(cls, config: Mapping[str, Any]) -> BartConfig:
         """Build from a Hugging Face ``config.json`` dict (extra keys ignored)."""
+        for flag in ("normalize_before", "add_final_layer_norm"):
+            if config.get(flag):
+                raise ValueError(f"{flag}={config[flag]!r} (mBART-style pre-LayerNorm) is not "
+                                 "supported; allowed: false")
         names = {f.name for f in dataclasses.fields(cls)} - {"layer_norm_eps"}
         return cls(**{k: v for k, v in config.items() if k in names})
 

@@ -1,0 +1,121 @@
+"""Sweep benchmark: wall time, instances/s and peak RSS of exact-solver sweeps of growing size.
+
+Each size runs in a fresh subprocess (so its peak RSS is its own) and sweeps a Cartesian grid
+delay_s x energy_j x distance_m (100 x 100 x N/1e4) of the paper's BERT configuration with the
+``proposed`` scheme, writing every Solution field to a Zarr store in a temporary directory.
+
+    python benchmarks/bench_sweep.py                      # 1e5 and 1e6 instances
+    python benchmarks/bench_sweep.py --points 1e6,1e7     # memory stays flat as the grid grows
+    python benchmarks/bench_sweep.py --points 1e8 --chunk-size 4194304 --store-dir /scratch  # GPU
+    python benchmarks/bench_sweep.py --compilation-cache /tmp/jaxcache   # twice: the 2nd skips compiling
+
+Reported per size: ``wall_s`` (the whole run_sweep call, compilation and writing included),
+``compile_s`` (until the first chunk is written, minus that chunk's share), ``instances_per_s``
+(points / wall) and ``steady_instances_per_s`` (after the first chunk), ``peak_rss_mib``
+(``resource.getrusage``), ``store_mib`` and the devices used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _grid(points: int) -> dict[str, str]:
+    """A 100 x 100 x points/1e4 grid (points must be a multiple of 1e4)."""
+    if points % 10_000 or points < 10_000:
+        raise SystemExit(f"--points {points}: use a multiple of 1e4")
+    return {"delay_s": "0.05:0.6:100", "energy_j": "0.002:0.05:100", "distance_m": f"100:1500:{points // 10_000}"}
+
+
+def run_one(points: int, chunk_size: int, store_dir: str, cache_dir: str | None) -> dict:
+    """One sweep in this process; returns its measurements."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    if cache_dir:
+        jax.config.update("jax_compilation_cache_dir", cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    from laimco_jax import sweep
+
+    spec = sweep.build_spec(grid=_grid(points))
+    out = Path(tempfile.mkdtemp(dir=store_dir)) / "bench.zarr"
+    stamps: list[tuple[float, int]] = []
+    start = time.perf_counter()
+    try:
+        sweep.run_sweep(spec, out, chunk_size=chunk_size, on_chunk=lambda c, n: stamps.append((time.perf_counter(), n)))
+        wall = time.perf_counter() - start
+        store_bytes = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    finally:
+        shutil.rmtree(out.parent, ignore_errors=True)
+    first_time, first_n = stamps[0]
+    steady = (points - first_n) / (stamps[-1][0] - first_time) if len(stamps) > 1 else float("nan")
+    return {
+        "points": points,
+        "chunk_size": chunk_size,
+        "chunks": len(stamps),
+        "wall_s": wall,
+        "compile_s": max(first_time - start - first_n / steady, 0.0) if len(stamps) > 1 else float("nan"),
+        "instances_per_s": points / wall,
+        "steady_instances_per_s": steady,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "store_mib": store_bytes / 2**20,
+        "devices": [str(d) for d in jax.local_devices()],
+        "jax": jax.__version__,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--points", default="1e5,1e6", help="comma list of sweep sizes (instances)")
+    parser.add_argument("--chunk-size", type=int, default=65536, help="instances per chunk")
+    parser.add_argument("--store-dir", default=None, help="where the temporary Zarr stores go")
+    parser.add_argument("--compilation-cache", default=None,
+                        help="JAX persistent compilation cache directory (a second run skips compiling)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_sweep.json")
+    parser.add_argument("--single", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    store_dir = args.store_dir or tempfile.gettempdir()
+    if args.single is not None:
+        print(json.dumps(run_one(args.single, args.chunk_size, store_dir, args.compilation_cache)))
+        return
+    runs = []
+    for text in args.points.split(","):
+        points = int(float(text))
+        cmd = [sys.executable, __file__, "--single", str(points), "--chunk-size", str(args.chunk_size),
+               "--store-dir", store_dir] + (["--compilation-cache", args.compilation_cache] if args.compilation_cache else [])
+        env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if done.returncode:
+            sys.exit(f"sweep of {points} instances failed:\n{done.stderr[-3000:]}")
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        r = runs[-1]
+        print(f"{points:>12,d} instances  wall {r['wall_s']:8.2f} s  {r['instances_per_s']:10.4g} inst/s "
+              f"(steady {r['steady_instances_per_s']:.4g})  compile ~{r['compile_s']:.1f} s  "
+              f"peak RSS {r['peak_rss_mib']:7.0f} MiB  store {r['store_mib']:.0f} MiB", flush=True)
+    record = {
+        "benchmark": "sweep of the exact solver, scheme proposed, every Solution field written to Zarr",
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "load_average_at_end": os.getloadavg(),
+        "compilation_cache": args.compilation_cache,
+        "runs": runs,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -283,6 +283,66 @@ def solve_cmd(
     _emit(record, False, f"(P1) solved by {method}, scheme {scheme}", _SOLVE_UNITS)
 
 
+@app.command("sweep")
+def sweep_cmd(
+    preset: Annotated[Optional[str], typer.Option("--preset", help="System preset (default paper).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Model preset (default bert-base).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    grid: Annotated[Optional[list[str]], typer.Option("--grid", help="FIELD=START:STOP:NUM[:log] or FIELD=V1,V2,... (repeatable).")] = None,
+    points: Annotated[Optional[Path], typer.Option("--points", help="CSV file of explicit points (one column per field).")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Split points: all, FIRST:LAST or a comma list.")] = None,
+    scheme: Annotated[Optional[str], typer.Option("--scheme", help="all or a comma list of schemes (default proposed).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output Zarr store (opened with laimco_jax.sweep.open_sweep).")] = None,
+    spec: Annotated[Optional[Path], typer.Option("--spec", help="Sweep spec TOML (see laimco_jax.sweep).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted sweep in --out.")] = False,
+    chunk_size: Annotated[Optional[int], typer.Option("--chunk-size", help="Solves per chunk (memory bound).")] = None,
+    distributed: Annotated[bool, typer.Option("--distributed", help="Join a multi-host run (jax.distributed).")] = False,
+) -> None:
+    """Solve (P1) on a Cartesian grid of configurations, chunk by chunk, into a resumable Zarr store."""
+    from laimco_jax.sweep import run_sweep_from_cli
+
+    path = run_sweep_from_cli(
+        preset=preset, model=model, config=config, overrides=_parse_sets(set_), grids=grid, points=points,
+        splits=split, schemes=scheme, out=out, spec=spec, resume=resume, chunk_size=chunk_size,
+        distributed=distributed,
+    )
+    console.print(f"sweep written to {path}")
+
+
+@app.command("profile")
+def profile_cmd(
+    model: Annotated[str, typer.Option("--model", help="minilm, bert-base, bart-base or a checkpoint directory.")] = "minilm",
+    seq_len: Annotated[int, typer.Option("--seq-len", help="Input sequence length [tokens].")] = 128,
+    activation_bits: Annotated[int, typer.Option("--activation-bits", help="Bits per uploaded activation.")] = 8,
+    splits: Annotated[Optional[str], typer.Option("--splits", help="Comma list of split points (default: all).")] = None,
+    entropy: Annotated[bool, typer.Option("--entropy/--no-entropy", help="Fit h(w) (sorts every weight).")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per-split profile of a model: q, s, N_FLOP, Ñ_FLOP (XLA cost analysis), θ and h(w)."""
+    from laimco_jax.models.profile import split_profiles
+
+    chosen = None
+    if splits is not None:
+        try:
+            chosen = [int(x) for x in splits.split(",")]
+        except ValueError as exc:
+            raise ConfigError(f"--splits = {splits!r}: expected a comma list of integers, e.g. 0,4,12") from exc
+    records = split_profiles(model, seq_len=seq_len, activation_bits=activation_bits, splits=chosen, entropy=entropy)
+    if as_json:
+        print(json.dumps(records, indent=2))
+        return
+    keys = ["split", "params_device", "params_server", "flops_device", "flops_server", "embedding_bits"]
+    table = Table(title=f"Split profiles of {model} at {seq_len} tokens")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for record in records:
+        table.add_row(*(f"{record[k]:.6g}" if isinstance(record[k], float) else str(record[k]) for k in keys))
+    console.print(table)
+    if records and records[0].get("entropy_bits") is not None:
+        console.print(f"h(w) = {records[0]['entropy_bits']:.6g} bits (Laplace fit of all weights)")
+
+
 @app.command("sensitivity")
 def sensitivity_cmd(
     preset: PresetOpt = "paper",

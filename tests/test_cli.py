@@ -71,6 +71,11 @@ def test_solve_json_keys_and_statuses(capsys, monkeypatch):
     (("solve", "--method", "guess"), "--method = 'guess'"),
     (("config", "--model", "gpt-9"), "unknown model preset 'gpt-9'"),
     (("config", "--config", "/nonexistent.toml"), "does not exist"),
+    (("sweep", "--grid", "delay_s=0.1:0.6:x", "--out", "unused.zarr"), "NUM = 'x' must be an integer"),
+    (("sweep", "--grid", "warp_factor=1:2:3", "--out", "unused.zarr"), "warp_factor"),
+    (("profile", "--model", "nope"), "model='nope' is neither a preset nor a checkpoint directory"),
+    (("profile", "--splits", "a"), "--splits = 'a'"),
+    (("sensitivity", "--scheme", "magic"), "scheme = 'magic'"),
 ])
 def test_bad_input_exits_2_with_one_line(capsys, monkeypatch, args, fragment):
     code, out, err = run(capsys, monkeypatch, *args)

@@ -298,6 +298,7 @@ def sweep_cmd(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted sweep in --out.")] = False,
     chunk_size: Annotated[Optional[int], typer.Option("--chunk-size", help="Solves per chunk (memory bound).")] = None,
     distributed: Annotated[bool, typer.Option("--distributed", help="Join a multi-host run (jax.distributed).")] = False,
+    gradient: Annotated[Optional[list[str]], typer.Option("--gradient", help="Store d OUTPUT/d FIELD, e.g. log2_distortion_bound/delay_s (repeatable).")] = None,
 ) -> None:
     """Solve (P1) on a Cartesian grid of configurations, chunk by chunk, into a resumable Zarr store."""
     from laimco_jax.sweep import run_sweep_from_cli
@@ -305,7 +306,7 @@ def sweep_cmd(
     path = run_sweep_from_cli(
         preset=preset, model=model, config=config, overrides=_parse_sets(set_), grids=grid, points=points,
         splits=split, schemes=scheme, out=out, spec=spec, resume=resume, chunk_size=chunk_size,
-        distributed=distributed,
+        distributed=distributed, gradients=gradient,
     )
     console.print(f"sweep written to {path}")
 

@@ -39,7 +39,7 @@ from laimco_jax.solvers.schemes import SchemeSpec, scheme_problem, scheme_spec
 from laimco_jax.solvers.solution import Status
 from laimco_jax.system import LN2
 
-__all__ = ["OUTPUTS", "OptimumOutputs", "optimum_outputs", "sensitivities", "elasticities"]
+__all__ = ["OUTPUTS", "OptimumOutputs", "optimum_outputs", "sensitivities", "sensitivities_at", "elasticities"]
 
 #: A bound is active when the variable is within this relative distance of it.
 _ACTIVE_TOL = 1e-9
@@ -223,6 +223,7 @@ def _broadcast(problem: Problem) -> Problem:
 @functools.partial(jax.jit, static_argnames=("scheme",))
 def _jacobians_at(problem: Problem, solution, scheme: str):
     """The outputs and their Jacobian at a (batched) solution, vmapped over the batch."""
+    problem = _broadcast(problem)
 
     def one(p, sol):
         # Forward mode over the raveled fields: one vmapped JVP.
@@ -235,12 +236,10 @@ def _jacobians_at(problem: Problem, solution, scheme: str):
     return one(problem, solution)
 
 
-def _jacobians(problem: Problem, scheme: str):
-    """Solve the (batched) problem once (its own compiled solver), then differentiate implicitly."""
-    problem = _broadcast(problem)
-    solution = solve_exact(problem, scheme)
-    jacobian, values = _jacobians_at(problem, solution, scheme)
-    return jacobian, values, problem
+def sensitivities_at(problem: Problem, solution, scheme: str = "proposed") -> dict[str, Problem]:
+    """:func:`sensitivities` at a known ``solve_exact(problem, scheme)`` (e.g. inside a sweep)."""
+    jacobian, _ = _jacobians_at(problem, solution, scheme)
+    return {name: getattr(jacobian, name) for name in OUTPUTS}
 
 
 def sensitivities(problem: Problem, scheme: str = "proposed") -> dict[str, Problem]:
@@ -250,8 +249,8 @@ def sensitivities(problem: Problem, scheme: str = "proposed") -> dict[str, Probl
     ``result["rho"].budget.delay_s`` is dρ*/dT0 in 1/s). Leaves may carry a batch shape: the
     problem is solved once for the whole batch and the implicit Jacobian vmapped over it.
     """
-    jacobian, _, _ = _jacobians(problem, scheme)
-    return {name: getattr(jacobian, name) for name in OUTPUTS}
+    problem = _broadcast(problem)
+    return sensitivities_at(problem, solve_exact(problem, scheme), scheme)
 
 
 def elasticities(problem: Problem, scheme: str = "proposed") -> dict[str, Problem]:
@@ -260,7 +259,8 @@ def elasticities(problem: Problem, scheme: str = "proposed") -> dict[str, Proble
     For ``log2_distortion_bound`` the elasticity of D̂ itself is returned: ln2·field·d log2 D̂/d field.
     Where the output is 0 the elasticity is reported as 0.
     """
-    jacobian, values, problem = _jacobians(problem, scheme)
+    problem = _broadcast(problem)
+    jacobian, values = _jacobians_at(problem, solve_exact(problem, scheme), scheme)
     out = {
         "log2_distortion_bound": jax.tree_util.tree_map(
             lambda g, x: LN2 * g * x, jacobian.log2_distortion_bound, problem

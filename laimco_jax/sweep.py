@@ -22,6 +22,9 @@ Grid values (``--grid FIELD=SPEC`` or ``FIELD = "SPEC"`` in a spec file):
 
 Splits (``--split``): ``all`` (0 ... L of the model), ``FIRST:LAST`` (inclusive) or ``S1,S2,...``.
 Schemes (``--scheme``): ``all`` or a comma list (default ``proposed``).
+Gradients (``--gradient OUTPUT/FIELD``, repeatable; spec file ``gradient = [...]``): the implicit
+derivative of an optimum output (:data:`~laimco_jax.sensitivity.OUTPUTS`) w.r.t. a configuration
+field, stored per instance as ``d_OUTPUT_d_FIELD`` (:func:`~laimco_jax.sensitivity.sensitivities_at`).
 
 Spec file (``laimco sweep --spec sweep.toml``); relative paths are relative to the spec file, and
 options given on the command line as well override the file's (``--grid`` per field)::
@@ -255,6 +258,7 @@ class SweepSpec:
     schemes: tuple[str, ...]
     splits: tuple[int, ...] | None = None
     split_model: str = "bert-base"
+    gradients: tuple[tuple[str, str], ...] = ()  # (output, field): d output/d field stored per point
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -287,6 +291,7 @@ class SweepSpec:
                 "schemes": list(self.schemes),
                 "splits": None if self.splits is None else list(self.splits),
                 "split_model": self.split_model,
+                "gradients": [list(g) for g in self.gradients],
             },
             sort_keys=True,
         )
@@ -298,7 +303,8 @@ class SweepSpec:
             Axis(a["dim"], {k: np.asarray(v, np.float64) for k, v in a["values"].items()}) for a in data["axes"]
         )
         splits = None if data["splits"] is None else tuple(data["splits"])
-        return cls(data["base"], axes, tuple(data["schemes"]), splits, data["split_model"])
+        gradients = tuple(tuple(g) for g in data.get("gradients", ()))
+        return cls(data["base"], axes, tuple(data["schemes"]), splits, data["split_model"], gradients)
 
 
 _GRID_FORMS = (
@@ -423,6 +429,22 @@ def parse_schemes(spec: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(names)
 
 
+def parse_gradients(specs: Sequence[str] | None) -> tuple[tuple[str, str], ...]:
+    """``OUTPUT/FIELD`` items (e.g. ``log2_distortion_bound/delay_s``) -> ((output, field), ...)."""
+    from laimco_jax.sensitivity import OUTPUTS
+
+    out = []
+    for item in specs or ():
+        output, sep, field = str(item).partition("/")
+        if not sep or output not in OUTPUTS or field.rpartition(".")[2] not in FIELD_SECTION:
+            raise ConfigError(
+                f"gradient {item!r}: expected OUTPUT/FIELD with OUTPUT one of {', '.join(OUTPUTS)} "
+                "and FIELD a configuration field, e.g. log2_distortion_bound/delay_s"
+            )
+        out.append((output, field.rpartition(".")[2]))
+    return tuple(dict.fromkeys(out))
+
+
 def read_points_csv(path: str | Path) -> dict[str, np.ndarray]:
     """An explicit point list from CSV: a header row of field names, one row of numbers per point."""
     path = Path(path)
@@ -514,6 +536,7 @@ def build_spec(
     points: Sequence[Mapping[str, float]] | Mapping[str, Sequence[float]] | str | Path | None = None,
     splits: str | int | Sequence[int] | None = None,
     schemes: str | Sequence[str] | None = None,
+    gradients: Sequence[str] | None = None,
 ) -> SweepSpec:
     """A validated :class:`SweepSpec`; every error (ConfigError) is raised here, before any compute.
 
@@ -523,6 +546,8 @@ def build_spec(
       points: an explicit point list: rows, columns or a CSV file path (see :func:`read_points_csv`).
       splits: split points (see :func:`parse_splits`); the per-split profile comes from ``model``.
       schemes: see :func:`parse_schemes`.
+      gradients: ``OUTPUT/FIELD`` items (see :func:`parse_gradients`): the implicit derivative of an
+        output of :class:`~laimco_jax.sensitivity.OptimumOutputs` w.r.t. a field, stored per instance.
     """
     base = problem_to_dict(make_problem(preset, model, config=config, overrides=overrides or {}))
     if overrides and splits is not None:
@@ -535,12 +560,14 @@ def build_spec(
     for key, values in (grid or {}).items():
         name = _field_name(f"grid {key}", key)
         axes.append(Axis(name, {name: parse_grid_values(name, values)}))
-    spec = SweepSpec(base, tuple(axes), parse_schemes(schemes), parse_splits(splits, model), model)
+    spec = SweepSpec(
+        base, tuple(axes), parse_schemes(schemes), parse_splits(splits, model), model, parse_gradients(gradients)
+    )
     _validate(spec)
     return spec
 
 
-_SPEC_KEYS = ("preset", "model", "config", "split", "scheme", "out", "chunk_size", "set", "grid", "points")
+_SPEC_KEYS = ("preset", "model", "config", "split", "scheme", "out", "chunk_size", "set", "grid", "points", "gradient")
 
 
 def read_spec_file(path: str | Path) -> dict[str, Any]:
@@ -561,7 +588,7 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"spec file {str(path)!r}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(_SPEC_KEYS)}")
     here = path.parent
-    renames = {"set": "overrides", "split": "splits", "scheme": "schemes"}
+    renames = {"set": "overrides", "split": "splits", "scheme": "schemes", "gradient": "gradients"}
     options = {renames.get(k, k): v for k, v in data.items()}
     for key in ("config", "out"):
         if key in options:
@@ -641,11 +668,17 @@ class _Plan(NamedTuple):
     schemes: tuple[str, ...]
     splits: tuple[int, ...] | None
     mesh: Mesh  # local devices, one axis "chunk"
+    gradients: tuple[tuple[str, str], ...] = ()
 
     @property
     def padded_points(self) -> int:
         """Grid points of a block rounded up to a multiple of the device count."""
         return -(-math.prod(self.block) // self.mesh.size) * self.mesh.size
+
+
+def gradient_variable(output: str, field: str) -> str:
+    """Name of the stored derivative d output/d field."""
+    return f"d_{output}_d_{field}"
 
 
 def _solve_schemes(problem, plan: _Plan) -> dict[str, jax.Array]:
@@ -656,6 +689,13 @@ def _solve_schemes(problem, plan: _Plan) -> dict[str, jax.Array]:
         stored: jnp.stack([jnp.broadcast_to(getattr(s, field), shape) for s in solutions], axis=1)
         for field, (stored, *_) in SOLUTION_VARIABLES.items()
     }
+    if plan.gradients:
+        from laimco_jax.sensitivity import sensitivities_at
+
+        jacobians = [sensitivities_at(problem, s, scheme) for s, scheme in zip(solutions, plan.schemes)]
+        for output, field in plan.gradients:
+            values = [getattr(getattr(j[output], FIELD_SECTION[field]), field) for j in jacobians]
+            out[gradient_variable(output, field)] = jnp.stack([jnp.broadcast_to(v, shape) for v in values], axis=1)
     if plan.splits is None:
         return {name: v[..., 0] for name, v in out.items()}
     best, best_log10 = best_split(out["status"], out["retained_params"], out["log10_distortion_bound"], plan.splits)
@@ -699,7 +739,7 @@ def _chunk_evaluator(spec: SweepSpec, layout: ChunkLayout, mesh: Mesh, dtype) ->
     base = cast(spec.base)
     axis_values = cast(tuple(dict(axis.values) for axis in spec.axes))
     split_values = cast({k: v[None, :] for k, v in spec.split_values().items()})
-    plan = _Plan(layout.shape, layout.block, spec.schemes, spec.splits, mesh)
+    plan = _Plan(layout.shape, layout.block, spec.schemes, spec.splits, mesh, spec.gradients)
 
     def evaluate(chunk: int) -> dict:
         origin = np.array([r.start for r in layout.region(chunk)], np.int32)
@@ -720,6 +760,10 @@ def _variables(spec: SweepSpec, dtype) -> dict[str, tuple[tuple[str, ...], Any, 
         integer = field in _INT_FIELDS
         out[stored] = (inner, np.int32 if integer else dtype, -1 if integer else np.nan,
                        {"units": units, "long_name": text, **extra})
+    for output, field in spec.gradients:
+        out[gradient_variable(output, field)] = (
+            inner, dtype, np.nan, {"long_name": f"implicit derivative d {output} / d {field} at the optimum"}
+        )
     if spec.splits is not None:
         for name, (units, text) in _BEST_VARIABLES.items():
             integer = name == "best_split"
@@ -963,10 +1007,12 @@ def run_sweep_from_cli(
     chunk_size: int | None = None,
     distributed: bool = False,
     progress: bool = True,
+    gradients: Sequence[str] | None = None,
 ) -> Path:
     """``laimco sweep``: build the spec from a spec file and/or options, then run or resume it.
 
     Options given (not None) override the spec file's (``grids`` per field, ``overrides`` per key);
+    ``gradients`` are ``OUTPUT/FIELD`` items (spec file key ``gradient``, a list);
     ``preset`` and ``model`` default to the file's, else ``paper`` and ``bert-base``. ``resume`` with
     none of preset/model/config/overrides/grids/points/splits/schemes/spec continues the sweep stored
     in ``out`` as it was started. ``distributed`` calls ``jax.distributed.initialize()`` first (SLURM and other
@@ -979,7 +1025,8 @@ def run_sweep_from_cli(
     chunk_size = chunk_size or options.pop("chunk_size", None) or DEFAULT_CHUNK_SIZE
     options.pop("out", None)
     options.pop("chunk_size", None)
-    given = dict(preset=preset, model=model, config=config, points=points, splits=splits, schemes=schemes)
+    given = dict(preset=preset, model=model, config=config, points=points, splits=splits, schemes=schemes,
+                 gradients=gradients)
     if resume and not options and not grids and not overrides and all(v is None for v in given.values()):
         sweep = stored_spec(out)
     else:

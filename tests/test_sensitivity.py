@@ -27,7 +27,7 @@ CASES = [  # (model, scheme, overrides): optima away from kinks, different activ
 ]
 # Typical magnitude of each output, for the absolute floor of finite-difference noise.
 SCALES = {"rho": 1.0, "rho_server": 1.0, "f_device_hz": 1e9, "p_w": 0.5, "f_server_hz": 4e9,
-          "retained_params": 1e8, "log2_distortion_bound": 1.0}
+          "retained_params": 1e8, "log2_distortion_bound": 32.0}  # d log2 D̂/dρ ~ b
 
 
 @functools.lru_cache(maxsize=None)
@@ -61,8 +61,8 @@ def test_gradients_match_central_differences(index):
             up, down = (float(np.asarray(getattr(batch, out))[2 * i + k]) for k in (0, 1))
             fd = (up - down) / (2 * h)
             implicit = float(getattr(getattr(grads[out], section), name))
-            # 1e-4 relative, with an absolute floor for the solver's ~1e-12 relative noise in the differences
-            assert implicit == pytest.approx(fd, rel=1e-4, abs=1e-12 * SCALES[out] / h), (out, section, name)
+            # 1e-4 relative, with an absolute floor for the solver's ~1e-11 relative noise in the differences
+            assert implicit == pytest.approx(fd, rel=1e-4, abs=1e-10 * SCALES[out] / h), (out, section, name)
 
 
 @pytest.mark.parametrize("index", range(len(CASES)))

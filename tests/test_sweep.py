@@ -318,3 +318,21 @@ def test_killed_subprocess_resumes_to_the_same_dataset(tmp_path, reference):
     assert (partial.status == -1).any(), "the sweep finished before it was killed"
     sweep.run_sweep(sweep.build_spec(**SPEC), out, resume=True, dtype=jnp.float64)
     xr.testing.assert_identical(sweep.open_sweep(out).load(), reference)
+
+
+def test_gradient_fields_equal_pointwise_sensitivities(tmp_path):
+    from laimco_jax.sensitivity import sensitivities
+
+    spec = sweep.build_spec(grid={"delay_s": "0.25:0.45:3", "distance_m": "300,600"},
+                            gradients=["log2_distortion_bound/delay_s", "rho/energy_j", "p_w/distance_m"])
+    ds = sweep.open_sweep(sweep.run_sweep(spec, tmp_path / "g.zarr", progress=False))
+    for i, delay in enumerate([0.25, 0.35, 0.45]):
+        for j, distance in enumerate([300.0, 600.0]):
+            problem = make_problem(overrides={"delay_s": delay, "distance_m": distance}).astype(jnp.float64)
+            grads = sensitivities(problem)
+            got = ds.isel(delay_s=i, distance_m=j, scheme=0)
+            assert float(got.d_log2_distortion_bound_d_delay_s) == pytest.approx(float(grads["log2_distortion_bound"].budget.delay_s), rel=1e-9)
+            assert float(got.d_rho_d_energy_j) == pytest.approx(float(grads["rho"].budget.energy_j), rel=1e-9, abs=1e-12)
+            assert float(got.d_p_w_d_distance_m) == pytest.approx(float(grads["p_w"].system.distance_m), rel=1e-9, abs=1e-15)
+    with pytest.raises(ConfigError, match="gradient 'rho/warp': expected OUTPUT/FIELD"):
+        sweep.build_spec(grid={"delay_s": "0.2:0.3:2"}, gradients=["rho/warp"])

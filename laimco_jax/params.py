@@ -434,16 +434,20 @@ def save_toml(problem: Problem, path: str | Path) -> None:
     Path(path).write_text(dump_toml(problem))
 
 
-def load_toml(path: str | Path) -> Problem:
-    """Read a TOML file written by :func:`save_toml` (or by hand) into a validated Problem."""
+def read_toml_file(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """The parsed TOML of ``path``; ConfigError (naming ``what`` and the path) if missing or invalid."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError as exc:
-        raise ConfigError(f"config file {str(path)!r} does not exist") from exc
+        raise ConfigError(f"{what} {str(path)!r} does not exist") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from exc
-    return problem_from_dict(data)
+        raise ConfigError(f"{what} {str(path)!r} is not valid TOML: {exc}") from exc
+
+
+def load_toml(path: str | Path) -> Problem:
+    """Read a TOML file written by :func:`save_toml` (or by hand) into a validated Problem."""
+    return problem_from_dict(read_toml_file(path))
 
 
 # ----------------------------------------------------------------------------- overrides

@@ -103,7 +103,6 @@ import dataclasses
 import functools
 import json
 import math
-import tomllib
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -126,6 +125,7 @@ from laimco_jax.params import (
     model_preset_fields,
     problem_from_dict,
     problem_to_dict,
+    read_toml_file,
 )
 from laimco_jax.solvers import SCHEMES, Status, solve_exact
 
@@ -578,12 +578,7 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
     and ``chunk_size``.
     """
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"spec file {str(path)!r} does not exist") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"spec file {str(path)!r} is not valid TOML: {exc}") from exc
+    data = read_toml_file(path, "spec file")
     unknown = sorted(set(data) - set(_SPEC_KEYS))
     if unknown:
         raise ConfigError(f"spec file {str(path)!r}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(_SPEC_KEYS)}")

@@ -1,6 +1,7 @@
 """Solvers of problem (P1): the exact global solver, the paper's SCA, the benchmark schemes."""
 
 from laimco_jax.solvers.exact import solve_exact
+from laimco_jax.solvers.sca import solve_sca
 from laimco_jax.solvers.schemes import SCHEMES, scheme_problem, scheme_spec
 from laimco_jax.solvers.solution import INFEASIBLE_REASON_TEXT, InfeasibleReason, Solution, Status
 
@@ -13,4 +14,5 @@ __all__ = [
     "scheme_problem",
     "scheme_spec",
     "solve_exact",
+    "solve_sca",
 ]

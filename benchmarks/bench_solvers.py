@@ -26,33 +26,10 @@ import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
-from laimco_jax import make_problem  # noqa: E402
 from laimco_jax.params import Problem  # noqa: E402
 from laimco_jax.solvers import Status, solve_exact  # noqa: E402
+from laimco_jax.solvers.instances import random_problems  # noqa: E402
 from laimco_jax.solvers.sca import solve_sca  # noqa: E402
-
-
-def random_problems(n: int, seed: int = 0) -> Problem:
-    """n instances around the paper's BERT-base and BART-base presets (log-uniform perturbations)."""
-    rng = np.random.default_rng(seed)
-    bert, bart = (make_problem("paper", m).astype(jnp.float64) for m in ("bert-base", "bart-base"))
-    pick = rng.random(n) < 0.5
-    base = jax.tree_util.tree_map(lambda a, b: np.where(pick, np.asarray(a), np.asarray(b)), bert, bart)
-
-    def scale(x, lo, hi):
-        return x * np.exp(rng.uniform(np.log(lo), np.log(hi), n))
-
-    return base.replace(
-        system=base.system.replace(distance_m=scale(base.system.distance_m, 0.2, 3.0)),
-        model=base.model.replace(
-            embedding_bits=scale(base.model.embedding_bits, 0.1, 10.0),
-            flops_device=scale(base.model.flops_device, 0.3, 3.0),
-            flops_server=scale(base.model.flops_server, 0.3, 3.0),
-        ),
-        budget=base.budget.replace(
-            delay_s=scale(base.budget.delay_s, 0.3, 3.0), energy_j=scale(base.budget.energy_j, 0.3, 3.0)
-        ),
-    )
 
 
 def take(problem: Problem, idx) -> Problem:

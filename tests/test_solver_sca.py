@@ -2,43 +2,20 @@
 
 import functools
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from laimco_jax import make_problem
 from laimco_jax.solvers import Status, solve_exact
+from laimco_jax.solvers.instances import random_problems
 from laimco_jax.solvers.sca import solve_sca
 from laimco_jax.system import evaluate
 
 N = 48
 
 
-def random_problems(n, seed):
-    """Log-uniform perturbations of the paper's BERT-base / BART-base settings (budgets, distance, FLOPs, θ)."""
-    rng = np.random.default_rng(seed)
-    bert, bart = (make_problem("paper", m).astype(jnp.float64) for m in ("bert-base", "bart-base"))
-    pick = rng.random(n) < 0.5
-    base = jax.tree_util.tree_map(lambda a, b: np.where(pick, np.asarray(a), np.asarray(b)), bert, bart)
-
-    def scale(x, lo, hi):
-        return jnp.asarray(x * np.exp(rng.uniform(np.log(lo), np.log(hi), n)))
-
-    return base.replace(
-        system=base.system.replace(distance_m=scale(base.system.distance_m, 0.2, 3.0)),
-        model=base.model.replace(
-            embedding_bits=scale(base.model.embedding_bits, 0.1, 10.0),
-            flops_device=scale(base.model.flops_device, 0.3, 3.0),
-            flops_server=scale(base.model.flops_server, 0.3, 3.0),
-        ),
-        budget=base.budget.replace(delay_s=scale(base.budget.delay_s, 0.2, 3.0), energy_j=scale(base.budget.energy_j, 0.2, 3.0)),
-    )
-
-
 @functools.lru_cache(maxsize=None)
 def solved():
-    problem = random_problems(N, seed=7)
+    problem = random_problems(N, seed=7, spread=1 / 0.2)
     return problem, solve_sca(problem), solve_exact(problem)
 
 

@@ -81,3 +81,24 @@ def test_bad_input_exits_2_with_one_line(capsys, monkeypatch, args, fragment):
     code, out, err = run(capsys, monkeypatch, *args)
     assert code == 2
     assert fragment in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_sensitivity_json_ranks_elasticities(capsys, monkeypatch):
+    import math
+
+    import jax.numpy as jnp
+
+    from laimco_jax import make_problem
+    from laimco_jax.sensitivity import sensitivities
+
+    code, out, _ = run(capsys, monkeypatch, "sensitivity", "--json")
+    record = json.loads(out)
+    assert code == 0 and record["status"] == "optimal" and record["scheme"] == "proposed"
+    rows = record["elasticities"]
+    magnitudes = [abs(r["elasticity_distortion_bound"]) for r in rows]
+    assert magnitudes == sorted(magnitudes, reverse=True) and len(rows) == 25
+    by_field = {r["field"]: r for r in rows}
+    grads = sensitivities(make_problem().astype(jnp.float64))
+    expected = math.log(2) * 0.35 * float(grads["log2_distortion_bound"].budget.delay_s)
+    assert by_field["budget.delay_s"]["elasticity_distortion_bound"] == pytest.approx(expected, rel=1e-9)
+    assert expected < 0  # more time, less distortion

@@ -69,10 +69,13 @@ def _finish(proc: subprocess.Popen, timeout: float = 300) -> str:
 
 
 def assert_same_sweep(actual: xr.Dataset, expected: xr.Dataset) -> None:
-    """Equal coordinates, attrs, integers and NaN positions; floats equal up to rounding (1e-12 relative).
+    """Equal coordinates, attrs, integers and NaN positions; floats equal up to rounding (1e-12 relative,
+    1e-10 for the multipliers).
 
     Different shard lengths vectorise the elementwise kernels differently, which moves results by an
-    ulp or so (and differences of nearly equal numbers, like slacks, by an ulp of the larger one).
+    ulp or so (and differences of nearly equal numbers, like slacks, by an ulp of the larger one). The
+    multipliers are ratios at the bisection's final price, which an ulp can move to the adjacent float
+    (seen: 3e-12 relative).
     """
     xr.testing.assert_identical(actual.drop_vars(list(actual.data_vars)), expected.drop_vars(list(expected.data_vars)))
     assert sorted(actual.data_vars) == sorted(expected.data_vars)
@@ -83,7 +86,8 @@ def assert_same_sweep(actual: xr.Dataset, expected: xr.Dataset) -> None:
             np.testing.assert_array_equal(got, want, err_msg=name)
         else:
             scale = float(np.nanmax(np.abs(want.values)))
-            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * scale, equal_nan=True, err_msg=name)
+            rtol = 1e-10 if name.endswith("_multiplier") else 1e-12
+            np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale, equal_nan=True, err_msg=name)
 
 
 def _free_port() -> int:

@@ -30,13 +30,14 @@ divided by T0, energies by E0, the objective by q + s. Two exact reductions:
 The two remaining constraints (45a) and (50a) are handled by an augmented-Lagrangian method
 (Powell-Hestenes-Rockafellar): each subproblem min_x f_0(x) + Σ_j (max(0, λ_j + μ f_j(x))² - λ_j²)/(2μ)
 over the box is solved by a projected Newton method (Bertsekas) with exact derivatives (every term
-is c·exp(w·x), so gradients and Hessians are closed-form), then λ_j <- max(0, λ_j + μ f_j) and μ
-grows tenfold when ALGENCAN's residual max_j |max(f_j, -λ_j/μ)| did not halve; the AL ends when
-that residual is below 1e-12. Multipliers and iterates are warm-started across SCA iterations. The
-three nested loops (SCA, AL, Newton) run as one flat ``lax.while_loop`` doing one Newton step per
-pass, so a vmapped batch costs its largest per-instance number of Newton steps. (jaxopt's LBFGSB was
-tried first: its compile time, about 25 s per variant on a 2-core CPU, and its accuracy on these
-ill-conditioned subproblems made a 5-variable Newton method the better tool.)
+is c·exp(w·x), so gradients and Hessians are closed-form), then λ_j <- max(0, λ_j + μ f_j); μ starts
+at 1e3 and grows tenfold whenever ALGENCAN's residual max_j |max(f_j, -λ_j/μ)| did not shrink a
+hundredfold; the AL ends when that residual is below 1e-12. Multipliers and iterates are
+warm-started across SCA iterations. The three nested loops (SCA, AL, Newton) run as one flat
+``lax.while_loop`` doing one Newton step per pass, so a vmapped batch costs its largest
+per-instance number of Newton steps, not the product of per-loop maxima. (jaxopt's LBFGSB was tried
+first as the inner solver: the whole SCA then took about two minutes to compile on a 2-core CPU,
+against about ten seconds now.)
 
 Feasibility restoration. An AL solution may violate (45a) or (50a) by its tolerance. Each SCA
 iterate is mapped to a (P1) point (ρ, f, p, ρ̃, f̃), evaluated with the original delay (10) and
@@ -107,7 +108,7 @@ _PRICE_POINTS = 48  # energy prices tried by the default start
 _BISECTION_STEPS = 60
 _AL_ITERS = 30  # augmented-Lagrangian multiplier updates per (P3.k)
 _AL_TOL = 1e-12  # AL residual (feasibility and complementarity, fractions of T0, E0) that ends it
-_AL_DECREASE = 0.1  # μ grows tenfold when the residual did not shrink by this factor
+_AL_DECREASE = 0.01  # μ grows tenfold when the residual did not shrink by this factor
 _AL_PENALTY0 = 1e3
 _AL_PENALTY_MAX = 1e8
 _NEWTON_ITERS = 60
@@ -265,40 +266,77 @@ def _subproblem(inst: _Instance, local: _Local, spec: SchemeSpec) -> _Subproblem
     return _Subproblem(coefficients, constants, inst.upload_delay, inst.snr_max, lower, upper)
 
 
-def _functions(sub: _Subproblem, x):
-    """Values (3,), gradients (3, 5) and Hessians (3, 5, 5) of the objective, (45a), (50a) at x."""
-    w = jnp.asarray(_EXPONENTS, x.dtype)
-    member = jnp.asarray(_MEMBERSHIP, x.dtype)
-    terms = sub.coefficients * jnp.exp(w @ x)
-    values = sub.constants + member @ terms
-    grads = member @ (terms[:, None] * w)
-    hessians = jnp.einsum("ft,t,ti,tj->fij", member, terms, w, w)
-    # Upload delay U = A/L, L = ln(1 + snr e^x_π): U' = -A σ/L², U'' = A σ (2σ/L - (1 - σ))/L².
-    snr = sub.snr_max * jnp.exp(x[_POWER])
-    log_snr = jnp.log1p(snr)
-    sigma = snr / (1.0 + snr)
-    upload = sub.upload_delay / log_snr
-    slope = -upload * sigma / log_snr
-    curvature = upload * sigma * (2.0 * sigma / log_snr - (1.0 - sigma)) / log_snr
-    values = values.at[1].add(upload)
-    grads = grads.at[1, _POWER].add(slope)
-    hessians = hessians.at[1, _POWER, _POWER].add(curvature)
-    return values, grads, hessians
+def _terms(sub: _Subproblem, x):
+    """The exponential terms c·exp(w·x) (..., 7) and the upload delay U = θ/(r(p) T0) (...) at x
+    (..., 5)."""
+    terms = sub.coefficients * jnp.exp(x @ jnp.asarray(_EXPONENTS.T, x.dtype))
+    return terms, sub.upload_delay / jnp.log1p(sub.snr_max * jnp.exp(x[..., _POWER]))
+
+
+def _values(sub: _Subproblem, x):
+    """f_0 (objective), f_1 ((45a)), f_2 ((50a)) at x (..., 5), shape (..., 3)."""
+    terms, upload = _terms(sub, x)
+    return (sub.constants + terms @ jnp.asarray(_MEMBERSHIP.T, x.dtype)
+            + jnp.asarray([0.0, 1.0, 0.0], x.dtype) * upload[..., None])
 
 
 def _augmented_lagrangian(sub: _Subproblem, multipliers, penalty, x):
-    """PHR augmented Lagrangian f_0 + Σ_j (max(0, λ_j + μ f_j)² - λ_j²)/(2μ), its gradient and a
-    generalised Hessian."""
-    values, grads, hessians = _functions(sub, x)
+    """PHR augmented Lagrangian f_0 + Σ_j (max(0, λ_j + μ f_j)² - λ_j²)/(2μ) at x (..., 5)."""
+    values = _values(sub, x)
+    shifted = jnp.maximum(0.0, multipliers + penalty * values[..., 1:])
+    return values[..., 0] + jnp.sum(shifted**2 - multipliers**2, axis=-1) / (2.0 * penalty)
+
+
+def _augmented_lagrangian_model(sub: _Subproblem, multipliers, penalty, x):
+    """The augmented Lagrangian, its gradient and a generalised Hessian at x, in closed form.
+
+    With term weights ω_t = 1 (objective) or max(0, λ_j + μ f_j) (constraint j), the gradient is
+    Σ_t ω_t c_t e^(w_t·x) w_t and the Hessian Σ_t ω_t c_t e^(w_t·x) w_t w_tᵀ, plus μ ∇f_j ∇f_jᵀ for
+    each constraint with λ_j + μ f_j > 0 -- or within _NEAR_ACTIVE of its bound, so that a Newton
+    step from a point on the boundary (λ = 0) does not cross it blindly -- plus the upload delay's
+    derivatives in log π: U' = -U σ/L, U'' = U σ (2σ/L - (1 - σ))/L (L = ln(1 + snr), σ = snr/(1 + snr)).
+    (Small matrix products, not broadcasts: XLA on CPU runs them several times faster.)
+    """
+    dtype = x.dtype
+    w = jnp.asarray(_EXPONENTS, dtype)
+    member = jnp.asarray(_MEMBERSHIP, dtype)
+    terms, upload = _terms(sub, x)
+    values = sub.constants + member @ terms + jnp.asarray([0.0, 1.0, 0.0], dtype) * upload
     shifted = jnp.maximum(0.0, multipliers + penalty * values[1:])
     value = values[0] + jnp.sum(shifted**2 - multipliers**2) / (2.0 * penalty)
-    grad = grads[0] + shifted @ grads[1:]
-    # Generalised Hessian: the penalty's curvature also counts for a constraint within _NEAR_ACTIVE of
-    # its bound, so that a Newton step from a point on the boundary (λ = 0) does not cross it blindly.
-    on = ((shifted > 0) | (values[1:] > -_NEAR_ACTIVE)).astype(x.dtype) * penalty
-    hessian = (hessians[0] + jnp.einsum("j,jab->ab", shifted, hessians[1:])
-               + jnp.einsum("j,ja,jb->ab", on, grads[1:], grads[1:]))
+    snr = sub.snr_max * jnp.exp(x[_POWER])
+    log_snr = jnp.log1p(snr)
+    sigma = snr / (1.0 + snr)
+    upload_slope = -upload * sigma / log_snr
+    upload_curvature = upload * sigma * (2.0 * sigma / log_snr - (1.0 - sigma)) / log_snr
+    power_axis = jnp.asarray(np.eye(5)[_POWER], dtype)
+    grads = (member[1:] * terms) @ w + jnp.asarray([[1.0], [0.0]], dtype) * (upload_slope * power_axis)
+    weights = (jnp.concatenate([jnp.ones((1,), dtype), shifted]) @ member) * terms
+    grad = weights @ w + shifted[0] * upload_slope * power_axis
+    on = ((shifted > 0) | (values[1:] > -_NEAR_ACTIVE)).astype(dtype) * penalty
+    hessian = (
+        (w * weights[:, None]).T @ w
+        + jnp.outer(power_axis, power_axis) * (shifted[0] * upload_curvature)
+        + (grads * on[:, None]).T @ grads
+    )
     return value, grad, hessian
+
+
+def _solve_spd(matrix, rhs):
+    """matrix⁻¹ rhs for a small symmetric positive-definite matrix: Gaussian elimination without
+    pivoting, unrolled (stable for SPD; cheaper than a batched LAPACK call on 5×5 systems)."""
+    size = rhs.shape[0]
+    rows, b = [matrix[i] for i in range(size)], [rhs[i] for i in range(size)]
+    for k in range(size):
+        for i in range(k + 1, size):
+            factor = rows[i][k] / rows[k][k]
+            rows[i] = rows[i] - factor * rows[k]
+            b[i] = b[i] - factor * b[k]
+    x = [None] * size
+    for k in reversed(range(size)):
+        tail = sum((rows[k][j] * x[j] for j in range(k + 1, size)), jnp.zeros_like(b[k]))
+        x[k] = (b[k] - tail) / rows[k][k]
+    return jnp.stack(x)
 
 
 def _ratios(local: _Local, x):
@@ -311,16 +349,17 @@ def _tolerance(base: float, dtype) -> float:
     return max(base, 64.0 * float(jnp.finfo(dtype).eps))
 
 
-def _newton_step(model, x, lower, upper):
+def _newton_step(fun, model, x, lower, upper):
     """One step of Bertsekas' projected Newton method for a smooth convex function over a box.
 
-    ``model(x)`` returns the value, gradient and Hessian. Variables at a bound whose gradient pushes
-    outwards (within ε of it) are held there; the others take a regularised Newton step with the
-    Hessian restricted to them (ridge ∝ ‖∇f‖); the step along the projection arc x(t) = clip(x + t d) is the largest of
-    t = 1, 1/4, ..., 4^-(_STEPS-1) meeting Armijo's condition (all tried at once). Returns the new
-    point and whether the minimisation is over: the projected gradient ‖x - clip(x - ∇f)‖∞ is below
-    tolerance, the Newton decrement is below the rounding of f (the step just taken is the last one
-    that matters), or no trial step decreases f.
+    ``fun(x)`` returns the value (for a stack of points x (..., 5)), ``model(x)`` the value,
+    gradient and Hessian. Variables at a bound whose gradient pushes outwards (within ε of it) are
+    held there; the others take a regularised Newton step with the Hessian restricted to them (ridge
+    ∝ ‖∇f‖); the step along the projection arc x(t) = clip(x + t d) is the largest of t = 1, 1/4,
+    ..., 4^-(_STEPS-1) meeting Armijo's condition (all tried at once). Returns the new point and
+    whether the minimisation is over: the projected gradient ‖x - clip(x - ∇f)‖∞ is below tolerance,
+    the Newton decrement is below the rounding of f (the step just taken is the last one that
+    matters), or no trial step decreases f.
     """
     tiny = 8.0 * jnp.finfo(x.dtype).eps
     tolerance = _tolerance(_NEWTON_TOL, x.dtype)
@@ -332,11 +371,12 @@ def _newton_step(model, x, lower, upper):
     h = jnp.where(free[:, None] & free[None, :], hessian, 0.0)
     # Ridge ∝ ‖∇f‖ (regularised Newton): steps stay O(1) where the Hessian is nearly singular, and
     # vanish near the minimiser so convergence stays quadratic.
-    ridge = _NEWTON_RIDGE * (1.0 + jnp.max(jnp.abs(jnp.diag(h)))) + jnp.max(jnp.abs(jnp.where(free, grad, 0.0)))
-    direction = -jnp.linalg.solve(h + jnp.diag(jnp.where(free, ridge, 1.0)), grad)
+    ridge = (_NEWTON_RIDGE * (1.0 + jnp.max(jnp.abs(jnp.diag(h))))
+             + jnp.max(jnp.abs(jnp.where(free, grad, 0.0))))
+    direction = -_solve_spd(h + jnp.diag(jnp.where(free, ridge, 1.0)), grad)
     steps = 0.25 ** jnp.arange(_STEPS, dtype=x.dtype)
     trials = jnp.clip(x + steps[:, None] * direction, lower, upper)
-    values = jax.vmap(lambda t: model(t)[0])(trials)
+    values = fun(trials)
     predicted = (trials - x) @ grad  # first-order change of f, ≤ 0
     armijo = values <= value + _ARMIJO * predicted + tiny * jnp.abs(value)
     best = jnp.argmax(armijo)  # the first (largest) step meeting Armijo's condition
@@ -595,10 +635,12 @@ def _step(inst: _Instance, eps, spec: SchemeSpec, max_iters: int, s: _State) -> 
     update if the AL ended (residual within tolerance, or out of updates)."""
     sub = _subproblem(inst, s.local, spec)
     x, newton_over = _newton_step(
-        functools.partial(_augmented_lagrangian, sub, s.multipliers, s.penalty), s.x, sub.lower, sub.upper
+        functools.partial(_augmented_lagrangian, sub, s.multipliers, s.penalty),
+        functools.partial(_augmented_lagrangian_model, sub, s.multipliers, s.penalty),
+        s.x, sub.lower, sub.upper,
     )
     newton_over = newton_over | (s.newton_steps + 1 >= _NEWTON_ITERS)
-    c = _functions(sub, x)[0][1:]
+    c = _values(sub, x)[1:]
     # ALGENCAN's residual max_j |max(f_j, -λ_j/μ)|: feasibility and complementarity at once.
     residual = jnp.max(jnp.abs(jnp.maximum(c, -s.multipliers / s.penalty)))
     grow = residual > _AL_DECREASE * s.residual

@@ -26,6 +26,7 @@ and d(ρq + ρ̃s)*/dE0 in parameters per joule (Solution's convention).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -301,6 +302,13 @@ def _solve(cp, prob, settings=None) -> str:
 _MODEL_CACHE: dict = {}
 
 
+def _parameter(cp, params: dict, name: str, **kw):
+    """The CVXPY Parameter ``name`` of a model under construction, created on first use."""
+    if name not in params:
+        params[name] = cp.Parameter(name=name, **kw)
+    return params[name]
+
+
 def _cached(key, build):
     model = _MODEL_CACHE.get(key)
     if model is None:
@@ -361,10 +369,7 @@ def _build_exact(cp, key: _ExactKey) -> _ExactModel:
     cons, params = [], {}
     delay_terms, energy_terms = [], []
 
-    def P(name, **kw):
-        if name not in params:
-            params[name] = cp.Parameter(name=name, **kw)
-        return params[name]
+    P = functools.partial(_parameter, cp, params)
 
     def ratio(lower, name):
         if lower is None:
@@ -655,10 +660,7 @@ def _build_sca(cp, key: _ScaKey) -> _ScaModel:
     cons, params = [], {}
     delay_terms, energy_terms = [], []
 
-    def P(name, **kw):
-        if name not in params:
-            params[name] = cp.Parameter(name=name, **kw)
-        return params[name]
+    P = functools.partial(_parameter, cp, params)
 
     def ratio(lower, name):
         x = cp.Variable(name=name)

@@ -17,8 +17,10 @@ Every check names the field, the offending value and the allowed range.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import tomllib
+from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -314,22 +316,24 @@ SYSTEM_PRESETS: dict[str, dict[str, float]] = {
 
 @dataclasses.dataclass(frozen=True)
 class ModelPresetSpec:
-    """How a preset model profile is derived (documented defaults the paper leaves open).
+    """A preset model's measured per-split profile (``laimco_jax/data/model_profiles.json``).
 
-    The split is proportional: ``split_layer`` of ``num_layers`` blocks (and that share of parameters
-    and FLOPs) sit on the device. θ = ``seq_len`` x ``hidden_size`` x ``activation_bits``; the raw input
-    is ``seq_len`` token ids of ``token_id_bits`` bits; h(w) = q_p x ``entropy_bits_per_weight``, where
-    the per-weight entropy log2(2 e β) is that of a Laplace law with scale β = ``laplace_scale``.
+    ``splits[k]`` holds q_k, s_k, N_FLOP, Ñ_FLOP [FLOPs, XLA cost analysis at batch 1] and θ_k [bits]
+    for split k = 0 (on-server: the raw input, ``seq_len`` token ids, is uploaded) ... ``num_layers``
+    (BERT: on-device, nothing uploaded; BART splits its encoder only, so the server always runs the
+    decoder). The file is written by ``scripts/make_preset_profiles.py`` from
+    ``laimco_jax.models.profile`` (this module must not import the models). Defaults the paper leaves
+    open: b = ``bits_per_weight``; h(w) = q_p x log2(2 e β), the entropy of a Laplace law with scale
+    β = ``laplace_scale`` per weight; the split at layer ``default_split`` (the paper's 4).
     """
 
-    total_params: float
-    total_flops: float
+    name: str
     num_layers: int
-    hidden_size: int
-    split_layer: int = 4
-    seq_len: int = 128
-    activation_bits: int = 8
-    token_id_bits: int = 32
+    seq_len: int
+    input_bits: float
+    splits: tuple[Mapping[str, float], ...]
+    decoder_seq_len: int | None = None
+    default_split: int = 4
     bits_per_weight: float = 32.0
     laplace_scale: float = 0.028
 
@@ -337,36 +341,40 @@ class ModelPresetSpec:
     def entropy_bits_per_weight(self) -> float:
         return math.log2(2.0 * math.e * self.laplace_scale)
 
-    def profile_fields(self) -> dict[str, float]:
-        """The ``[model]`` fields at ``split_layer``: split 0 uploads the raw input, split L nothing."""
-        if not 0 <= self.split_layer <= self.num_layers:
-            raise ConfigError(f"split = {self.split_layer!r} is outside the allowed range [0, {self.num_layers}]")
-        params_device = round(self.total_params * self.split_layer / self.num_layers)
-        flops_device = self.total_flops * self.split_layer / self.num_layers
-        if self.split_layer == 0:
-            embedding_bits = float(self.seq_len * self.token_id_bits)
-        elif self.split_layer == self.num_layers:
-            embedding_bits = 0.0
-        else:
-            embedding_bits = float(self.seq_len * self.hidden_size * self.activation_bits)
+    def profile_fields(self, split: int | None = None) -> dict[str, float]:
+        """The ``[model]`` fields at ``split`` (default ``default_split``)."""
+        split = self.default_split if split is None else split
+        if isinstance(split, bool) or not isinstance(split, (int, np.integer)) or not 0 <= split <= self.num_layers:
+            raise ConfigError(f"split = {split!r} is outside the allowed range [0, {self.num_layers}] of {self.name}")
+        record = self.splits[int(split)]
+        total = record["params_device"] + record["params_server"]
         return dict(
-            params_device=float(params_device),
-            params_server=float(self.total_params - params_device),
-            flops_device=flops_device,
-            flops_server=self.total_flops - flops_device,
-            embedding_bits=embedding_bits,
+            params_device=float(record["params_device"]),
+            params_server=float(record["params_server"]),
+            flops_device=float(record["flops_device"]),
+            flops_server=float(record["flops_server"]),
+            embedding_bits=float(record["embedding_bits"]),
             bits_per_weight=self.bits_per_weight,
-            entropy_bits=self.total_params * self.entropy_bits_per_weight,
-            input_bits=float(self.seq_len * self.token_id_bits),
+            entropy_bits=total * self.entropy_bits_per_weight,
+            input_bits=float(self.input_bits),
         )
 
 
-#: BERT-base: 109.48M parameters, 21.77 GFLOPs; BART-base: 139.42M, 6.44 GFLOPs (paper Section VI-A;
-#: hidden size 768 for both, slip 9 of DESIGN.md). Split at layer 4 of 12, proportionally.
-MODEL_SPECS: dict[str, ModelPresetSpec] = {
-    "bert-base": ModelPresetSpec(total_params=109_482_240, total_flops=21.77e9, num_layers=12, hidden_size=768),
-    "bart-base": ModelPresetSpec(total_params=139_420_416, total_flops=6.44e9, num_layers=12, hidden_size=768),
-}
+def _load_model_specs() -> dict[str, ModelPresetSpec]:
+    documents = json.loads(resources.files("laimco_jax").joinpath("data/model_profiles.json").read_text())
+    return {
+        name: ModelPresetSpec(
+            name=name, num_layers=doc["num_layers"], seq_len=doc["seq_len"], input_bits=doc["input_bits"],
+            decoder_seq_len=doc["decoder_seq_len"], splits=tuple(doc["splits"]),
+        )
+        for name, doc in documents.items()
+    }
+
+
+#: BERT-base (109,482,240 parameters, 22.7 GFLOPs at 128 tokens; the paper says 109.48M, 21.77 GFLOPs)
+#: and BART-base (139,420,416 parameters; 13.3 GFLOPs for 128 encoder tokens and the first decoder step;
+#: the paper's 6.44 GFLOPs is not reproducible from the architecture), measured per split.
+MODEL_SPECS: dict[str, ModelPresetSpec] = _load_model_specs()
 MODEL_PRESETS: dict[str, dict[str, float]] = {k: v.profile_fields() for k, v in MODEL_SPECS.items()}  # default splits
 
 #: The paper's budgets (Figs. 4, 5): BERT T0 = 0.35 s, E0 = 0.015 J; BART T0 = 0.22 s, E0 = 0.0225 J.
@@ -489,10 +497,7 @@ def apply_overrides(data: Mapping[str, Mapping[str, Any]], overrides: Mapping[st
 
 def model_preset_fields(model: str = "bert-base", split: int | None = None) -> dict[str, float]:
     """The ``[model]`` fields of a preset model, split at its default layer or at ``split``."""
-    spec = _choose("model preset", model, MODEL_SPECS)
-    if split is not None:
-        spec = dataclasses.replace(spec, split_layer=int(split))
-    return spec.profile_fields()
+    return _choose("model preset", model, MODEL_SPECS).profile_fields(split)
 
 
 def preset_dict(preset: str = "paper", model: str = "bert-base", split: int | None = None) -> dict[str, dict[str, float]]:
@@ -514,7 +519,8 @@ def make_problem(
 ) -> Problem:
     """A validated Problem from a preset (or a TOML ``config`` file) plus ``section.field`` overrides.
 
-    ``split`` picks the preset model's split layer (0 = on-server ... L = on-device; default 4 of 12).
+    ``split`` picks the preset model's split layer (0 = on-server ... L: BERT-base 12 = on-device, BART-base 6 =
+    whole encoder on the device; default 4).
     """
     base = problem_to_dict(load_toml(config)) if config is not None else preset_dict(preset, model, split)
     return problem_from_dict(apply_overrides(base, overrides or {}))

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from laimco_jax import cli
+from laimco_jax import cli, make_problem
 
 
 def run(capsys, monkeypatch, *args):
@@ -34,7 +34,8 @@ def test_system_json_matches_the_formulas(capsys, monkeypatch):
     record = json.loads(out)
     assert code == 0
     assert record["rate_bps"] == pytest.approx(19.468e6, rel=1e-4)
-    assert record["device_delay_s"] == pytest.approx(21.77e9 / 3 / (1e9 * 32), rel=1e-12)
+    flops_device = make_problem().model.flops_device  # N_FLOP of the preset [FLOPs]
+    assert record["device_delay_s"] == pytest.approx(flops_device / (1e9 * 32), rel=1e-12)
     assert record["delay_s"] == pytest.approx(record["device_delay_s"] + record["upload_delay_s"] + record["server_delay_s"])
     assert {"energy_j", "upload_energy_j", "server_energy_j", "device_energy_j"} <= set(record)
 

@@ -23,15 +23,27 @@ def test_paper_preset_values():
     assert (s.ref_gain_db, s.ref_distance_m, s.distance_m, s.pathloss_exponent) == (-30, 1, 500, 2.8)
 
 
-@pytest.mark.parametrize("model, params, flops, budget", [
-    ("bert-base", 109_482_240, 21.77e9, (0.35, 0.015)),
-    ("bart-base", 139_420_416, 6.44e9, (0.22, 0.0225)),
+# Closed-form parameter counts of the public architectures (hidden 768, FFN 3072, 12 heads).
+D, F = 768, 3072
+BLOCK = 4 * (D * D + D) + (D * F + F) + (F * D + D) + 2 * 2 * D  # attention, FFN, two LayerNorms
+BERT_EMBEDDINGS = (30522 + 512 + 2) * D + 2 * D  # words, positions, token types, LayerNorm
+BART_EMBEDDINGS = 50265 * D + (1024 + 2) * D + 2 * D  # shared table, learned positions (+2 offset), LayerNorm
+
+
+def analytic_encoder_flops(layers, n=128, d=D, f=F):
+    """Matrix-product FLOPs (2 per multiply-add) of ``layers`` encoder blocks over n tokens."""
+    return layers * (8 * n * d * d + 4 * n * n * d + 4 * n * d * f)
+
+
+@pytest.mark.parametrize("model, params, device_params, budget", [
+    ("bert-base", 109_482_240, BERT_EMBEDDINGS + 4 * BLOCK, (0.35, 0.015)),
+    ("bart-base", 139_420_416, BART_EMBEDDINGS + 4 * BLOCK, (0.22, 0.0225)),
 ])
-def test_model_presets_total_and_split(model, params, flops, budget):
+def test_model_presets_total_and_split(model, params, device_params, budget):
     p = make_problem("paper", model)
-    assert p.model.params_device + p.model.params_server == params
-    assert p.model.params_device == round(params / 3)  # split at layer 4 of 12
-    assert p.model.flops_device + p.model.flops_server == pytest.approx(flops, rel=1e-15)
+    assert p.model.params_device + p.model.params_server == params  # the paper's 109.48M and 139.42M
+    assert p.model.params_device == device_params  # embeddings + 4 blocks on the device
+    assert p.model.flops_device == pytest.approx(analytic_encoder_flops(4), rel=0.05)
     assert p.model.embedding_bits == 128 * 768 * 8
     assert p.model.entropy_bits == pytest.approx(params * math.log2(2 * math.e * 0.028))
     assert (p.budget.delay_s, p.budget.energy_j) == budget
@@ -135,10 +147,21 @@ def test_pytree_transforms_bypass_validation():
 def test_preset_splits_cover_on_server_and_on_device():
     from laimco_jax.params import model_preset_fields
 
-    for split in range(13):
+    for split in range(1, 12):
         fields = model_preset_fields("bert-base", split)
         assert fields["params_device"] + fields["params_server"] == 109_482_240
-        assert fields["params_device"] == round(109_482_240 * split / 12)
+        assert fields["params_device"] == BERT_EMBEDDINGS + split * BLOCK
+        assert fields["flops_device"] == pytest.approx(analytic_encoder_flops(split), rel=0.05)
+        assert fields["flops_server"] == pytest.approx(analytic_encoder_flops(12 - split) + 2 * D * D, rel=0.05)
+    for split in range(7):  # BART splits its encoder: the server always runs the decoder
+        fields = model_preset_fields("bart-base", split)
+        assert fields["params_device"] == (BART_EMBEDDINGS + split * BLOCK if split else 0)
+        assert fields["params_device"] + fields["params_server"] == 139_420_416
+        assert fields["flops_server"] > 0
+    with pytest.raises(ConfigError, match=r"split = 7 is outside the allowed range \[0, 6\] of bart-base"):
+        make_problem(model="bart-base", split=7)
+    assert model_preset_fields("bert-base", 0)["params_device"] == 0  # on-server inference
+    assert model_preset_fields("bert-base", 12)["params_server"] == 0  # on-device inference
     assert model_preset_fields("bert-base", 0)["embedding_bits"] == 128 * 32  # raw token ids uploaded
     assert model_preset_fields("bert-base", 12)["embedding_bits"] == 0.0  # nothing uploaded
     with pytest.raises(ConfigError, match=r"split = 13 is outside the allowed range \[0, 12\]"):

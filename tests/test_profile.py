@@ -135,3 +135,29 @@ def test_bart_preset_counts_tied_table_once():
 def test_bad_input_is_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         profile.split_profiles(**kwargs)
+
+
+def test_embedded_preset_profiles_match_the_analytic_count():
+    from laimco_jax.params import MODEL_SPECS
+
+    for name, spec in MODEL_SPECS.items():
+        config = profile.PRESETS[name]
+        assert [r["split"] for r in spec.splits] == list(range(config.num_layers + 1))
+        for r in spec.splits:
+            analytic = profile.analytic_flops(config, r["split"], spec.seq_len, spec.decoder_seq_len)
+            for measured, expected in zip((r["flops_device"], r["flops_server"]), analytic):
+                assert measured == expected == 0 or abs(measured / expected - 1) < 0.05
+            assert r["embedding_bits"] == profile.embedding_bits(config, r["split"], spec.seq_len)
+
+
+@pytest.mark.slow
+def test_embedded_preset_profiles_are_reproduced_by_measurement():
+    """scripts/make_preset_profiles.py's output equals the file shipped in laimco_jax/data."""
+    import json
+    from importlib import resources
+
+    shipped = json.loads(resources.files("laimco_jax").joinpath("data/model_profiles.json").read_text())
+    for name in profile.PRESETS:
+        measured = profile.preset_profile_document(name)
+        assert {k: v for k, v in measured.items() if k != "flops_source"} == \
+               {k: v for k, v in shipped[name].items() if k != "flops_source"}

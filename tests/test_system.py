@@ -12,9 +12,10 @@ from laimco_jax.system import channel_gain, rate_bps
 
 
 def numpy_terms(rho, f, p, rho_s, f_s):
-    """Eqs. (2), (4)-(11) written out with the paper's numbers (BERT-base preset, split 4 of 12)."""
+    """Eqs. (2), (4)-(11) written out with the paper's numbers (BERT-base preset's workloads, split 4 of 12)."""
     B, N0, g = 5e6, 2e-19, 10 ** (-30 / 10) * (500.0 / 1.0) ** -2.8
-    N, Ns, theta = 21.77e9 * 4 / 12, 21.77e9 * 8 / 12, 128 * 768 * 8
+    model = make_problem("paper", "bert-base").model
+    N, Ns, theta = model.flops_device, model.flops_server, 128 * 768 * 8
     r = B * np.log2(1 + g * p / (B * N0))
     t_i, e_i = rho * N / (f * 32), 1.0 * rho * N / 32 * 5e-29 * f**2
     t_u, e_u = theta / r, p * theta / r

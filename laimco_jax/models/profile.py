@@ -48,6 +48,13 @@ DEFAULT_ACTIVATION_BITS = 8
 DEFAULT_TOKEN_ID_BITS = 32
 DEFAULT_BITS_PER_WEIGHT = 32
 
+#: Settings of the embedded preset profiles (``laimco_jax/data/model_profiles.json``). BART's server
+#: work is its remaining encoder blocks plus one decoder step over the encoder output: the work to the
+#: first generated token, so T0 reads as time to first token (the paper's 6.44 GFLOPs for BART-base
+#: does not follow from its architecture at any stated length; see ``preset_profile_document``).
+PRESET_SEQ_LEN = 128
+PRESET_DECODER_SEQ_LEN = {"bart-base": 1}
+
 
 def _module(config: checkpoints.Config):
     return bert if isinstance(config, bert.BertConfig) else bart
@@ -239,3 +246,26 @@ def split_profiles(model: str, seq_len: int = 128, activation_bits: int = DEFAUL
             activation_bits=activation_bits, num_layers=config.num_layers,
         ))
     return records
+
+
+def preset_profile_document(model: str) -> dict[str, Any]:
+    """The embedded profile of preset ``model`` (``bert-base`` or ``bart-base``) as a JSON-able dict.
+
+    ``laimco_jax/data/model_profiles.json`` holds one such document per preset; it is written by
+    ``scripts/make_preset_profiles.py`` and read by ``laimco_jax.params`` (which must not import the
+    models). Settings: ``PRESET_SEQ_LEN`` tokens, ``DEFAULT_ACTIVATION_BITS`` bits per uploaded
+    activation, ``DEFAULT_TOKEN_ID_BITS`` bits per raw token id, BART's ``PRESET_DECODER_SEQ_LEN``.
+    """
+    if model not in PRESETS:
+        raise ValueError(f"model={model!r} is not a preset; allowed: {list(PRESETS)}")
+    decoder_seq_len = PRESET_DECODER_SEQ_LEN.get(model)
+    records = split_profiles(model, seq_len=PRESET_SEQ_LEN, decoder_seq_len=decoder_seq_len, entropy=False)
+    keep = ("split", "params_device", "params_server", "flops_device", "flops_server",
+            "flops_device_analytic", "flops_server_analytic", "embedding_bits")
+    return dict(
+        model=model, num_layers=PRESETS[model].num_layers, seq_len=PRESET_SEQ_LEN,
+        decoder_seq_len=decoder_seq_len, activation_bits=DEFAULT_ACTIVATION_BITS,
+        token_id_bits=DEFAULT_TOKEN_ID_BITS, input_bits=PRESET_SEQ_LEN * DEFAULT_TOKEN_ID_BITS,
+        flops_source="XLA cost analysis of the jitted halves at batch 1 (jax " + jax.__version__ + ")",
+        splits=[{k: r[k] for k in keep} for r in records],
+    )

@@ -13,6 +13,8 @@ model(x)`` for every ``k``.
 
 Parameters are plain nested dicts (the inner ``"params"`` collection of linen):
 top-level keys ``embeddings``, ``layers_0`` … ``layers_{L-1}``, ``pooler``.
+Task models without a pooler (``BertForQuestionAnswering``) have no ``pooler``
+key; the forward functions then return ``pooled = None``.
 """
 
 from __future__ import annotations
@@ -209,15 +211,17 @@ class BertModel(nn.Module):
             h = layer(h, mask)
         return h
 
-    def server(self, hidden, attention_mask, split: int) -> tuple[jax.Array, jax.Array]:
-        """Blocks ``split..L-1`` and the pooler: ``(last_hidden, pooled)``."""
+    def server(self, hidden, attention_mask, split: int,
+               pool: bool = True) -> tuple[jax.Array, jax.Array | None]:
+        """Blocks ``split..L-1`` and the pooler: ``(last_hidden, pooled)``; pooled is None without ``pool``."""
         mask = padding_mask(attention_mask)
         for layer in self.layers[split:]:
             hidden = layer(hidden, mask)
-        return hidden, jnp.tanh(self.pooler(hidden[:, 0]))
+        return hidden, (jnp.tanh(self.pooler(hidden[:, 0])) if pool else None)
 
-    def __call__(self, input_ids, attention_mask, token_type_ids):
-        return self.server(self.device(input_ids, attention_mask, token_type_ids, 0), attention_mask, 0)
+    def __call__(self, input_ids, attention_mask, token_type_ids, pool: bool = True):
+        h = self.device(input_ids, attention_mask, token_type_ids, 0)
+        return self.server(h, attention_mask, 0, pool)
 
 
 def check_split(split: int, num_layers: int) -> None:
@@ -247,9 +251,13 @@ def param_shapes(config: BertConfig, param_dtype=jnp.float32) -> Params:
 @functools.partial(jax.jit, static_argnames="config")
 def forward(config: BertConfig, params: Params, input_ids, attention_mask=None,
             token_type_ids=None) -> tuple[jax.Array, jax.Array]:
-    """Full model: ``(last_hidden (B, T, H), pooled (B, H))``; masks are 0/1 ``(B, T)``."""
+    """Full model: ``(last_hidden (B, T, H), pooled (B, H))``; masks are 0/1 ``(B, T)``.
+
+    ``pooled`` is None when ``params`` has no ``pooler`` (a pooler-less task checkpoint).
+    """
     attention_mask, token_type_ids = _defaults(input_ids, attention_mask, token_type_ids)
-    return BertModel(config).apply({"params": params}, input_ids, attention_mask, token_type_ids)
+    return BertModel(config).apply({"params": params}, input_ids, attention_mask, token_type_ids,
+                                   "pooler" in params)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "split"))
@@ -265,18 +273,21 @@ def device_forward(config: BertConfig, params: Params, input_ids, attention_mask
 @functools.partial(jax.jit, static_argnames=("config", "split"))
 def server_forward(config: BertConfig, params: Params, hidden, attention_mask=None, *,
                    split: int) -> tuple[jax.Array, jax.Array]:
-    """Server part for split ``split``; ``params`` may be just the server half."""
+    """Server part for split ``split``; ``params`` may be just the server half.
+
+    ``pooled`` is None when ``params`` has no ``pooler`` (a pooler-less task checkpoint).
+    """
     check_split(split, config.num_layers)
     if attention_mask is None:
         attention_mask = jnp.ones(hidden.shape[:2], jnp.int32)
     return BertModel(config).apply({"params": params}, hidden, attention_mask, split,
-                                   method="server")
+                                   "pooler" in params, method="server")
 
 
 def split_params(config: BertConfig, params: Params, split: int) -> tuple[Params, Params]:
-    """``(device_params, server_params)``: embeddings + layers ``<split`` | the rest."""
+    """``(device_params, server_params)``: embeddings + layers ``<split`` | the rest (+ pooler if any)."""
     check_split(split, config.num_layers)
     device = {"embeddings": params["embeddings"]}
     device |= {f"layers_{i}": params[f"layers_{i}"] for i in range(split)}
     server = {f"layers_{i}": params[f"layers_{i}"] for i in range(split, config.num_layers)}
-    return device, server | {"pooler": params["pooler"]}
+    return device, server | ({"pooler": params["pooler"]} if "pooler" in params else {})

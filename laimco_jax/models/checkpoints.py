@@ -16,6 +16,13 @@ Accepted variations, all explicit:
 * non-parameter buffers and task heads listed in :data:`IGNORED_PREFIXES` are
   dropped (``embeddings.position_ids``, ``cls.``, ``lm_head.``, …).
 
+Task heads are read only on request, by :func:`load_task_checkpoint` with a
+head named in :data:`HEADS`: ``"question_answering"`` (``BertForQuestionAnswering``:
+``qa_outputs.weight``/``.bias``; the base model has no pooler) and
+``"conditional_generation"`` (``BartForConditionalGeneration``:
+``final_logits_bias``; ``lm_head.weight`` is the tied token table unless the
+config says ``tie_word_embeddings: false``).
+
 Anything else that does not match raises :class:`CheckpointError`, whose
 message names every missing, unexpected and mis-shaped tensor.
 """
@@ -51,6 +58,22 @@ IGNORED_PREFIXES = {
 
 #: BART names under which the tied token table may be stored.
 BART_TIED = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+
+
+#: Task heads: name -> (model type, HF tensor name -> (path in the head tree, transpose?, required?)).
+HEADS: dict[str, tuple[str, dict[str, tuple[Path, bool, bool]]]] = {
+    "question_answering": ("bert", {
+        "qa_outputs.weight": (("qa_outputs", "kernel"), True, True),
+        "qa_outputs.bias": (("qa_outputs", "bias"), False, True),
+    }),
+    "conditional_generation": ("bart", {
+        "final_logits_bias": (("lm_head", "bias"), False, True),
+        "lm_head.weight": (("lm_head", "kernel"), True, False),
+    }),
+}
+
+#: Top-level keys of the base parameters a head checkpoint may lack altogether.
+HEAD_OPTIONAL_BASE = {"question_answering": ("pooler",), "conditional_generation": ()}
 
 
 class CheckpointError(ValueError):
@@ -156,8 +179,13 @@ def _tied_bart_table(tensors: dict[str, np.ndarray]) -> list[str]:
     return []
 
 
-def params_from_tensors(config: Config, tensors: Mapping[str, np.ndarray]) -> bert.Params:
-    """Our parameter tree from Hugging Face-named arrays; raises :class:`CheckpointError`."""
+def params_from_tensors(config: Config, tensors: Mapping[str, np.ndarray], *,
+                        optional: tuple[str, ...] = ()) -> bert.Params:
+    """Our parameter tree from Hugging Face-named arrays; raises :class:`CheckpointError`.
+
+    ``optional`` names top-level keys of our tree (e.g. ``"pooler"``) whose tensors
+    may be absent altogether; the tree then lacks that key. Partly present is an error.
+    """
     model_type = _model_type(config)
     tensors = {_normalise(k, model_type): v for k, v in tensors.items()}
     tensors = {k: v for k, v in tensors.items() if not k.startswith(IGNORED_PREFIXES[model_type])}
@@ -165,6 +193,10 @@ def params_from_tensors(config: Config, tensors: Mapping[str, np.ndarray]) -> be
     shapes = MODEL_TYPES[model_type][1].param_shapes(config)
     mapping = tensor_map(config)
     missing = sorted(set(mapping) - set(tensors))
+    for key in optional:
+        names = {name for name, (path, _) in mapping.items() if path[0] == key}
+        if names <= set(missing):
+            missing = [name for name in missing if name not in names]
     unexpected = sorted(set(tensors) - set(mapping))
     params: dict[str, Any] = {}
     for name, (path, transpose) in mapping.items():
@@ -235,6 +267,65 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[Config, bert.Params]:
         return config, params_from_tensors(config, read_tensors(directory))
     except CheckpointError as err:
         raise CheckpointError(f"{directory}: {err}") from None
+
+
+def _head_params(head: str, config: Config, tensors: dict[str, np.ndarray],
+                 tied: bool) -> tuple[bert.Params, list[str]]:
+    """Pop ``head``'s tensors from ``tensors``; return the head tree and problems."""
+    _, spec = HEADS[head]
+    if isinstance(config, bert.BertConfig):
+        expected = {"qa_outputs.weight": (2, config.hidden_size), "qa_outputs.bias": (2,)}
+    else:
+        expected = {"final_logits_bias": (1, config.vocab_size),
+                    "lm_head.weight": (config.vocab_size, config.d_model)}
+    params: dict[str, Any] = {}
+    problems = []
+    for name, (path, transpose, required) in spec.items():
+        array = tensors.pop(name, None)
+        if name == "lm_head.weight" and tied:
+            continue  # the tied token table (``shared``) serves as the output projection
+        if array is None:
+            if required or (name == "lm_head.weight" and not tied):
+                problems.append(f"missing head tensor {name!r} (is this a {head} checkpoint?)")
+            continue
+        if array.shape != expected[name]:
+            problems.append(f"{name}: shape {tuple(array.shape)}, expected {expected[name]}")
+            continue
+        if name == "final_logits_bias":
+            array = array[0]
+        _set(params, path, np.asarray(array.T if transpose else array, np.float32))
+    return params, problems
+
+
+def load_task_checkpoint(directory: str | os.PathLike,
+                         head: str) -> tuple[Config, bert.Params, bert.Params]:
+    """``(config, params, head_params)`` from a task checkpoint directory.
+
+    ``head`` is a key of :data:`HEADS`. ``head_params`` is ``{"qa_outputs":
+    {"kernel" (H, 2), "bias" (2,)}}`` for question answering, ``{"lm_head": {"bias"
+    (V,)}}`` for conditional generation (plus ``"kernel"`` (d, V) when the output
+    projection is not tied to ``shared``). A pooler-less BERT gives ``params``
+    without ``"pooler"``. Raises :class:`CheckpointError` naming missing,
+    unexpected or mis-shaped tensors, or a model type the head does not fit.
+    """
+    if head not in HEADS:
+        raise ValueError(f"head={head!r} is not supported; allowed: {sorted(HEADS)}")
+    config = read_config(directory)
+    model_type, _ = HEADS[head]
+    if _model_type(config) != model_type:
+        raise CheckpointError(f"{directory}: head {head!r} needs a {model_type} checkpoint, "
+                              f"config.json says model_type={_model_type(config)!r}")
+    with open(os.path.join(directory, "config.json")) as f:
+        tied = json.load(f).get("tie_word_embeddings", True) is not False
+    try:
+        tensors = read_tensors(directory)
+        head_params, problems = _head_params(head, config, tensors, tied)
+        if problems:
+            raise CheckpointError(f"checkpoint does not match the {head} head: " + "; ".join(problems))
+        params = params_from_tensors(config, tensors, optional=HEAD_OPTIONAL_BASE[head])
+    except CheckpointError as err:
+        raise CheckpointError(f"{directory}: {err}") from None
+    return config, params, jax.tree.map(jax.numpy.asarray, head_params)
 
 
 def save_checkpoint(directory: str | os.PathLike, config: Config, params: bert.Params) -> None:

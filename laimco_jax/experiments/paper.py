@@ -1,0 +1,340 @@
+"""The paper's system-level figures (Figs. 4-6) and two it lacks, as tables and plots.
+
+* Fig. 4 — log10 D̂ and the optimal ρ, ρ̃ against the delay budget T0 at the preset E0;
+* Fig. 5 — the same against the energy budget E0 at the preset T0;
+* Fig. 6 — the proposed design against the split point 0 … L at the preset budgets;
+* SCA against the exact global optimum over the Fig. 4 grid (gap in log10 D̂, iterations);
+* the sensitivity (elasticity) of D̂ at the optimum to T0, E0 and the distance d.
+
+Every table is a pandas DataFrame with one row per (model, figure point, scheme); the figures are
+drawn from those tables only, so a user can re-plot the CSV files. All points of all figures form one
+batch of problems, solved once per scheme (one compilation per scheme). Budgets and grids are in
+seconds [s] and joules [J]; D̂ is the distortion bound of (41), reported as log10 D̂.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from laimco_jax.params import BUDGET_PRESETS, MODEL_SPECS, Problem, make_problem
+from laimco_jax.sensitivity import elasticities
+from laimco_jax.solvers import solve_exact, solve_sca
+from laimco_jax.solvers.solution import Status
+
+__all__ = [
+    "BENCHMARKS",
+    "MODELS",
+    "FigureGrids",
+    "figure_points",
+    "points_problem",
+    "solve_points",
+    "sca_against_exact",
+    "sensitivity_table",
+    "check_claims",
+    "best_splits",
+    "plot_budget_figure",
+    "plot_split_figure",
+    "plot_sca_figure",
+    "plot_sensitivity_figure",
+]
+
+#: The paper's four benchmark schemes of Figs. 4 and 5 (Section VI-B).
+BENCHMARKS: tuple[str, ...] = ("fixed-power", "fixed-frequency", "device-pruning-only", "server-pruning-only")
+MODELS: tuple[str, ...] = ("bert-base", "bart-base")
+#: Inputs whose elasticity is reported (field names of the configuration).
+SENSITIVITY_FIELDS: tuple[str, ...] = ("delay_s", "energy_j", "distance_m")
+#: Columns of a solution kept in the tables.
+SOLUTION_COLUMNS: tuple[str, ...] = (
+    "log10_distortion_bound", "rho", "rho_server", "f_device_hz", "p_w", "f_server_hz", "delay_s", "energy_j",
+    "retained_params",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class FigureGrids:
+    """Grids of the figures: ``points`` values of T0 in [delay_min_s, delay_max_s] and of E0 in
+    [energy_min_j, energy_max_j], both geometric (the interesting part is the stringent end)."""
+
+    points: int = 25
+    delay_min_s: float = 0.05
+    delay_max_s: float = 0.8
+    energy_min_j: float = 1e-3
+    energy_max_j: float = 0.1
+
+    @classmethod
+    def quick(cls) -> FigureGrids:
+        return cls(points=9)
+
+    def delays(self) -> np.ndarray:
+        return np.geomspace(self.delay_min_s, self.delay_max_s, self.points)
+
+    def energies(self) -> np.ndarray:
+        return np.geomspace(self.energy_min_j, self.energy_max_j, self.points)
+
+
+def figure_points(grids: FigureGrids, models: Sequence[str] = MODELS) -> pd.DataFrame:
+    """One row per figure point: ``model``, ``figure`` (fig4/fig5/fig6), ``split``, ``budget_delay_s``,
+    ``budget_energy_j``; budgets not on the figure's axis are the model's preset (the paper's)."""
+    rows = []
+    for model in models:
+        budget = BUDGET_PRESETS[model]
+        spec = MODEL_SPECS[model]
+        for t in grids.delays():
+            rows.append(dict(model=model, figure="fig4", split=spec.default_split, budget_delay_s=t,
+                             budget_energy_j=budget["energy_j"]))
+        for e in grids.energies():
+            rows.append(dict(model=model, figure="fig5", split=spec.default_split, budget_delay_s=budget["delay_s"],
+                             budget_energy_j=e))
+        for k in range(spec.num_layers + 1):
+            rows.append(dict(model=model, figure="fig6", split=k, budget_delay_s=budget["delay_s"],
+                             budget_energy_j=budget["energy_j"]))
+    return pd.DataFrame(rows)
+
+
+def points_problem(points: pd.DataFrame, preset: str = "paper", dtype=jnp.float64) -> Problem:
+    """The batch of problems (shape ``(len(points),)``) of ``points`` on system preset ``preset``."""
+    problems = [
+        make_problem(preset, row.model, split=int(row.split),
+                     overrides={"budget.delay_s": row.budget_delay_s, "budget.energy_j": row.budget_energy_j})
+        for row in points.itertuples()
+    ]
+    return jax.tree_util.tree_map(lambda *leaves: jnp.asarray(np.array(leaves), dtype), *problems)
+
+
+def _solution_frame(points: pd.DataFrame, solution, scheme: str, method: str) -> pd.DataFrame:
+    frame = points.copy()
+    frame["scheme"], frame["method"] = scheme, method
+    frame["status"] = [Status(int(s)).name.lower() for s in np.asarray(solution.status)]
+    frame["feasible"] = np.asarray(solution.status) != int(Status.INFEASIBLE)
+    for name in SOLUTION_COLUMNS:
+        frame[name] = np.asarray(getattr(solution, name), np.float64)
+    frame["iterations"] = np.asarray(solution.iterations)
+    # Infeasible points carry the solver's violating point: blank the values a plot would show.
+    frame.loc[~frame["feasible"], list(SOLUTION_COLUMNS)] = np.nan
+    return frame
+
+
+def solve_points(points: pd.DataFrame, schemes: Sequence[str], preset: str = "paper") -> pd.DataFrame:
+    """Exact optimum of every point under every scheme: ``points`` x ``schemes`` rows."""
+    problem = points_problem(points, preset)
+    return pd.concat([_solution_frame(points, solve_exact(problem, s), s, "exact") for s in schemes],
+                     ignore_index=True)
+
+
+def sca_against_exact(points: pd.DataFrame, preset: str = "paper") -> pd.DataFrame:
+    """The paper's SCA and the exact solver on the same points (proposed design).
+
+    Columns: the point, ``log10_exact``, ``log10_sca``, ``gap_log10`` = log10 D̂_SCA − log10 D̂* ≥ 0
+    up to the exact solver's certificate, ``sca_iterations``, and both statuses.
+    """
+    problem = points_problem(points, preset)
+    exact = _solution_frame(points, solve_exact(problem), "proposed", "exact")
+    sca = _solution_frame(points, solve_sca(problem), "proposed", "sca")
+    frame = points.copy()
+    frame["status_exact"], frame["status_sca"] = exact["status"], sca["status"]
+    frame["log10_exact"] = exact["log10_distortion_bound"]
+    frame["log10_sca"] = sca["log10_distortion_bound"]
+    frame["gap_log10"] = frame["log10_sca"] - frame["log10_exact"]
+    frame["sca_iterations"] = sca["iterations"]
+    return frame
+
+
+def sensitivity_table(points: pd.DataFrame, preset: str = "paper") -> pd.DataFrame:
+    """Elasticities d ln D̂*/d ln x of the proposed optimum for x in :data:`SENSITIVITY_FIELDS`.
+
+    A value of -2 means 1% more of x lowers D̂ by 2%. Infeasible points get NaN (no optimum).
+    """
+    problem = points_problem(points, preset)
+    of_bound = elasticities(problem)["log2_distortion_bound"]
+    feasible = np.asarray(solve_exact(problem).status) != int(Status.INFEASIBLE)
+    frame = points.copy()
+    for field in SENSITIVITY_FIELDS:
+        section = "budget" if field in ("delay_s", "energy_j") else "system"
+        value = np.asarray(getattr(getattr(of_bound, section), field), np.float64)
+        frame[f"elasticity_{field}"] = np.where(feasible, value, np.nan)
+    return frame
+
+
+def _claim(name: str, holds: bool, detail: str) -> dict:
+    return dict(claim=name, reproduced=bool(holds), detail=detail)
+
+
+def _proposed_dominates(table: pd.DataFrame, rtol: float = 1e-9) -> dict:
+    keys = ["model", "figure", "split", "budget_delay_s", "budget_energy_j"]
+    proposed = table[table.scheme == "proposed"].set_index(keys)
+    worst = []
+    for scheme in BENCHMARKS:
+        other = table[table.scheme == scheme].set_index(keys).reindex(proposed.index)
+        # Feasible benchmark points must be feasible for the proposed design with a D̂ no larger.
+        both = other.feasible & proposed.feasible
+        violations = (other.feasible & ~proposed.feasible).sum()
+        excess = (proposed.log10_distortion_bound - other.log10_distortion_bound)[both]
+        violations += (excess > rtol * np.maximum(1.0, other.log10_distortion_bound[both].abs())).sum()
+        worst.append((scheme, int(violations), float(excess.max()) if len(excess) else 0.0))
+    total = sum(v for _, v, _ in worst)
+    detail = "; ".join(f"{s}: {v} violations, max(log10 D̂_proposed − log10 D̂_{s}) = {m:.2e}" for s, v, m in worst)
+    return _claim("proposed D̂ no worse than every benchmark at every grid point (Figs. 4, 5)", total == 0, detail)
+
+
+def _turns_infeasible(table: pd.DataFrame, figure: str, scheme: str, axis: str, label: str) -> list[dict]:
+    out = []
+    for model in table.model.unique():
+        rows = table[(table.model == model) & (table.figure == figure)]
+        bench = rows[rows.scheme == scheme].sort_values(axis)
+        prop = rows[rows.scheme == "proposed"].sort_values(axis)
+        infeasible_bench = bench[~bench.feasible][axis].to_numpy()
+        feasible_prop = prop[prop.feasible][axis].to_numpy()
+        lost = np.intersect1d(infeasible_bench, feasible_prop)
+        if lost.size:
+            detail = (f"{model}: {scheme} infeasible for {axis} ≤ {lost.max():.4g} where the proposed design is "
+                      f"feasible (proposed feasible from {feasible_prop.min():.4g})")
+        else:
+            detail = (f"{model}: {scheme} is feasible wherever the proposed design is "
+                      f"(proposed feasible from {feasible_prop.min() if feasible_prop.size else float('nan'):.4g})")
+        out.append(_claim(f"{label} ({model})", lost.size > 0, detail))
+    return out
+
+
+def best_splits(table: pd.DataFrame) -> pd.DataFrame:
+    """The best split (largest retained parameters ⇔ smallest D̂) per model on Fig. 6's proposed rows."""
+    rows = table[(table.figure == "fig6") & (table.scheme == "proposed") & table.feasible]
+    best = rows.loc[rows.groupby("model").log10_distortion_bound.idxmin()]
+    return best[["model", "split", "log10_distortion_bound"]].reset_index(drop=True)
+
+
+def check_claims(table: pd.DataFrame) -> pd.DataFrame:
+    """The paper's claims about Figs. 4-6 tested on ``solve_points``' table: one row per claim."""
+    claims = [_proposed_dominates(table[table.figure.isin(["fig4", "fig5"])])]
+    claims += _turns_infeasible(table, "fig4", "server-pruning-only", "budget_delay_s",
+                                "server-only pruning turns infeasible under a stringent delay budget (Fig. 4(a), 4(c))")
+    claims += _turns_infeasible(table, "fig5", "device-pruning-only", "budget_energy_j",
+                                "device-only pruning turns infeasible under a stringent energy budget (Fig. 5(a))")
+    for row in best_splits(table).itertuples():
+        last = MODEL_SPECS[row.model].num_layers
+        claims.append(_claim(f"the best split is interior, 0 < k < {last} (Fig. 6, {row.model})",
+                             0 < row.split < last, f"{row.model}: best split {row.split} "
+                             f"(log10 D̂ = {row.log10_distortion_bound:.4g})"))
+    return pd.DataFrame(claims)
+
+
+# ----------------------------------------------------------------------------- figures
+
+_AXES = {"fig4": ("budget_delay_s", "delay budget T0 [s]"), "fig5": ("budget_energy_j", "energy budget E0 [J]"),
+         "fig6": ("split", "split point k (0 = on-server)")}
+_MARKERS = dict(zip(("proposed",) + BENCHMARKS, "osv^D"))
+
+
+def _figure(rows: int, cols: int):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(4.2 * cols, 3.2 * rows), layout="constrained")
+
+
+def _mark_infeasible(ax, frame: pd.DataFrame, x: str, row: int = 0, color: str = "red") -> None:
+    """Infeasible points as crosses near the bottom of the axes (one row of crosses per scheme)."""
+    bad = frame[~frame.feasible]
+    if len(bad):
+        ax.scatter(bad[x], np.full(len(bad), 0.03 + 0.045 * row), marker="x", color=color,
+                   transform=ax.get_xaxis_transform(), clip_on=False, zorder=3)
+
+
+def plot_budget_figure(table: pd.DataFrame, figure: str, path) -> None:
+    """Fig. 4 (``figure="fig4"``) or Fig. 5 (``"fig5"``): per model, log10 D̂ of every scheme, then the
+    proposed ρ and ρ̃, against the budget; a scheme's infeasible points are crosses in its colour along
+    the bottom of the panel (one row per scheme)."""
+    x, xlabel = _AXES[figure]
+    rows = table[table.figure == figure]
+    models = list(dict.fromkeys(rows.model))
+    fig = _figure(len(models), 2)
+    for i, model in enumerate(models):
+        ax_d, ax_r = fig.add_subplot(len(models), 2, 2 * i + 1), fig.add_subplot(len(models), 2, 2 * i + 2)
+        for i_scheme, (scheme, group) in enumerate(rows[rows.model == model].groupby("scheme", sort=False)):
+            group = group.sort_values(x)
+            (line,) = ax_d.plot(group[x], group.log10_distortion_bound, marker=_MARKERS.get(scheme, "."), ms=4,
+                                label=f"{scheme} ({(~group.feasible).sum()} infeasible ×)")
+            _mark_infeasible(ax_d, group, x, i_scheme, line.get_color())
+        proposed = rows[(rows.model == model) & (rows.scheme == "proposed")].sort_values(x)
+        ax_r.plot(proposed[x], proposed.rho, marker="o", ms=4, label="ρ (device)")
+        ax_r.plot(proposed[x], proposed.rho_server, marker="s", ms=4, label="ρ̃ (server)")
+        _mark_infeasible(ax_r, proposed, x)
+        for ax in (ax_d, ax_r):
+            ax.set_xlabel(xlabel)
+            ax.grid(alpha=0.3)
+        ax_d.set_ylabel("log10 D̂")
+        ax_d.set_title(f"{model}: distortion bound")
+        ax_r.set_ylabel("remaining fraction")
+        ax_r.set_title(f"{model}: proposed pruning ratios")
+        ax_d.legend(fontsize=7)
+        ax_r.legend(fontsize=7)
+    fig.savefig(path, dpi=120)
+
+
+def plot_split_figure(table: pd.DataFrame, path) -> None:
+    """Fig. 6: per model, log10 D̂ and ρ, ρ̃ of the proposed design against the split, best split starred."""
+    rows = table[(table.figure == "fig6") & (table.scheme == "proposed")]
+    best = best_splits(table).set_index("model")
+    models = list(dict.fromkeys(rows.model))
+    fig = _figure(len(models), 2)
+    for i, model in enumerate(models):
+        group = rows[rows.model == model].sort_values("split")
+        ax_d, ax_r = fig.add_subplot(len(models), 2, 2 * i + 1), fig.add_subplot(len(models), 2, 2 * i + 2)
+        ax_d.plot(group.split, group.log10_distortion_bound, marker="o", ms=4, label="proposed")
+        if model in best.index:
+            ax_d.scatter([best.loc[model, "split"]], [best.loc[model, "log10_distortion_bound"]], marker="*", s=200,
+                         color="gold", edgecolor="black", zorder=4, label=f"best split {best.loc[model, 'split']}")
+        _mark_infeasible(ax_d, group, "split")
+        ax_r.plot(group.split, group.rho, marker="o", ms=4, label="ρ (device)")
+        ax_r.plot(group.split, group.rho_server, marker="s", ms=4, label="ρ̃ (server)")
+        for ax in (ax_d, ax_r):
+            ax.set_xlabel(_AXES["fig6"][1])
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        ax_d.set_ylabel("log10 D̂")
+        ax_d.set_title(f"{model}: distortion bound by split")
+        ax_r.set_ylabel("remaining fraction")
+        ax_r.set_title(f"{model}: proposed pruning ratios")
+    fig.savefig(path, dpi=120)
+
+
+def plot_sca_figure(table: pd.DataFrame, path) -> None:
+    """SCA against the exact optimum over the Fig. 4 grid: the gap in log10 D̂ and SCA's iterations."""
+    fig = _figure(1, 2)
+    ax_g, ax_i = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for model, group in table.groupby("model", sort=False):
+        group = group.sort_values("budget_delay_s")
+        ax_g.plot(group.budget_delay_s, np.maximum(group.gap_log10, 1e-16), marker="o", ms=4, label=model)
+        ax_i.plot(group.budget_delay_s, group.sca_iterations, marker="o", ms=4, label=model)
+    ax_g.set_yscale("log")
+    ax_g.set_ylabel("log10 D̂(SCA) − log10 D̂* (floored at 1e-16)")
+    ax_g.set_title("SCA's gap to the certified optimum")
+    ax_i.set_ylabel("SCA outer iterations")
+    ax_i.set_title("SCA's iterations (cap 100)")
+    for ax in (ax_g, ax_i):
+        ax.set_xlabel(_AXES["fig4"][1])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.savefig(path, dpi=120)
+
+
+def plot_sensitivity_figure(table: pd.DataFrame, path) -> None:
+    """Elasticities of D̂* to T0, E0 and d along the Fig. 4 grid, one panel per model."""
+    models = list(dict.fromkeys(table.model))
+    fig = _figure(1, len(models))
+    for i, model in enumerate(models):
+        ax = fig.add_subplot(1, len(models), i + 1)
+        group = table[table.model == model].sort_values("budget_delay_s")
+        for field in SENSITIVITY_FIELDS:
+            ax.plot(group.budget_delay_s, group[f"elasticity_{field}"], marker="o", ms=4, label=f"d ln D̂*/d ln {field}")
+        ax.axhline(0.0, color="black", lw=0.5)
+        ax.set_xlabel(_AXES["fig4"][1])
+        ax.set_ylabel("elasticity of D̂*")
+        ax.set_title(f"{model}: sensitivity of the optimum")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.savefig(path, dpi=120)

@@ -38,6 +38,12 @@ class ReproduceConfig:
     quick: bool = False
     preset: str = "paper"
 
+    def __post_init__(self):
+        from laimco_jax.params import SYSTEM_PRESETS
+
+        if self.preset not in SYSTEM_PRESETS:
+            raise ValueError(f"preset={self.preset!r} is not known; allowed: {', '.join(SYSTEM_PRESETS)}")
+
     @property
     def grids(self) -> paper.FigureGrids:
         return paper.FigureGrids.quick() if self.quick else paper.FigureGrids()

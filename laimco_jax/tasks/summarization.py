@@ -12,8 +12,9 @@ checkpoint's generation config are not applied.
 There is no KV cache: each of the N steps reruns the decoder over a fixed
 ``N + 1``-token buffer (causal masking makes the unfilled tail irrelevant),
 inside one jitted ``while_loop`` that stops when every row has emitted EOS. The
-server's encoder layers run once; the steps call the server part at split
-``L`` (decoder only) on the encoder output — the same composition as the full model.
+device part and the server's encoder layers run once (:func:`encode`); the steps
+call the server part at split ``L`` (decoder only) on the encoder output
+(:func:`decode`) — the same composition as the full model.
 """
 
 from __future__ import annotations
@@ -35,18 +36,32 @@ def _logits(server_params, hidden: jax.Array) -> jax.Array:
     return hidden @ kernel + head["bias"]
 
 
-@functools.partial(jax.jit, static_argnames=(
-    "config", "split", "max_new_tokens", "start", "eos", "pad", "forced_bos", "forced_eos"))
-def greedy_generate(config: bart.BartConfig, device_params, server_params, input_ids,
-                    attention_mask, *, split: int, max_new_tokens: int, start: int,
-                    eos: tuple[int, ...], pad: int, forced_bos: int | None = None,
-                    forced_eos: int | None = None) -> jax.Array:
-    """Decoder ids ``(B, max_new_tokens + 1)``: ``start`` then greedy tokens, ``pad`` after EOS."""
-    batch = input_ids.shape[0]
+@functools.partial(jax.jit, static_argnames=("config", "split", "start"))
+def encode(config: bart.BartConfig, device_params, server_params, input_ids, attention_mask, *,
+           split: int, start: int) -> jax.Array:
+    """The encoder output: device part, then the server's encoder layers ``split..L-1``.
+
+    ``server_forward`` also runs the decoder; it gets just the start token here.
+    """
     base = {k: v for k, v in server_params.items() if k != "lm_head"}
     hidden = bart.device_forward(config, device_params, input_ids, attention_mask, split=split)
+    first = jnp.full((input_ids.shape[0], 1), start, jnp.int32)
+    return bart.server_forward(config, base, hidden, attention_mask, first, split=split)[1]
+
+
+@functools.partial(jax.jit, static_argnames=(
+    "config", "max_new_tokens", "start", "eos", "pad", "forced_bos", "forced_eos"))
+def decode(config: bart.BartConfig, server_params, memory, attention_mask, *,
+           max_new_tokens: int, start: int, eos: tuple[int, ...], pad: int,
+           forced_bos: int | None = None, forced_eos: int | None = None) -> jax.Array:
+    """Greedy decoder ids ``(B, max_new_tokens + 1)`` from the encoder output ``memory``.
+
+    ``start`` then the argmax tokens, ``pad`` after a row's EOS; the server part
+    runs at split ``L`` (decoder only).
+    """
+    batch = memory.shape[0]
+    base = {k: v for k, v in server_params.items() if k != "lm_head"}
     tokens = jnp.full((batch, max_new_tokens + 1), pad, jnp.int32).at[:, 0].set(start)
-    _, memory = bart.server_forward(config, base, hidden, attention_mask, tokens, split=split)
     eos_ids = jnp.asarray(eos, jnp.int32)
 
     def step(state):
@@ -68,6 +83,22 @@ def greedy_generate(config: bart.BartConfig, device_params, server_params, input
 
     done = jnp.zeros(batch, bool)
     return jax.lax.while_loop(more, step, (jnp.int32(1), tokens, done))[1]
+
+
+def greedy_generate(config: bart.BartConfig, device_params, server_params, input_ids,
+                    attention_mask, *, split: int, max_new_tokens: int, start: int,
+                    eos: tuple[int, ...], pad: int, forced_bos: int | None = None,
+                    forced_eos: int | None = None) -> jax.Array:
+    """Decoder ids ``(B, max_new_tokens + 1)``: ``start`` then greedy tokens, ``pad`` after EOS.
+
+    As transformers' ``generate(num_beams=1, do_sample=False, max_new_tokens=...)``
+    with ``forced_bos_token_id``/``forced_eos_token_id`` (None: not forced).
+    """
+    memory = encode(config, device_params, server_params, input_ids, attention_mask,
+                    split=split, start=start)
+    return decode(config, server_params, memory, attention_mask, max_new_tokens=max_new_tokens,
+                  start=start, eos=tuple(eos), pad=pad, forced_bos=forced_bos,
+                  forced_eos=forced_eos)
 
 
 def generate_ids(model: SplitTaskModel, texts: Sequence[str], *, max_length: int,

@@ -408,6 +408,144 @@ def reproduce_cmd(
     console.print(f"wrote {out / 'summary.md'}")
 
 
+# ----------------------------------------------------------------------------- theory on real weights
+
+TheoryModelOpt = Annotated[str, typer.Option("--model", help="fcdnn8, fcdnn16, minilm, bart, a checkpoint directory "
+                                             "or an FCDNN .safetensors file.")]
+OutOpt = Annotated[Path, typer.Option("--out", help="Output directory (created) for the CSV and PNG files.")]
+QuickOpt = Annotated[bool, typer.Option("--quick", help="Small batch, few ratios, short training: seconds, for CI.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of training, initialisation, inputs and random masks.")]
+
+
+def _pruning_methods(pruning: str) -> tuple[str, ...]:
+    allowed = ("magnitude", "random", "both")
+    if pruning not in allowed:
+        raise ConfigError(f"--pruning = {pruning!r} is not known; allowed: {', '.join(allowed)}")
+    return ("magnitude", "random") if pruning == "both" else (pruning,)
+
+
+def _float_list(option: str, text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError as exc:
+        raise ConfigError(f"{option} = {text!r}: expected a comma list of numbers, e.g. 0.1,0.5,1") from exc
+
+
+def _label(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "model"
+
+
+def _print_frame(frame, columns: list[str], title: str) -> None:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="right")
+    for _, row in frame.iterrows():
+        table.add_row(*(f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in columns))
+    console.print(table)
+
+
+@app.command("weight-fit")
+def weight_fit_cmd(
+    model: Annotated[list[str], typer.Option("--model", help="fcdnn8, fcdnn16, minilm, bart, a checkpoint directory "
+                                             "or an FCDNN .safetensors file (repeatable).")],
+    out: OutOpt,
+    quick: QuickOpt = False,
+    seed: SeedOpt = 0,
+    bins: Annotated[int, typer.Option("--bins", help="Histogram bins.")] = 121,
+) -> None:
+    """Fig. 2: Laplace vs Gaussian fits of the weight matrices (log-likelihood, KS) and a histogram.
+
+    Writes weight_fit.csv (one row per model), weight_fit_histogram.csv and weight_fit.png in --out.
+    """
+    from laimco_jax.experiments import plots, theory
+
+    table = theory.weight_fit_table(model, quick=quick, seed=seed, bins=bins)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "weight_fit.csv", index=False)
+    table.attrs["histogram"].to_csv(out / "weight_fit_histogram.csv", index=False)
+    plots.plot_weight_fit(table, out / "weight_fit.png")
+    _print_frame(table, ["model", "n_weights", "laplace_scale", "laplace_mean_loglik", "laplace_ks",
+                         "gaussian_scale", "gaussian_mean_loglik", "gaussian_ks", "better_fit"],
+                 "Weight fits (Fig. 2): mean log-likelihood [nats/weight], KS statistic")
+    console.print(f"wrote {out / 'weight_fit.csv'}, {out / 'weight_fit_histogram.csv'}, {out / 'weight_fit.png'}")
+
+
+@app.command("bound-check")
+def bound_check_cmd(
+    model: TheoryModelOpt,
+    out: OutOpt,
+    pruning: Annotated[str, typer.Option("--pruning", help="magnitude, random or both.")] = "both",
+    ratios: Annotated[Optional[str], typer.Option("--ratios", help="Comma list of remaining ratios "
+                                                  "(default 0.05..1 by 0.05; --quick 0.2,0.5,0.8,1).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Inputs (digits or sentences).")] = None,
+    iterations: Annotated[Optional[int], typer.Option("--iterations", help="Power-iteration steps for G.")] = None,
+    quick: QuickOpt = False,
+    seed: SeedOpt = 0,
+) -> None:
+    """Fig. 3: output vs parameter distortion under pruning, Theorem 3.1 (FCDNNs) and Prop. 3.2's G.
+
+    Writes bound_check_<model>.csv and .png in --out. Theorem 3.1 with biases: see the columns
+    theorem_holds_fraction, lemma31_holds_fraction and theorem_applies (laimco_jax.experiments.theory).
+    """
+    from laimco_jax.experiments import plots, theory
+
+    table = theory.bound_check_table(model, _pruning_methods(pruning), _float_list("--ratios", ratios), quick=quick,
+                                     seed=seed, iterations=iterations, batch_size=batch_size)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"bound_check_{_label(str(table['model'].iloc[0]))}"
+    table.to_csv(out / f"{stem}.csv", index=False)
+    plots.plot_bound_check(table, out / f"{stem}.png")
+    columns = ["pruning", "ratio", "param_distortion", "output_distortion_mean", "first_order_distortion_mean",
+               "G_bound"]
+    if table["theorem_bound"].notna().any():
+        columns += ["theorem_bound", "theorem_holds_fraction", "lemma31_holds_fraction"]
+    _print_frame(table, columns, f"Output vs parameter distortion of {table['model'].iloc[0]} "
+                 f"(G = {table['G'].iloc[0]:.4g})")
+    console.print(f"wrote {out / (stem + '.csv')}, {out / (stem + '.png')}")
+
+
+@app.command("close-loop")
+def close_loop_cmd(
+    out: OutOpt,
+    model: Annotated[str, typer.Option("--model", help="minilm or a pretrained checkpoint directory.")] = "minilm",
+    split: Annotated[int, typer.Option("--split", help="Split layer k (device: embeddings + blocks < k).")] = 3,
+    delays: Annotated[Optional[str], typer.Option("--delays", help="Comma list of delay budgets T0 [s] "
+                                                  "(default: evenly from the smallest feasible to no pruning).")] = None,
+    n_delays: Annotated[Optional[int], typer.Option("--n-delays", help="Automatic budgets (default 6, --quick 3).")] = None,
+    energy_j: Annotated[Optional[float], typer.Option("--energy-j", help="Energy budget E0 [J] (default: preset's).")] = None,
+    preset: PresetOpt = "paper",
+    pruning: Annotated[str, typer.Option("--pruning", help="magnitude, random or both.")] = "both",
+    prunable: Annotated[str, typer.Option("--prunable", help="Comma list of leaf kinds pruned: kernel, bias, scale, "
+                                          "embedding (default all: ρ is the kept fraction of q).")] = "kernel,bias,scale,embedding",
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Sentences.")] = None,
+    quick: QuickOpt = False,
+    seed: SeedOpt = 0,
+) -> None:
+    """Closing the loop: the exact solver's ρ, ρ̃ over T0 at the model's profile, applied to the real model.
+
+    Reports log10 D̂ (eq. (41)) beside the measured output distortion and the cosine similarity of
+    mean-pooled sentence embeddings to the unpruned model's. Writes close_loop_<model>.csv and .png.
+    """
+    from laimco_jax.experiments import plots, theory
+
+    if energy_j is not None:
+        _check_positive("--energy-j", energy_j)
+    table = theory.close_loop_table(model, split=split, delays=_float_list("--delays", delays), n_delays=n_delays,
+                                    energy_j=energy_j, preset=preset, pruning=_pruning_methods(pruning),
+                                    quick=quick, seed=seed, batch_size=batch_size,
+                                    prunable=tuple(x.strip() for x in prunable.split(",")))
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"close_loop_{_label(Path(model).name if model != 'minilm' else model)}"
+    table.to_csv(out / f"{stem}.csv", index=False)
+    plots.plot_close_loop(table, out / f"{stem}.png")
+    _print_frame(table, ["delay_s", "status", "rho", "rho_server", "log10_distortion_bound", "pruning",
+                         "output_distortion_mean", "cosine_similarity_mean"],
+                 f"Closing the loop on {model} at split {split}")
+    console.print(f"wrote {out / (stem + '.csv')}, {out / (stem + '.png')}")
+
+
 def main() -> None:
     """Entry point of the ``laimco`` console script: one-line errors with exit status 2."""
     _enable_x64()

@@ -367,6 +367,31 @@ def test_greedy_decode_forced_tokens_match_generate(bart_checkpoint, tmp_path):
     _assert_same_ids(_ours(split_model, ids, mask, MAX_NEW), reference)
 
 
+@pytest.mark.slow
+def test_untied_lm_head_matches_generate(tmp_path):
+    torch.manual_seed(2)
+    config = transformers.BartConfig(
+        vocab_size=30522, d_model=16, encoder_layers=1, decoder_layers=1,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=24,
+        decoder_ffn_dim=24, max_position_embeddings=32, pad_token_id=PAD, bos_token_id=CLS,
+        eos_token_id=SEP, decoder_start_token_id=SEP, forced_eos_token_id=None,
+        tie_word_embeddings=False, init_std=0.3,
+    )
+    model = transformers.BartForConditionalGeneration(config).eval()
+    # transformers 5 unties the encoder/decoder token tables too; our port has one table, so
+    # make them agree (the loader rejects differing copies) and keep only lm_head separate.
+    with torch.no_grad():
+        for side in (model.model.encoder, model.model.decoder):
+            side.embed_tokens.weight.copy_(model.model.shared.weight)
+    assert not torch.equal(model.lm_head.weight, model.model.shared.weight)
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    shutil.copy(TOKENIZER, tmp_path / "tokenizer.json")
+    split_model = load_split_model("summarization", tmp_path, split=1, rho=1.0, rho_server=1.0)
+    assert split_model.server_params["lm_head"]["kernel"].shape == (16, 30522)
+    ids, mask = _batch(split_model.tokenizer, ARTICLES)
+    _assert_same_ids(_ours(split_model, ids, mask, 8), hf_generate(model, ids, mask, 8))
+
+
 def test_evaluate_summarization(bart_checkpoint, tmp_path):
     directory, model = bart_checkpoint
     data = tmp_path / "news.jsonl"

@@ -71,7 +71,10 @@ def squad_scores(answers: Mapping[str, Sequence[str]], predictions: Mapping[str,
 
 def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict:
     """``{"rouge1", "rouge2", "rougeL", "n"}``: mean F-measure in percent (rouge-score, stemmed)."""
-    from rouge_score import rouge_scorer
+    try:
+        from rouge_score import rouge_scorer
+    except ImportError:
+        raise ImportError("ROUGE needs the rouge-score package: pip install 'laimco_jax[tasks]'") from None
 
     if len(predictions) != len(references):
         raise ValueError(f"len(predictions)={len(predictions)} must equal "

@@ -7,7 +7,9 @@ transformers' ``run_qa`` does. Each window runs device part → server part →
 ``qa_outputs`` (start/end logits). The answer is the span of context tokens
 ``i <= j < i + max_answer_length`` maximising ``start[i] + end[j]`` over all
 windows (an exhaustive search, ties to the earliest window, start, end), and
-its text is the context slice the token offsets give.
+its text is the context slice the token offsets give. A question too long to
+leave room for any context in ``max_length`` is cut together with the context
+(``longest_first``, one window).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import functools
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from laimco_jax.models import bert

@@ -141,7 +141,7 @@ def load_split_model(task: str, checkpoint: str | os.PathLike, *, split: int, rh
     directory = os.fspath(checkpoint)
     if not os.path.isdir(directory):
         raise ValueError(f"checkpoint={directory!r}: no such directory")
-    head, _, head_key = TASKS[task]
+    head = TASKS[task][0]
     config, params, head_params = checkpoints.load_task_checkpoint(directory, head)
     module = bert if isinstance(config, bert.BertConfig) else bart
     if isinstance(split, bool) or not isinstance(split, numbers.Integral):

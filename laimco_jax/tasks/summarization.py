@@ -7,7 +7,9 @@ decoder), and decoded greedily: transformers' ``generate(num_beams=1,
 do_sample=False, max_new_tokens=N)`` with the checkpoint's ``decoder_start``,
 ``eos``, ``pad``, ``forced_bos_token_id`` and ``forced_eos_token_id``. Beam
 search, ``min_length``, ``no_repeat_ngram_size`` and length penalties from a
-checkpoint's generation config are not applied.
+checkpoint's generation config are not applied. The output projection is the
+tied token table ``shared`` plus ``final_logits_bias``, or an untied ``lm_head``
+(the encoder and decoder token tables must still agree: our BART has one).
 
 There is no KV cache: each of the N steps reruns the decoder over a fixed
 ``N + 1``-token buffer (causal masking makes the unfilled tail irrelevant),

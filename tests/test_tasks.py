@@ -260,6 +260,8 @@ def test_evaluate_squad_pruned_and_unpruned(qa_checkpoint, squad_file):
         assert math.isfinite(pruned["f1"])
         assert pruned["kept_device"] == pytest.approx(rho, abs=1e-3)
         assert pruned["kept_server"] == pytest.approx(rho_server, abs=1e-3)
+    defaults = evaluate_task("squad", directory, squad_file, split=1, rho=1.0, rho_server=1.0)
+    assert defaults["max_length"] == 128 and defaults["n"] == 4
     # the pruned halves do change the logits (same shapes as above: no new compile)
     pruned = load_split_model("squad", directory, split=1, rho=0.5, rho_server=0.3)
     unpruned = load_split_model("squad", directory, split=1, rho=1.0, rho_server=1.0)

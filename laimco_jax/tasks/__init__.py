@@ -58,7 +58,7 @@ DEFAULT_MAX_LENGTH = {"squad": 384, "summarization": 1024}
 def evaluate_task(task: str, checkpoint: str | os.PathLike, data: str | os.PathLike, *,
                   split: int, rho: float, rho_server: float, pruning: str = "magnitude",
                   seed: int = 0, limit: int | None = None, max_length: int | None = None,
-                  batch_size: int = 8, max_answer_length: int = 30, doc_stride: int = 128,
+                  batch_size: int = 8, max_answer_length: int = 30, doc_stride: int | None = None,
                   max_new_tokens: int = 64, text_key: str = "article",
                   summary_key: str = "highlights", scope: str = "global",
                   tokenizer: str | os.PathLike | None = None,
@@ -77,7 +77,8 @@ def evaluate_task(task: str, checkpoint: str | os.PathLike, data: str | os.PathL
     pruning: ``"magnitude"`` or ``"random"`` (seeded by ``seed``); ``scope`` ``"global"``/``"layer"``.
     limit: score only the first ``limit`` questions / examples.
     max_length: input tokens (default 384 for squad, 1024 for summarization, capped
-        by ``max_position_embeddings``); squad windows overlap by ``doc_stride``.
+        by ``max_position_embeddings``); squad windows overlap by ``doc_stride``
+        tokens (default ``min(128, max_length // 2)``).
     max_answer_length: longest answer span in tokens (squad).
     max_new_tokens: longest generated summary in tokens (summarization).
 
@@ -109,6 +110,8 @@ def evaluate_task(task: str, checkpoint: str | os.PathLike, data: str | os.PathL
         from laimco_jax.tasks import qa
 
         max_answer_length = check_positive_int("max_answer_length", max_answer_length)
+        if doc_stride is None:
+            doc_stride = min(128, max_length // 2)
         if isinstance(doc_stride, bool) or not isinstance(doc_stride, numbers.Integral) or not (
                 0 <= doc_stride < max_length):
             raise ValueError(f"doc_stride={doc_stride!r} must be an int in [0, {max_length - 1}]")

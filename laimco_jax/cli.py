@@ -390,6 +390,61 @@ def sensitivity_cmd(
     console.print(table)
 
 
+@app.command("evaluate")
+def evaluate_cmd(
+    task: Annotated[str, typer.Option("--task", help="squad (BertForQuestionAnswering) or summarization (BartForConditionalGeneration).")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Hugging Face directory: config.json, model.safetensors, tokenizer.json.")],
+    data: Annotated[Path, typer.Option("--data", help="SQuAD v1.1 JSON, or summarisation JSONL (one object per line).")],
+    split: Annotated[int, typer.Option("--split", help="Split point k: the device runs the embeddings and blocks 0..k-1.")],
+    rho: Annotated[Optional[float], typer.Option("--rho", help="Remaining fraction of the device half, (0, 1].")] = None,
+    rho_server: Annotated[Optional[float], typer.Option("--rho-server", help="Remaining fraction of the server half, (0, 1].")] = None,
+    solve: Annotated[bool, typer.Option("--solve", help="Take ρ, ρ̃ from the exact solver on --preset/--model/--config/--set at --split.")] = False,
+    preset: PresetOpt = "paper",
+    model: ModelOpt = "bert-base",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    pruning: Annotated[str, typer.Option("--pruning", help="magnitude or random.")] = "magnitude",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of random pruning.")] = 0,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Evaluate the first N examples only.")] = None,
+    text_key: Annotated[str, typer.Option("--text-key", help="JSONL key of the input text.")] = "article",
+    summary_key: Annotated[str, typer.Option("--summary-key", help="JSONL key of the reference summary.")] = "highlights",
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Longest generated summary [tokens].")] = 64,
+    as_json: JsonOpt = False,
+) -> None:
+    """Task metrics of a split model pruned at (ρ, ρ̃): SQuAD exact match/F1 or ROUGE-1/2/L, in percent.
+
+    Give the ratios with --rho and --rho-server, or --solve to use the exact solver's optimum for the
+    configuration (preset or --config, with --set) at the same split; an infeasible configuration is an
+    error. Greedy decoding for summarisation.
+    """
+    from laimco_jax.tasks import evaluate_task
+
+    if solve == (rho is not None or rho_server is not None):
+        raise ConfigError("give either --rho and --rho-server, or --solve (not both, not neither)")
+    if not solve and (rho is None or rho_server is None):
+        raise ConfigError("--rho and --rho-server go together")
+    record: dict[str, Any] = {}
+    if solve:
+        import jax.numpy as jnp
+
+        from laimco_jax.solvers import Status, solve_exact
+
+        overrides = _parse_sets(set_)
+        problem = make_problem(preset, model, split=split if config is None else None, config=config, overrides=overrides)
+        solution = solve_exact(problem.astype(jnp.float64))
+        if int(solution.status) == Status.INFEASIBLE:
+            raise ConfigError(f"the configuration at split {split} is infeasible: no pruning ratios meet both budgets")
+        rho, rho_server = float(solution.rho), float(solution.rho_server)
+        record["log10_distortion_bound"] = float(solution.log10_distortion_bound)
+        if rho == 0.0 or rho_server == 0.0:
+            raise ConfigError(f"the optimum prunes a half entirely (rho = {rho:.3g}, rho_server = {rho_server:.3g}); "
+                              "a model with an empty half cannot be evaluated")
+    kwargs = dict(text_key=text_key, summary_key=summary_key) if task == "summarization" else {}
+    result = evaluate_task(task, checkpoint, data, split=split, rho=rho, rho_server=rho_server, pruning=pruning,
+                           seed=seed, limit=limit, max_new_tokens=max_new_tokens, **kwargs)
+    _emit({**result, **record}, as_json, f"{task} on {checkpoint} at split {split}", {})
+
+
 @app.command("reproduce")
 def reproduce_cmd(
     out: Annotated[Path, typer.Option("--out", help="Directory for the figures (PNG), their data (CSV) and summary.md.")] = Path("results"),
@@ -547,8 +602,26 @@ def close_loop_cmd(
 
 
 def main() -> None:
-    """Entry point of the ``laimco`` console script: one-line errors with exit status 2."""
+    """Entry point of the ``laimco`` console script: one-line errors with exit status 2.
+
+    It also turns on JAX's persistent compilation cache, so that a second ``laimco sweep`` (or
+    ``solve``) of the same structure skips compiling: in ``$LAIMCO_COMPILATION_CACHE`` if set (empty or
+    ``off`` disables it), else in ``$JAX_COMPILATION_CACHE_DIR`` if set, else in
+    ``$XDG_CACHE_HOME/laimco_jax/jax`` (``~/.cache/laimco_jax/jax``). Only the command line does this;
+    importing the package changes no JAX setting.
+    """
+    import os
+
+    import jax
+
     _enable_x64()
+    cache = os.environ.get("LAIMCO_COMPILATION_CACHE")
+    if cache is None:
+        cache = jax.config.jax_compilation_cache_dir or str(
+            Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "laimco_jax" / "jax"
+        )
+    if cache and cache.lower() != "off":
+        jax.config.update("jax_compilation_cache_dir", cache)
     try:
         app(standalone_mode=False)
     except (ConfigError, ValueError) as exc:

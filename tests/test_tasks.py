@@ -483,3 +483,60 @@ def test_summarization_rejects_bad_arguments(qa_checkpoint, bart_checkpoint, tmp
     with pytest.raises(ValueError, match=r"line 1 has no 'document' key"):
         evaluate_task("summarization", bart_checkpoint[0], data, split=0, rho=1.0,
                       rho_server=1.0, text_key="document")
+
+
+# --- `laimco evaluate` ------------------------------------------------------------------------
+
+
+def _laimco(capsys, monkeypatch, *args):
+    import sys
+
+    from laimco_jax import cli
+
+    monkeypatch.setattr(sys, "argv", ["laimco", *map(str, args)])
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_evaluate_with_given_ratios(qa_checkpoint, squad_file, capsys, monkeypatch):
+    directory, _ = qa_checkpoint
+    code, out, _ = _laimco(capsys, monkeypatch, "evaluate", "--task", "squad", "--checkpoint", directory,
+                           "--data", squad_file, "--split", 1, "--rho", 0.5, "--rho-server", 0.8, "--json")
+    assert code == 0
+    expected = evaluate_task("squad", directory, squad_file, split=1, rho=0.5, rho_server=0.8)
+    assert json.loads(out) == pytest.approx(expected)
+
+
+def test_cli_evaluate_at_the_solvers_ratios(qa_checkpoint, squad_file, capsys, monkeypatch):
+    import jax.numpy as jnp
+
+    from laimco_jax import make_problem
+    from laimco_jax.solvers import solve_exact
+
+    directory, _ = qa_checkpoint
+    code, out, _ = _laimco(capsys, monkeypatch, "evaluate", "--task", "squad", "--checkpoint", directory,
+                           "--data", squad_file, "--split", 1, "--solve", "--set", "delay_s=0.3", "--json")
+    assert code == 0
+    record = json.loads(out)
+    optimum = solve_exact(make_problem("paper", "bert-base", split=1, overrides={"delay_s": 0.3}).astype(jnp.float64))
+    assert (record["rho"], record["rho_server"]) == pytest.approx((float(optimum.rho), float(optimum.rho_server)))
+    assert record["kept_server"] == pytest.approx(record["rho_server"], abs=1e-3)
+    assert record["log10_distortion_bound"] == pytest.approx(float(optimum.log10_distortion_bound))
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "give either --rho and --rho-server, or --solve"),
+    (["--rho", "0.5"], "--rho and --rho-server go together"),
+    (["--solve", "--set", "delay_s=0.001"], "is infeasible"),
+    (["--rho", "1.5", "--rho-server", "1"], "rho"),
+])
+def test_cli_evaluate_argument_errors(qa_checkpoint, squad_file, capsys, monkeypatch, args, message):
+    directory, _ = qa_checkpoint
+    code, _, err = _laimco(capsys, monkeypatch, "evaluate", "--task", "squad", "--checkpoint", directory,
+                           "--data", squad_file, "--split", 1, *args)
+    assert code == 2 and message in err and err.count("\n") == 1

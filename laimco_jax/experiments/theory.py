@@ -203,6 +203,9 @@ def mlp_activations(params: PyTree, x: jax.Array) -> list[jax.Array]:
     return out
 
 
+_jit_activations = jax.jit(mlp_activations)
+
+
 def fcdnn_bounds(params: PyTree, pruned: PyTree, inputs: jax.Array) -> dict[str, np.ndarray]:
     """Theorem 3.1 (19) and its bias-safe data-dependent form for an MLP and its pruned copy.
 
@@ -230,7 +233,7 @@ def fcdnn_bounds(params: PyTree, pruned: PyTree, inputs: jax.Array) -> dict[str,
     a_hat = np.array([np.prod(np.delete(kernel_norms, i)) for i in range(n_layers)])
     after = np.array([np.prod(kernel_norms[i + 1:]) for i in range(n_layers)])  # Π_{i>l}
     before = np.concatenate([[1.0], np.cumprod(kernel_norms)[:-1]])  # Π_{j<l}
-    acts = [np.linalg.norm(np.asarray(h, np.float64), axis=-1) for h in mlp_activations(params, inputs)[:-1]]
+    acts = [np.linalg.norm(np.asarray(h, np.float64), axis=-1) for h in _jit_activations(params, inputs)[:-1]]
     acts = np.stack(acts, axis=-1)  # (batch, L): ‖h^(l−1)‖ for l = 1..L
     data_bound = (acts * kernel_deltas + bias_deltas) @ after
     # Lemma 3.1 on hidden layers l = 1..L-1 (acts[:, l] is ‖h^(l)‖, bound Π_{j≤l} = before[l]).
@@ -513,8 +516,7 @@ def weight_fit_table(models: str | os.PathLike | TheoryModel | Sequence[str | os
     """Fig. 2: Laplace vs Gaussian fits of each model's pooled weight matrices.
 
     One row per model: ``n_weights`` (all selected weights), ``n_fitted`` (the uniform random
-    subsample fitted: at most ``max_weights``, default 2,000,000, quick 200,000; ``None``/0 → all
-    when given explicitly as 0), then for ``laplace`` and ``gaussian``: ``*_loc``, ``*_scale``
+    subsample fitted: at most ``max_weights``, default 2,000,000, quick 200,000; 0 fits all), then for ``laplace`` and ``gaussian``: ``*_loc``, ``*_scale``
     [units of the weights; Laplace b = E|w − loc|, Gaussian σ], ``*_mean_loglik`` [nats per weight,
     at the MLE, from :mod:`laimco_jax.distortion`] and ``*_ks`` (Kolmogorov–Smirnov statistic against
     the fitted law, dimensionless), ``better_fit`` (higher log-likelihood), ``entropy_bits_per_weight``

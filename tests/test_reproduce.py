@@ -15,7 +15,8 @@ from laimco_jax import cli, make_problem
 from laimco_jax.experiments import paper
 from laimco_jax.solvers import Status
 
-FILES = ["fig4_delay", "fig5_energy", "fig6_split", "sca_vs_exact", "sensitivity"]
+FILES = ["fig4_delay", "fig5_energy", "fig6_split", "sca_vs_exact", "sensitivity", "fig2_weights", "fig3_distortion",
+         "close_loop"]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def test_every_figure_and_data_file_exists(out):
         assert (out / f"{name}.png").stat().st_size > 10_000  # a drawn figure, not an empty canvas
         assert len(pd.read_csv(out / f"{name}.csv")) > 0
     summary = (out / "summary.md").read_text()
-    for heading in ("claims", "SCA", "Sensitivity"):
+    for heading in ("claims", "SCA", "Sensitivity", "Fig. 2", "Fig. 3", "Closing the loop"):
         assert heading in summary
 
 
@@ -145,3 +146,15 @@ def test_bad_arguments_fail_before_work(tmp_path, capsys):
             sys.argv = argv
         assert exit_info.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_theory_parts_support_section_iii(out):
+    """Fig. 3 data: distortion 0 at ratio 1, magnitude below random, Prop. 3.2's G bound on every input."""
+    table = pd.read_csv(out / "fig3_distortion.csv")
+    assert set(table.model) == {"fcdnn8", "fcdnn16", "minilm", "bart"}
+    full = table[table.ratio == 1]
+    assert (full.param_distortion == 0).all() and (full.output_distortion_mean == 0).all()
+    pruned = table[table.ratio < 1].pivot_table(index=["model", "ratio"], columns="pruning", values="param_distortion")
+    assert (pruned["magnitude"] < pruned["random"]).all()
+    fits = pd.read_csv(out / "fig2_weights.csv")
+    assert set(fits.better_fit) <= {"laplace", "gaussian"} and (fits.laplace_ks > 0).all()

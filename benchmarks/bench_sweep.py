@@ -8,6 +8,11 @@ delay_s x energy_j x distance_m (100 x 100 x N/1e4) of the paper's BERT configur
     python benchmarks/bench_sweep.py --points 1e6,1e7     # memory stays flat as the grid grows
     python benchmarks/bench_sweep.py --points 1e8 --chunk-size 4194304 --store-dir /scratch  # GPU
     python benchmarks/bench_sweep.py --compilation-cache /tmp/jaxcache   # twice: the 2nd skips compiling
+    python benchmarks/bench_sweep.py --points 1e6 --warm  # cold, then warm from a fresh temporary cache
+
+``--warm`` runs every size twice against a fresh temporary compilation cache: the first run compiles
+(cold, as a first ``laimco sweep``), the second finds the compiled chunk function in the cache (as
+every later ``laimco sweep`` of the same structure: the CLI turns the persistent cache on).
 
 Reported per size: ``wall_s`` (the whole run_sweep call, compilation and writing included),
 ``compile_s`` (until the first chunk is written, minus that chunk's share), ``instances_per_s``
@@ -83,6 +88,8 @@ def main() -> None:
     parser.add_argument("--store-dir", default=None, help="where the temporary Zarr stores go")
     parser.add_argument("--compilation-cache", default=None,
                         help="JAX persistent compilation cache directory (a second run skips compiling)")
+    parser.add_argument("--warm", action="store_true",
+                        help="run each size twice with a fresh temporary compilation cache (cold, then warm)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_sweep.json")
     parser.add_argument("--single", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -93,17 +100,21 @@ def main() -> None:
     runs = []
     for text in args.points.split(","):
         points = int(float(text))
-        cmd = [sys.executable, __file__, "--single", str(points), "--chunk-size", str(args.chunk_size),
-               "--store-dir", store_dir] + (["--compilation-cache", args.compilation_cache] if args.compilation_cache else [])
-        env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-        if done.returncode:
-            sys.exit(f"sweep of {points} instances failed:\n{done.stderr[-3000:]}")
-        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        r = runs[-1]
-        print(f"{points:>12,d} instances  wall {r['wall_s']:8.2f} s  {r['instances_per_s']:10.4g} inst/s "
-              f"(steady {r['steady_instances_per_s']:.4g})  compile ~{r['compile_s']:.1f} s  "
-              f"peak RSS {r['peak_rss_mib']:7.0f} MiB  store {r['store_mib']:.0f} MiB", flush=True)
+        cache = tempfile.mkdtemp(prefix="laimco-bench-cache-") if args.warm else args.compilation_cache
+        for label in ("cold", "warm") if args.warm else ("",):
+            cmd = [sys.executable, __file__, "--single", str(points), "--chunk-size", str(args.chunk_size),
+                   "--store-dir", store_dir] + (["--compilation-cache", cache] if cache else [])
+            env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+            if done.returncode:
+                sys.exit(f"sweep of {points} instances failed:\n{done.stderr[-3000:]}")
+            runs.append({**json.loads(done.stdout.strip().splitlines()[-1]), "cache": label or bool(cache)})
+            r = runs[-1]
+            print(f"{points:>12,d} instances {label:>4} wall {r['wall_s']:8.2f} s  {r['instances_per_s']:10.4g} inst/s "
+                  f"(steady {r['steady_instances_per_s']:.4g})  compile ~{r['compile_s']:.1f} s  "
+                  f"peak RSS {r['peak_rss_mib']:7.0f} MiB  store {r['store_mib']:.0f} MiB", flush=True)
+        if args.warm:
+            shutil.rmtree(cache, ignore_errors=True)
     record = {
         "benchmark": "sweep of the exact solver, scheme proposed, every Solution field written to Zarr",
         "host": platform.node(),

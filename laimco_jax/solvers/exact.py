@@ -14,10 +14,15 @@ time + ν·energy <= T0 + ν E0 separates: each part picks its clock alone (s = 
 ν_d = 1/(2 η φ f_max³)), the link its efficiency y (ν k (e^y (y - 1) + 1) = 1, k = B N0/g, capped at
 y_max = ln(1 + g P_max/(B N0))), and ρ, ρ̃ solve a two-item fractional knapsack whose value h(ν) is an
 upper bound on the optimum. h is quasiconvex in ν, and at any ν the knapsack's response violates
-exactly the budget whose price is too low, so a bisection on ν locates the optimal price. At the
-final price the rates are fixed and ρ, ρ̃ solve a two-variable linear programme exactly (vertex
-enumeration), which gives a primal-feasible point. The relative gap between h and that point's
-ρq + ρ̃s is the certificate. A knapsack whose pruning lower bounds alone exceed the aggregated budget
+exactly the budget whose price is too low, so a bisection on ν (on the bit pattern of y: geometric)
+brackets the optimal price. One secant step inside the bracket then polishes it: on the energy
+excess of the knapsack's response where the item order is the same at both ends (h is smooth there,
+so the bracket's ends are already second-order close), on the items' efficiency margin where the
+order flips inside the bracket (the optimal price is that flip, a kink of h, which the bracket alone
+would only locate to first order). At each candidate price (0, the polished price, the bracket's
+ends) the rates are fixed and ρ, ρ̃ solve a two-variable linear programme exactly (vertex
+enumeration), which gives a primal-feasible point. The relative gap between the least h and the best
+point's ρq + ρ̃s is the certificate. A knapsack whose pruning lower bounds alone exceed the aggregated budget
 certifies infeasibility.
 
 Every operation is elementwise with a fixed iteration count, so the solver broadcasts over any batch
@@ -39,7 +44,7 @@ from laimco_jax.system import LN2, OperatingPoint, channel_gain
 
 __all__ = ["ConvexForm", "convex_form", "solve_exact", "DEFAULT_ITERATIONS", "DEFAULT_GAP_TOL"]
 
-DEFAULT_ITERATIONS = 44
+DEFAULT_ITERATIONS = 28
 DEFAULT_GAP_TOL = 1e-9
 # Span of the price search beyond the largest price at which any rate still moves (a factor 1e30
 # shrinks the remaining energy of the parts by 1e-20 relative).
@@ -160,36 +165,74 @@ class _Rates(NamedTuple):
     energy_link: Any  # θ e(y) [J]
 
 
-def _rates_at(form: ConvexForm, y, spec: SchemeSpec) -> _Rates:
-    """Each part's best response to the price ν(y): two transcendental calls (expm1, cbrt)."""
+def _cbrt(a):
+    """Cube root of a >= 0 (0 and inf map to themselves): a bit-pattern guess (3% off) and Halley steps.
+
+    About 10x cheaper than ``jnp.cbrt`` on XLA CPU; three steps reach a few ulps in float64, two the
+    float32 rounding. The ratio r = x³/a stays near 1, so no intermediate overflows.
+    """
+    dtype = a.dtype
+    wide = dtype == jnp.float64
+    bits = jax.lax.bitcast_convert_type(a, jnp.int64 if wide else jnp.int32)
+    x = jax.lax.bitcast_convert_type(jax.lax.div(bits, jnp.asarray(3, bits.dtype)) + (0x2A9F7893782DA1CE if wide else 0x2A5137A0), dtype)
+    regular = (a > 0) & (a < jnp.inf)
+    a_safe = jnp.where(regular, a, 1.0)
+    x = jnp.where(regular, x, 1.0)
+    for _ in range(3 if wide else 2):
+        r = x * x * (x / a_safe)
+        x = x * (r + 2.0) / (2.0 * r + 1.0)
+    return jnp.where(regular, x, a)
+
+
+class _Fixed(NamedTuple):
+    """Price-independent terms of the rates (computed once, outside the price search)."""
+
+    inv_cbrt_free_device: Any  # ν_d^(-1/3)
+    inv_cbrt_free_server: Any
+    expm1_max_efficiency: Any
+
+
+def _fixed_terms(form: ConvexForm) -> _Fixed:
+    return _Fixed(
+        inv_cbrt_free_device=1.0 / _cbrt(form.free_price_device),
+        inv_cbrt_free_server=1.0 / _cbrt(form.free_price_server),
+        expm1_max_efficiency=jnp.expm1(form.max_efficiency),
+    )
+
+
+def _rates_at(form: ConvexForm, y, spec: SchemeSpec, fixed: _Fixed | None = None) -> _Rates:
+    """Each part's best response to the price ν(y): one expm1 and one (cheap) cube root."""
+    if fixed is None:
+        fixed = _fixed_terms(form)
     expm1_y = jnp.expm1(y)
     price = 1.0 / (form.link_power_w * _link_stationarity(y, expm1_y))
-    cbrt_price = jnp.cbrt(price)
+    cbrt_price = _cbrt(price)
 
-    def slowdown(free_price):  # argmin_s>=1 of s T + ν E/s²: s = (ν/ν_free)^(1/3)
+    def slowdown(inv_cbrt_free_price):  # argmin_s>=1 of s T + ν E/s²: s = (ν/ν_free)^(1/3)
         if spec.fixed_frequency:
             return jnp.ones_like(price)
-        return jnp.maximum(1.0, cbrt_price / jnp.cbrt(free_price))
+        return jnp.maximum(1.0, cbrt_price * inv_cbrt_free_price)
 
     if spec.fixed_power:
         efficiency = form.max_efficiency
-        expm1_eff = jnp.expm1(efficiency)
+        expm1_eff = fixed.expm1_max_efficiency
     else:
         efficiency = jnp.minimum(y, form.max_efficiency)
-        expm1_eff = jnp.minimum(expm1_y, jnp.expm1(form.max_efficiency))
-    s_dev, s_srv = slowdown(form.free_price_device), slowdown(form.free_price_server)
+        expm1_eff = jnp.minimum(expm1_y, fixed.expm1_max_efficiency)
+    s_dev, s_srv = slowdown(fixed.inv_cbrt_free_device), slowdown(fixed.inv_cbrt_free_server)
     seconds_per_bit, joules_per_bit = _link_rates(form, efficiency, expm1_eff)
+    full = functools.partial(jnp.broadcast_to, shape=price.shape)  # every field of the batch's shape
     return _Rates(
         price=price,
-        slowdown_device=s_dev,
-        slowdown_server=s_srv,
-        efficiency=efficiency,
-        delay_device=form.delay_device_s * s_dev,
-        energy_device=form.energy_device_j / s_dev**2,
-        delay_server=form.delay_server_s * s_srv,
-        energy_server=form.energy_server_j / s_srv**2,
-        delay_link=form.bits * seconds_per_bit,
-        energy_link=form.bits * joules_per_bit,
+        slowdown_device=full(s_dev),
+        slowdown_server=full(s_srv),
+        efficiency=full(efficiency),
+        delay_device=full(form.delay_device_s * s_dev),
+        energy_device=full(form.energy_device_j / s_dev**2),
+        delay_server=full(form.delay_server_s * s_srv),
+        energy_server=full(form.energy_server_j / s_srv**2),
+        delay_link=full(form.bits * seconds_per_bit),
+        energy_link=full(form.bits * joules_per_bit),
     )
 
 
@@ -209,6 +252,9 @@ class _Knapsack(NamedTuple):
     value: Any  # h(ν), an upper bound on max ρq + ρ̃s (-inf when infeasible)
     multiplier: Any  # value per aggregated second, λ
     energy_violated: Any  # the response exceeds E0: the price is too low
+    energy_excess: Any  # (energy - E0)/E0 of the response: continuous in ν while the item order holds
+    device_first: Any  # the item order (by value per aggregated second)
+    order_margin: Any  # (q c̃ - s c)/(q c̃ + s c): smooth in ν, zero where the order flips
 
 
 def _knapsack(form: ConvexForm, r: _Rates) -> _Knapsack:
@@ -247,6 +293,10 @@ def _knapsack(form: ConvexForm, r: _Rates) -> _Knapsack:
         value=jnp.where(feasible, value, -jnp.inf),
         multiplier=jnp.where(feasible & jnp.isfinite(multiplier), multiplier, 0.0),
         energy_violated=energy > form.energy_budget_j,
+        energy_excess=energy / form.energy_budget_j - 1.0,
+        device_first=device_first,
+        order_margin=_safe_div(form.value_device * cost_srv - form.value_server * cost_dev,
+                               form.value_device * cost_srv + form.value_server * cost_dev, 0.0),
     )
 
 
@@ -336,20 +386,37 @@ def _float_bits(x):
 def _solve_form(form: ConvexForm, spec: SchemeSpec, iterations: int, gap_tol):
     y_end, y_top = _search_interval(form)
     dtype = form.value_device.dtype
+    fixed = _fixed_terms(form)
 
+    # Bisection on the bit pattern of y, bracket [lo, lo + width]. The width does not depend on the
+    # answers (ceil(width/2): when the lower half is chosen the bracket is kept one ulp wider), so
+    # the heavy part of a step updates a single array and compiles to a single pass.
     def bisect(_, bracket):
-        lo, hi = bracket  # bit patterns of y: ν(lo) is the higher price
-        mid = lo + (hi - lo) // 2
-        y = jax.lax.bitcast_convert_type(mid, dtype)
-        too_cheap = _knapsack(form, _rates_at(form, y, spec)).energy_violated
-        return jnp.where(too_cheap, lo, mid), jnp.where(too_cheap, mid, hi)
+        lo, width = bracket
+        half = width // 2
+        mid = lo + half
+        too_cheap = _knapsack(form, _rates_at(form, jax.lax.bitcast_convert_type(mid, dtype), spec, fixed)).energy_violated
+        return jnp.where(too_cheap, lo, mid), width - half
 
-    lo, hi = jax.lax.fori_loop(0, iterations, bisect, (_float_bits(y_end), _float_bits(y_top)))
+    lo0 = _float_bits(y_end)
+    lo, width = jax.lax.fori_loop(0, iterations, bisect, (lo0, _float_bits(y_top) - lo0))
+    hi = lo + width
     low, high = (jax.lax.bitcast_convert_type(b, dtype) for b in (lo, hi))
-    # Price 0 (y = inf: everything flat out; first, so it wins ties: μ = 0 where E0 is slack) and the
-    # bracket's ends.
-    ends = [_rates_at(form, y, spec) for y in (jnp.full_like(low, jnp.inf), low, high)]
-    duals = [_knapsack(form, r) for r in ends]
+    # One secant step inside the bracket: on the order margin where the item order flips inside it
+    # (then the optimal price is that flip, where h has a kink, and the bracket's ends bound h only to
+    # first order in its width), else on the energy excess (h is smooth there: the ends are already
+    # second-order close). Always inside [low, high].
+    inner = [_rates_at(form, y, spec, fixed) for y in (low, high)]
+    k_low, k_high = (_knapsack(form, r) for r in inner)
+    flip = k_low.device_first != k_high.device_first
+    f_low = jnp.where(flip, k_low.order_margin, k_low.energy_excess)
+    f_high = jnp.where(flip, k_high.order_margin, k_high.energy_excess)
+    t = jnp.clip(_safe_div(f_low, f_low - f_high, 0.5), 0.0, 1.0)
+    polished = low + t * (high - low)
+    # Candidates: price 0 (y = inf: everything flat out; first, so it wins ties: μ = 0 where E0 is
+    # slack), the polished price and the bracket's ends, each with its dual bound and primal point.
+    ends = [_rates_at(form, y, spec, fixed) for y in (jnp.full_like(low, jnp.inf), polished)] + inner
+    duals = [_knapsack(form, r) for r in ends[:2]] + [k_low, k_high]
     primals = [_primal_at(form, r, 1e-12) for r in ends]
     best = jnp.argmax(jnp.stack([p.value for p in primals]), axis=0)
 
@@ -385,8 +452,9 @@ def solve_exact(
     Args:
       problem: a Problem whose leaves may carry any common batch shape (float64 recommended).
       scheme: one of :data:`~laimco_jax.solvers.schemes.SCHEMES`.
-      iterations: bisection steps on the bit pattern of the price parameter y (44 narrow it to
-        about 3e-12 relative in float64; on 20,000 random instances the gap stayed below 2e-11).
+      iterations: bisection steps on the bit pattern of the price parameter y before the one secant
+        step (28 narrow it to about 1e-7 relative in float64; with the secant step the gap stayed
+        below 1e-11 on 100,000 random instances per scheme, and below 4e-10 with 24 steps).
       gap_tol: relative duality gap below which the status is OPTIMAL; default 1e-9 in float64 and
         1000 machine epsilons in lower precision (1.2e-4 in float32).
 

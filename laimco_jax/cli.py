@@ -495,7 +495,7 @@ def _label(name: str) -> str:
 def _print_frame(frame, columns: list[str], title: str) -> None:
     table = Table(title=title)
     for column in columns:
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", overflow="fold")
     for _, row in frame.iterrows():
         table.add_row(*(f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in columns))
     console.print(table)

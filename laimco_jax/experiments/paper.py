@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from laimco_jax.experiments.plots import figure_grid, save_figure
 from laimco_jax.params import BUDGET_PRESETS, MODEL_SPECS, Problem, make_problem
 from laimco_jax.sensitivity import elasticities
 from laimco_jax.solvers import solve_exact, solve_sca
@@ -230,12 +231,6 @@ _AXES = {"fig4": ("budget_delay_s", "delay budget T0 [s]"), "fig5": ("budget_ene
 _MARKERS = dict(zip(("proposed",) + BENCHMARKS, "osv^D"))
 
 
-def _figure(rows: int, cols: int):
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(4.2 * cols, 3.2 * rows), layout="constrained")
-
-
 def _mark_infeasible(ax, frame: pd.DataFrame, x: str, row: int = 0, color: str = "red") -> None:
     """Infeasible points as crosses near the bottom of the axes (one row of crosses per scheme)."""
     bad = frame[~frame.feasible]
@@ -251,9 +246,9 @@ def plot_budget_figure(table: pd.DataFrame, figure: str, path) -> None:
     x, xlabel = _AXES[figure]
     rows = table[table.figure == figure]
     models = list(dict.fromkeys(rows.model))
-    fig = _figure(len(models), 2)
+    fig, axes = figure_grid(2 * len(models))
     for i, model in enumerate(models):
-        ax_d, ax_r = fig.add_subplot(len(models), 2, 2 * i + 1), fig.add_subplot(len(models), 2, 2 * i + 2)
+        ax_d, ax_r = axes[2 * i], axes[2 * i + 1]
         for i_scheme, (scheme, group) in enumerate(rows[rows.model == model].groupby("scheme", sort=False)):
             group = group.sort_values(x)
             (line,) = ax_d.plot(group[x], group.log10_distortion_bound, marker=_MARKERS.get(scheme, "."), ms=4,
@@ -272,7 +267,7 @@ def plot_budget_figure(table: pd.DataFrame, figure: str, path) -> None:
         ax_r.set_title(f"{model}: proposed pruning ratios")
         ax_d.legend(fontsize=7)
         ax_r.legend(fontsize=7)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
 
 
 def plot_split_figure(table: pd.DataFrame, path) -> None:
@@ -280,10 +275,10 @@ def plot_split_figure(table: pd.DataFrame, path) -> None:
     rows = table[(table.figure == "fig6") & (table.scheme == "proposed")]
     best = best_splits(table).set_index("model")
     models = list(dict.fromkeys(rows.model))
-    fig = _figure(len(models), 2)
+    fig, axes = figure_grid(2 * len(models))
     for i, model in enumerate(models):
         group = rows[rows.model == model].sort_values("split")
-        ax_d, ax_r = fig.add_subplot(len(models), 2, 2 * i + 1), fig.add_subplot(len(models), 2, 2 * i + 2)
+        ax_d, ax_r = axes[2 * i], axes[2 * i + 1]
         ax_d.plot(group.split, group.log10_distortion_bound, marker="o", ms=4, label="proposed")
         if model in best.index:
             ax_d.scatter([best.loc[model, "split"]], [best.loc[model, "log10_distortion_bound"]], marker="*", s=200,
@@ -299,13 +294,12 @@ def plot_split_figure(table: pd.DataFrame, path) -> None:
         ax_d.set_title(f"{model}: distortion bound by split")
         ax_r.set_ylabel("remaining fraction")
         ax_r.set_title(f"{model}: proposed pruning ratios")
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
 
 
 def plot_sca_figure(table: pd.DataFrame, path) -> None:
     """SCA against the exact optimum over the Fig. 4 grid: the gap in log10 D̂ and SCA's iterations."""
-    fig = _figure(1, 2)
-    ax_g, ax_i = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    fig, (ax_g, ax_i) = figure_grid(2)
     for model, group in table.groupby("model", sort=False):
         group = group.sort_values("budget_delay_s")
         ax_g.plot(group.budget_delay_s, np.maximum(group.gap_log10, 1e-16), marker="o", ms=4, label=model)
@@ -319,15 +313,14 @@ def plot_sca_figure(table: pd.DataFrame, path) -> None:
         ax.set_xlabel(_AXES["fig4"][1])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
 
 
 def plot_sensitivity_figure(table: pd.DataFrame, path) -> None:
     """Elasticities of D̂* to T0, E0 and d along the Fig. 4 grid, one panel per model."""
     models = list(dict.fromkeys(table.model))
-    fig = _figure(1, len(models))
-    for i, model in enumerate(models):
-        ax = fig.add_subplot(1, len(models), i + 1)
+    fig, axes = figure_grid(len(models))
+    for ax, model in zip(axes, models):
         group = table[table.model == model].sort_values("budget_delay_s")
         for field in SENSITIVITY_FIELDS:
             ax.plot(group.budget_delay_s, group[f"elasticity_{field}"], marker="o", ms=4, label=f"d ln D̂*/d ln {field}")
@@ -337,4 +330,4 @@ def plot_sensitivity_figure(table: pd.DataFrame, path) -> None:
         ax.set_title(f"{model}: sensitivity of the optimum")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)

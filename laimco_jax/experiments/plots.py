@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["plot_bound_check", "plot_close_loop", "plot_weight_fit"]
+__all__ = ["figure_grid", "plot_bound_check", "plot_close_loop", "plot_weight_fit", "save_figure"]
 
 
-def _figure(n_panels: int, width: float = 4.6, height: float = 3.6):
+def figure_grid(n_panels: int, width: float = 4.6, height: float = 3.6):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -30,7 +30,7 @@ def _figure(n_panels: int, width: float = 4.6, height: float = 3.6):
     return fig, axes[:n_panels]
 
 
-def _save(fig, path: str | os.PathLike) -> Path:
+def save_figure(fig, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -54,7 +54,7 @@ def plot_weight_fit(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     hist = table.attrs.get("histogram")
     if hist is None:
         raise ValueError("plot_weight_fit: table.attrs['histogram'] is missing; pass weight_fit_table's result")
-    fig, axes = _figure(len(table))
+    fig, axes = figure_grid(len(table))
     for ax, (_, row) in zip(axes, table.iterrows()):
         h = hist[hist["model"] == row["model"]]
         centers = (h["bin_left"].to_numpy() + h["bin_right"].to_numpy()) / 2
@@ -76,7 +76,7 @@ def plot_weight_fit(table: pd.DataFrame, path: str | os.PathLike) -> Path:
         ax.set_xlabel("weight value")
         ax.set_ylabel("density")
         ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_bound_check(table: pd.DataFrame, path: str | os.PathLike) -> Path:
@@ -88,7 +88,7 @@ def plot_bound_check(table: pd.DataFrame, path: str | os.PathLike) -> Path:
                                                "output_distortion_mean", "first_order_distortion_mean",
                                                "G_bound", "theorem_bound"])
     models = list(dict.fromkeys(table["model"]))
-    fig, axes = _figure(len(models))
+    fig, axes = figure_grid(len(models))
     styles = {"magnitude": "-", "random": "--"}
     for ax, model in zip(axes, models):
         sub = table[table["model"] == model]
@@ -109,7 +109,7 @@ def plot_bound_check(table: pd.DataFrame, path: str | os.PathLike) -> Path:
         ax.set_xlabel("remaining ratio ρ")
         ax.set_ylabel("distortion")
         ax.legend(fontsize=6)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_close_loop(table: pd.DataFrame, path: str | os.PathLike) -> Path:
@@ -118,7 +118,7 @@ def plot_close_loop(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     (right). ``table`` is :func:`~laimco_jax.experiments.theory.close_loop_table`'s."""
     _check_columns(table, "plot_close_loop", ["delay_s", "rho", "rho_server", "log10_distortion_bound",
                                               "pruning", "output_distortion_mean", "cosine_similarity_mean"])
-    fig, (left, right) = _figure(2)
+    fig, (left, right) = figure_grid(2)
     first = table.drop_duplicates("delay_s").sort_values("delay_s")
     left.plot(first["delay_s"], first["log10_distortion_bound"], "k-o", ms=3, label="log10 D̂")
     left.set_xlabel("delay budget T0 [s]")
@@ -146,4 +146,4 @@ def plot_close_loop(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     handles = right.get_legend_handles_labels()
     more = twin_r.get_legend_handles_labels()
     right.legend(handles[0] + more[0], handles[1] + more[1], fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -19,6 +19,7 @@ arguments and files, and a part whose record matches and whose files exist is no
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,6 +32,10 @@ from laimco_jax.experiments import paper
 __all__ = ["PARTS", "ReproduceConfig", "reproduce", "write_summary"]
 
 MANIFEST = "manifest.json"
+#: Fig. 3 in the full run: remaining ratios and power-iteration steps for Proposition 3.2's G (the
+#: theory module's own defaults, 20 ratios and 50 steps, take over 10 minutes on a 2-core CPU).
+FIG3_RATIOS = (0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0)
+FIG3_POWER_ITERATIONS = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,10 +95,29 @@ def _sensitivity(config: ReproduceConfig, out: Path) -> list[str]:
     return ["sensitivity.csv", "sensitivity.png"]
 
 
+@functools.lru_cache(maxsize=None)
+def _theory_model(name: str, quick: bool):
+    """Each theory model loaded (FCDNNs: trained) once per process, shared by Figs. 2 and 3.
+
+    BART is always the theory module's small random-init BART (2+2 layers, d_model 64): random weights
+    say nothing about a trained BART, and Proposition 3.2's Jacobian at BART-base size alone takes
+    about 10 minutes on a 2-core CPU (``laimco bound-check --model bart`` runs it).
+    """
+    from laimco_jax.experiments import theory
+
+    return theory.load_theory_model(name, quick=quick or name == "bart")
+
+
+def _theory_models(config: ReproduceConfig) -> list:
+    from laimco_jax.experiments import theory
+
+    return [_theory_model(name, config.quick) for name in theory.MODELS]
+
+
 def _weights(config: ReproduceConfig, out: Path) -> list[str]:
     from laimco_jax.experiments import plots, theory
 
-    table = theory.weight_fit_table(list(theory.MODELS), quick=config.quick)
+    table = theory.weight_fit_table(_theory_models(config), quick=config.quick)
     table.to_csv(out / "fig2_weights.csv", index=False)
     table.attrs["histogram"].to_csv(out / "fig2_histogram.csv", index=False)
     plots.plot_weight_fit(table, out / "fig2_weights.png")
@@ -103,7 +127,9 @@ def _weights(config: ReproduceConfig, out: Path) -> list[str]:
 def _distortion(config: ReproduceConfig, out: Path) -> list[str]:
     from laimco_jax.experiments import plots, theory
 
-    table = pd.concat([theory.bound_check_table(m, quick=config.quick) for m in theory.MODELS], ignore_index=True)
+    ratios, iterations = (None, None) if config.quick else (FIG3_RATIOS, FIG3_POWER_ITERATIONS)
+    table = pd.concat([theory.bound_check_table(m, quick=config.quick, ratios=ratios, iterations=iterations)
+                       for m in _theory_models(config)], ignore_index=True)
     table.to_csv(out / "fig3_distortion.csv", index=False)
     plots.plot_bound_check(table, out / "fig3_distortion.png")
     return ["fig3_distortion.csv", "fig3_distortion.png"]

@@ -7,3 +7,19 @@ import jax
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 jax.config.update("jax_enable_x64", True)
+
+
+def run_cli(capsys, monkeypatch, *args):
+    """Run ``laimco ARGS`` in-process: ``(exit code, stdout, stderr)`` (tests import it from conftest)."""
+    import sys
+
+    from laimco_jax import cli
+
+    monkeypatch.setattr(sys, "argv", ["laimco", *map(str, args)])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = exc.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -1,22 +1,12 @@
 """The `laimco` command line: outputs, JSON keys and exit statuses (run in-process)."""
 
 import json
-import sys
 
 import pytest
 
-from laimco_jax import cli, make_problem
+from laimco_jax import make_problem
+from conftest import run_cli as run
 
-
-def run(capsys, monkeypatch, *args):
-    monkeypatch.setattr(sys, "argv", ["laimco", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_config_prints_toml_that_loads_back(capsys, monkeypatch, tmp_path):

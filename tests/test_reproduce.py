@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import run_cli
 from laimco_jax import cli, make_problem
 from laimco_jax.experiments import paper
 from laimco_jax.solvers import Status
@@ -134,18 +135,11 @@ def test_rerun_reuses_finished_parts(out):
     assert json.loads((out / "manifest.json").read_text()) == manifest
 
 
-def test_bad_arguments_fail_before_work(tmp_path, capsys):
-    argv = sys.argv
+def test_bad_arguments_fail_before_work(tmp_path, capsys, monkeypatch):
     for args, message in ((["--preset", "nope"], "preset='nope' is not known"),
                           (["--parts", "fig9"], "parts=['fig9'] are not known")):
-        sys.argv = ["laimco", "reproduce", "--out", str(tmp_path), *args]
-        try:
-            with pytest.raises(SystemExit) as exit_info:
-                cli.main()
-        finally:
-            sys.argv = argv
-        assert exit_info.value.code == 2
-        assert message in capsys.readouterr().err
+        code, _, err = run_cli(capsys, monkeypatch, "reproduce", "--out", tmp_path, *args)
+        assert code == 2 and message in err
 
 
 def test_theory_parts_support_section_iii(out):

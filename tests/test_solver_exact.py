@@ -27,7 +27,7 @@ import hypothesis.strategies as st
 import jax
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, given, settings
 
 from laimco_jax.params import Budget, ModelProfile, Problem, SystemParams, make_problem
 from laimco_jax.solvers import SCHEMES, InfeasibleReason, Status, scheme_problem, solve_exact

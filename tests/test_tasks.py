@@ -15,6 +15,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np
 import pytest
 
+from conftest import run_cli
 from laimco_jax.models import checkpoints
 from laimco_jax.tasks import (
     evaluate_task,
@@ -488,24 +489,9 @@ def test_summarization_rejects_bad_arguments(qa_checkpoint, bart_checkpoint, tmp
 # --- `laimco evaluate` ------------------------------------------------------------------------
 
 
-def _laimco(capsys, monkeypatch, *args):
-    import sys
-
-    from laimco_jax import cli
-
-    monkeypatch.setattr(sys, "argv", ["laimco", *map(str, args)])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_cli_evaluate_with_given_ratios(qa_checkpoint, squad_file, capsys, monkeypatch):
     directory, _ = qa_checkpoint
-    code, out, _ = _laimco(capsys, monkeypatch, "evaluate", "--task", "squad", "--checkpoint", directory,
+    code, out, _ = run_cli(capsys, monkeypatch, "evaluate", "--task", "squad", "--checkpoint", directory,
                            "--data", squad_file, "--split", 1, "--rho", 0.5, "--rho-server", 0.8, "--json")
     assert code == 0
     expected = evaluate_task("squad", directory, squad_file, split=1, rho=0.5, rho_server=0.8)
@@ -519,7 +505,7 @@ def test_cli_evaluate_at_the_solvers_ratios(qa_checkpoint, squad_file, capsys, m
     from laimco_jax.solvers import solve_exact
 
     directory, _ = qa_checkpoint
-    code, out, _ = _laimco(capsys, monkeypatch, "evaluate", "--task", "squad", "--checkpoint", directory,
+    code, out, _ = run_cli(capsys, monkeypatch, "evaluate", "--task", "squad", "--checkpoint", directory,
                            "--data", squad_file, "--split", 1, "--solve", "--set", "delay_s=0.3", "--json")
     assert code == 0
     record = json.loads(out)
@@ -537,6 +523,6 @@ def test_cli_evaluate_at_the_solvers_ratios(qa_checkpoint, squad_file, capsys, m
 ])
 def test_cli_evaluate_argument_errors(qa_checkpoint, squad_file, capsys, monkeypatch, args, message):
     directory, _ = qa_checkpoint
-    code, _, err = _laimco(capsys, monkeypatch, "evaluate", "--task", "squad", "--checkpoint", directory,
+    code, _, err = run_cli(capsys, monkeypatch, "evaluate", "--task", "squad", "--checkpoint", directory,
                            "--data", squad_file, "--split", 1, *args)
     assert code == 2 and message in err and err.count("\n") == 1

@@ -2,7 +2,6 @@
 
 import json
 import math
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -10,9 +9,9 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from laimco_jax import cli
 from laimco_jax.experiments import plots, theory
 from laimco_jax.models import fcdnn
+from conftest import run_cli as run
 
 RATIOS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 0.95, 1.0)
 forward = jax.jit(theory.mlp_forward)
@@ -247,16 +246,6 @@ def test_tokenize_pads_and_truncates():
 
 # ----------------------------------------------------------------------------- CLI
 
-
-def run(capsys, monkeypatch, *args):
-    monkeypatch.setattr(sys, "argv", ["laimco", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ def test_notebook_is_stored_without_outputs(path):
             assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: strip the outputs"
 
 
+@pytest.mark.slow  # about 3 minutes for the three on 2 cores: CI runs them in its second (slow) step
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_executes(path, monkeypatch, tmp_path):
     monkeypatch.setenv("LAIMCO_NOTEBOOK_QUICK", "1")

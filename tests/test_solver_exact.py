@@ -429,7 +429,8 @@ def test_schemes_no_better_than_proposed(bank, scheme):
     split L re-split the model instead (a different (P1), which can beat ``proposed``: at the paper's
     BERT preset split 0 uploads 4096 bits instead of 786,432 and prunes nothing); for them the scheme
     call must equal ``proposed`` on the re-split profile. Every scheme agrees with CVXPY's.
-    Rows where solve_exact does not converge (known bugs, see the xfail tests) are left out."""
+    Rows where solve_exact does not converge are left out; rows where Clarabel gives up must carry our
+    duality-gap certificate (at most 2 such rows)."""
     problem = bank.random
     proposed = bank.sol("random")
     sol = _take(solve_exact(_pad(problem), scheme), slice(0, N_RANDOM))
@@ -447,14 +448,19 @@ def test_schemes_no_better_than_proposed(bank, scheme):
         rows = optimal & (base_status == Status.OPTIMAL)
         assert np.all(value[rows] <= base[rows] * (1 + 1e-12) + 1e-9)
         assert np.any(value[rows] < base[rows] * (1 - 1e-6)), "the restriction never binds"
+    cvxpy_failures = 0
     for i in range(0, N_RANDOM, 4):  # and the scheme agrees with CVXPY's
         if status[i] == Status.NOT_CONVERGED:
             continue
         ref = solve_cvxpy_exact(_take(problem, i), scheme).solution
-        assert int(ref.status) != Status.NOT_CONVERGED, f"CVXPY did not converge on row {i}: investigate"
+        if int(ref.status) == Status.NOT_CONVERGED:  # Clarabel gave up: our duality gap must certify the row
+            cvxpy_failures += 1
+            assert optimal[i] and float(np.asarray(sol.certificate)[i]) <= 1e-9, i
+            continue
         assert (int(ref.status) == Status.INFEASIBLE) == (status[i] == Status.INFEASIBLE), i
         if optimal[i]:
             assert abs(float(ref.retained_params) - value[i]) <= REL_VALUE * max(value[i], 1.0), i
+    assert cvxpy_failures <= 2, f"CVXPY did not converge on {cvxpy_failures} rows: investigate"
     # every pinned variable is pinned
     s = problem.system
     pinned = {
@@ -726,14 +732,9 @@ def test_float32_no_nan_or_inf(bank):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="solve_exact bug: fixed-frequency instance whose optimum has a slack delay budget and a huge "
-    "energy price (~1e21 s/J at an uplink SNR ~1e-8): T0 + ν·E0 loses the delay in float64 rounding, the "
-    "final rates leave the device delay-bound and 9.8e-8 J go to ρ̃ = 2e-9 of a 45 J server part; the "
-    "point is 6.5e-5 (relative) below the optimum, status NOT_CONVERGED (certificate 1.1e-6)",
-)
 def test_fixed_frequency_with_huge_energy_price():
+    """Once a known bug (the 44-step bisection left this point 6.5e-5 below the optimum, NOT_CONVERGED:
+    slack delay budget, energy price ~1e21 s/J at an uplink SNR ~1e-8); the secant polish fixed it."""
     problem = make_problem("paper", "bert-base", overrides=dict(
         bandwidth_hz=24177274.039153203, p_max_w=0.01750559726626014, f_max_device_hz=245440106.5420052,
         f_max_server_hz=18521289774.44094, power_coeff_device=1.5760404803644623e-28,

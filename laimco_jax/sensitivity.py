@@ -39,7 +39,9 @@ from laimco_jax.solvers.schemes import SchemeSpec, scheme_problem, scheme_spec
 from laimco_jax.solvers.solution import Status
 from laimco_jax.system import LN2
 
-__all__ = ["OUTPUTS", "OptimumOutputs", "optimum_outputs", "sensitivities", "sensitivities_at", "elasticities"]
+__all__ = [
+    "OUTPUTS", "OptimumOutputs", "optimum_outputs", "sensitivities", "sensitivities_at", "field_derivatives", "elasticities",
+]
 
 #: A bound is active when the variable is within this relative distance of it.
 _ACTIVE_TOL = 1e-9
@@ -220,10 +222,20 @@ def _broadcast(problem: Problem) -> Problem:
     return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, batch_shape), problem)
 
 
+def _per_instance(fn, problem: Problem, solution):
+    """``fn(problem, solution)`` for one scalar instance, vmapped over the (broadcast) batch.
+
+    The KKT Jacobian of :func:`_kkt_point` is per instance; without the vmap it would couple the batch.
+    """
+    problem = _broadcast(problem)
+    for _ in range(jnp.ndim(solution.rho)):
+        fn = jax.vmap(fn)
+    return fn(problem, solution)
+
+
 @functools.partial(jax.jit, static_argnames=("scheme",))
 def _jacobians_at(problem: Problem, solution, scheme: str):
     """The outputs and their Jacobian at a (batched) solution, vmapped over the batch."""
-    problem = _broadcast(problem)
 
     def one(p, sol):
         # Forward mode over the raveled fields: one vmapped JVP.
@@ -231,9 +243,27 @@ def _jacobians_at(problem: Problem, solution, scheme: str):
         columns = jax.jacfwd(lambda v: _outputs_at(unravel(v), sol, scheme))(flat)
         return jax.tree_util.tree_map(unravel, columns), _outputs_at(p, sol, scheme)
 
-    for _ in range(jnp.ndim(solution.rho)):
-        one = jax.vmap(one)
-    return one(problem, solution)
+    return _per_instance(one, problem, solution)
+
+
+@functools.partial(jax.jit, static_argnames=("scheme", "fields"))
+def field_derivatives(problem: Problem, solution, scheme: str, fields: tuple[str, ...]) -> dict[str, OptimumOutputs]:
+    """d(output)/d(field) of every output at a known ``solve_exact(problem, scheme)``, for a few fields.
+
+    One forward-mode JVP per field (a sweep storing a few derivatives needs no full Jacobian).
+    Returns ``{field: OptimumOutputs of derivatives}``, in the field's units as :func:`sensitivities`.
+    """
+
+    def one(p, sol):
+        def along(field):
+            tangent = jax.tree_util.tree_map_with_path(
+                lambda path, x: jnp.full_like(x, path[-1].name == field), p
+            )
+            return jax.jvp(lambda q: _outputs_at(q, sol, scheme), (p,), (tangent,))[1]
+
+        return {field: along(field) for field in fields}
+
+    return _per_instance(one, problem, solution)
 
 
 def sensitivities_at(problem: Problem, solution, scheme: str = "proposed") -> dict[str, Problem]:

@@ -24,7 +24,7 @@ Splits (``--split``): ``all`` (0 ... L of the model), ``FIRST:LAST`` (inclusive)
 Schemes (``--scheme``): ``all`` or a comma list (default ``proposed``).
 Gradients (``--gradient OUTPUT/FIELD``, repeatable; spec file ``gradient = [...]``): the implicit
 derivative of an optimum output (:data:`~laimco_jax.sensitivity.OUTPUTS`) w.r.t. a configuration
-field, stored per instance as ``d_OUTPUT_d_FIELD`` (:func:`~laimco_jax.sensitivity.sensitivities_at`).
+field, stored per instance as ``d_OUTPUT_d_FIELD`` (:func:`~laimco_jax.sensitivity.field_derivatives`).
 
 Spec file (``laimco sweep --spec sweep.toml``); relative paths are relative to the spec file, and
 options given on the command line as well override the file's (``--grid`` per field)::
@@ -56,9 +56,10 @@ options given on the command line as well override the file's (``--grid`` per fi
 Evaluation. The grid is never materialised. It is cut into hyper-rectangular chunks (:class:`ChunkLayout`)
 of at most ``chunk_size`` solver instances (the product of the chunk's grid points, schemes and
 splits), so every chunk holds all schemes and splits of its grid points. One jitted function per
-sweep computes a chunk from its origin: the flat in-chunk index is unravelled on the device into
-indices of each axis, the field values gathered, and the instances solved with the solver's own
-broadcasting. The chunk axis is sharded over all local devices (a 1-D :class:`jax.sharding.Mesh`,
+scheme computes its part of a chunk from the chunk's origin (compile time linear in the schemes; the
+persistent compilation cache of ``laimco`` serves every later sweep of the same structure that
+includes the scheme): the flat in-chunk index is unravelled on the device into indices of each
+axis, the field values gathered, and the instances solved with the solver's own broadcasting. The chunk axis is sharded over all local devices (a 1-D :class:`jax.sharding.Mesh`,
 :class:`~jax.sharding.NamedSharding` along it; the chunk is padded to a multiple of the device count).
 Memory is flat in the grid size: at most three chunks are in flight (one computing, one being
 written by a writer thread, one waiting for it).
@@ -656,11 +657,15 @@ def best_split(status, retained_params, log10_bound, splits, rtol=BEST_SPLIT_RTO
 
 
 class _Plan(NamedTuple):
-    """The static structure of a chunk computation (with the input pytrees' structure, the jit cache key)."""
+    """The static structure of one scheme's chunk computation (the jit cache key, with the inputs' structure).
+
+    One compiled function per scheme: compile time grows linearly in the schemes swept, and a
+    persistent compilation cache serves any later sweep that includes the scheme.
+    """
 
     shape: tuple[int, ...]  # grid shape
     block: tuple[int, ...]  # chunk shape
-    schemes: tuple[str, ...]
+    scheme: str
     splits: tuple[int, ...] | None
     mesh: Mesh  # local devices, one axis "chunk"
     gradients: tuple[tuple[str, str], ...] = ()
@@ -676,30 +681,27 @@ def gradient_variable(output: str, field: str) -> str:
     return f"d_{output}_d_{field}"
 
 
-def _solve_schemes(problem, plan: _Plan) -> dict[str, jax.Array]:
-    """Every stored variable for all schemes: Solution fields (chunk, scheme[, split]) and best split."""
+def _solve_scheme(problem, plan: _Plan) -> dict[str, jax.Array]:
+    """Every stored variable for one scheme: Solution fields (chunk[, split]) and the best split (chunk)."""
     shape = (plan.padded_points, len(plan.splits or (None,)))
-    solutions = [solve_exact(problem, scheme) for scheme in plan.schemes]
-    out = {
-        stored: jnp.stack([jnp.broadcast_to(getattr(s, field), shape) for s in solutions], axis=1)
-        for field, (stored, *_) in SOLUTION_VARIABLES.items()
-    }
+    solution = solve_exact(problem, plan.scheme)
+    out = {stored: jnp.broadcast_to(getattr(solution, field), shape) for field, (stored, *_) in SOLUTION_VARIABLES.items()}
     if plan.gradients:
-        from laimco_jax.sensitivity import sensitivities_at
+        from laimco_jax.sensitivity import field_derivatives
 
-        jacobians = [sensitivities_at(problem, s, scheme) for s, scheme in zip(solutions, plan.schemes)]
+        fields = tuple(dict.fromkeys(field for _, field in plan.gradients))
+        derivatives = field_derivatives(problem, solution, plan.scheme, fields)
         for output, field in plan.gradients:
-            values = [getattr(getattr(j[output], FIELD_SECTION[field]), field) for j in jacobians]
-            out[gradient_variable(output, field)] = jnp.stack([jnp.broadcast_to(v, shape) for v in values], axis=1)
+            out[gradient_variable(output, field)] = jnp.broadcast_to(getattr(derivatives[field], output), shape)
     if plan.splits is None:
-        return {name: v[..., 0] for name, v in out.items()}
+        return {name: v[:, 0] for name, v in out.items()}
     best, best_log10 = best_split(out["status"], out["retained_params"], out["log10_distortion_bound"], plan.splits)
     return {**out, "best_split": best, "best_log10_distortion_bound": best_log10}
 
 
 @functools.partial(jax.jit, static_argnames=("plan",))
 def _evaluate_chunk(origin, base, axis_values, split_values, plan: _Plan) -> dict[str, jax.Array]:
-    """All variables of the chunk at grid index ``origin``, sharded along the (padded) chunk axis.
+    """All variables of one scheme at the chunk at grid index ``origin``, sharded along the (padded) chunk axis.
 
     ``base`` is the configuration dict with array leaves, ``axis_values`` a tuple (one per grid dim)
     of ``{field: values}``, ``split_values`` ``{field: values (1, splits)}``. Padding repeats the last
@@ -713,18 +715,18 @@ def _evaluate_chunk(origin, base, axis_values, split_values, plan: _Plan) -> dic
         stride = math.prod(plan.block[d + 1 :])
         index = jnp.minimum(origin[d] + local // stride % plan.block[d], plan.shape[d] - 1)
         swept.update({name: v[index][:, None] for name, v in values.items()})
-    return jax.lax.with_sharding_constraint(_solve_schemes(_configuration(base, swept), plan), sharded)
+    return jax.lax.with_sharding_constraint(_solve_scheme(_configuration(base, swept), plan), sharded)
 
 
 def _local_mesh() -> Mesh:
     return Mesh(np.array(jax.local_devices()), ("chunk",))
 
 
-def _chunk_evaluator(spec: SweepSpec, layout: ChunkLayout, mesh: Mesh, dtype) -> Callable[[int], dict]:
-    """``evaluate(chunk) -> {variable: array (padded chunk, scheme[, split])}``, dispatched asynchronously.
+def _chunk_evaluator(spec: SweepSpec, layout: ChunkLayout, mesh: Mesh, dtype) -> Callable[[int], list[dict]]:
+    """``evaluate(chunk) -> [{variable: array (padded chunk[, split])} per scheme]``, dispatched asynchronously.
 
     All values (base configuration, axes, splits) are arguments, so sweeps of the same structure
-    share one compilation.
+    share one compilation per scheme.
     """
     replicated = NamedSharding(mesh, PartitionSpec())
 
@@ -734,11 +736,11 @@ def _chunk_evaluator(spec: SweepSpec, layout: ChunkLayout, mesh: Mesh, dtype) ->
     base = cast(spec.base)
     axis_values = cast(tuple(dict(axis.values) for axis in spec.axes))
     split_values = cast({k: v[None, :] for k, v in spec.split_values().items()})
-    plan = _Plan(layout.shape, layout.block, spec.schemes, spec.splits, mesh, spec.gradients)
+    plans = [_Plan(layout.shape, layout.block, scheme, spec.splits, mesh, spec.gradients) for scheme in spec.schemes]
 
-    def evaluate(chunk: int) -> dict:
+    def evaluate(chunk: int) -> list[dict]:
         origin = np.array([r.start for r in layout.region(chunk)], np.int32)
-        return _evaluate_chunk(origin, base, axis_values, split_values, plan=plan)
+        return [_evaluate_chunk(origin, base, axis_values, split_values, plan=plan) for plan in plans]
 
     return evaluate
 
@@ -824,12 +826,12 @@ def _open_arrays(out: Path, spec: SweepSpec) -> dict[str, Any]:
     return {name: root[name] for name in [*_variables(spec, np.float64), _PROGRESS]}
 
 
-def _write_chunk(arrays: Mapping[str, Any], layout: ChunkLayout, chunk: int, outputs: Mapping[str, jax.Array]) -> int:
-    """Write one evaluated chunk into its region, then mark it done; the number of grid points."""
+def _write_chunk(arrays: Mapping[str, Any], layout: ChunkLayout, chunk: int, outputs: Sequence[Mapping[str, jax.Array]]) -> int:
+    """Write one evaluated chunk (a dict per scheme) into its region, then mark it done; the number of grid points."""
     region = layout.region(chunk)
     extent = tuple(slice(0, r.stop - r.start) for r in region)
-    for name, value in outputs.items():
-        host = np.asarray(value)[: layout.block_points]
+    for name in outputs[0]:
+        host = np.stack([np.asarray(scheme[name])[: layout.block_points] for scheme in outputs], axis=1)
         arrays[name][region] = host.reshape(layout.block + host.shape[1:])[extent]
     arrays[_PROGRESS][chunk] = 1
     return math.prod(r.stop - r.start for r in region)

@@ -9,10 +9,14 @@ delay_s x energy_j x distance_m (100 x 100 x N/1e4) of the paper's BERT configur
     python benchmarks/bench_sweep.py --points 1e8 --chunk-size 4194304 --store-dir /scratch  # GPU
     python benchmarks/bench_sweep.py --compilation-cache /tmp/jaxcache   # twice: the 2nd skips compiling
     python benchmarks/bench_sweep.py --points 1e6 --warm  # cold, then warm from a fresh temporary cache
+    python benchmarks/bench_sweep.py --points 1e6 --warm --cli  # the whole `laimco sweep` command
 
 ``--warm`` runs every size twice against a fresh temporary compilation cache: the first run compiles
 (cold, as a first ``laimco sweep``), the second finds the compiled chunk function in the cache (as
 every later ``laimco sweep`` of the same structure: the CLI turns the persistent cache on).
+
+``--cli`` times the whole ``laimco sweep --grid ... --out ...`` command instead (Python start-up,
+imports, store and progress bar included), with ``LAIMCO_COMPILATION_CACHE`` pointing at the cache.
 
 Reported per size: ``wall_s`` (the whole run_sweep call, compilation and writing included),
 ``compile_s`` (until the first chunk is written, minus that chunk's share), ``instances_per_s``
@@ -81,6 +85,24 @@ def run_one(points: int, chunk_size: int, store_dir: str, cache_dir: str | None)
     }
 
 
+def run_cli(points: int, chunk_size: int, store_dir: str, cache_dir: str | None) -> dict:
+    """One ``laimco sweep`` command in a subprocess, timed from the outside."""
+    out = Path(tempfile.mkdtemp(dir=store_dir)) / "bench.zarr"
+    grids = [f"--grid={field}={values}" for field, values in _grid(points).items()]
+    cmd = [sys.executable, "-m", "laimco_jax.cli", "sweep", *grids, "--chunk-size", str(chunk_size), "--out", str(out)]
+    env = {**os.environ, "LAIMCO_COMPILATION_CACHE": cache_dir or "off",
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    start = time.perf_counter()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    shutil.rmtree(out.parent, ignore_errors=True)
+    if done.returncode:
+        sys.exit(f"laimco sweep of {points} instances failed:\n{done.stderr[-3000:]}")
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"points": points, "chunk_size": chunk_size, "command": "laimco sweep", "wall_s": wall,
+            "instances_per_s": points / wall, "peak_rss_mib_children_max": usage.ru_maxrss / 1024}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", default="1e5,1e6", help="comma list of sweep sizes (instances)")
@@ -90,6 +112,7 @@ def main() -> None:
                         help="JAX persistent compilation cache directory (a second run skips compiling)")
     parser.add_argument("--warm", action="store_true",
                         help="run each size twice with a fresh temporary compilation cache (cold, then warm)")
+    parser.add_argument("--cli", action="store_true", help="time the whole `laimco sweep` command (start-up included)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_sweep.json")
     parser.add_argument("--single", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -102,6 +125,10 @@ def main() -> None:
         points = int(float(text))
         cache = tempfile.mkdtemp(prefix="laimco-bench-cache-") if args.warm else args.compilation_cache
         for label in ("cold", "warm") if args.warm else ("",):
+            if args.cli:
+                runs.append({**run_cli(points, args.chunk_size, store_dir, cache), "cache": label or bool(cache)})
+                print(f"{points:>12,d} instances {label:>4} `laimco sweep` wall {runs[-1]['wall_s']:8.2f} s", flush=True)
+                continue
             cmd = [sys.executable, __file__, "--single", str(points), "--chunk-size", str(args.chunk_size),
                    "--store-dir", store_dir] + (["--compilation-cache", cache] if cache else [])
             env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}

@@ -104,6 +104,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -164,6 +165,7 @@ BEST_SPLIT_RTOL = 1e-9
 POINT_DIM = "point"
 _ZARR_FORMAT = 2
 _PROGRESS = "_progress/done"
+_WRITE_THREADS = 4  # variables written at once (file writes overlap)
 
 #: Units of every configuration field (attrs of the coordinates).
 FIELD_UNITS: dict[str, str] = {
@@ -682,19 +684,25 @@ def gradient_variable(output: str, field: str) -> str:
 
 
 def _solve_scheme(problem, plan: _Plan) -> dict[str, jax.Array]:
-    """Every stored variable for one scheme: Solution fields (chunk[, split]) and the best split (chunk)."""
-    shape = (plan.padded_points, len(plan.splits or (None,)))
+    """Every stored variable for one scheme: Solution fields (chunk[, split]) and the best split (chunk).
+
+    ``problem`` holds one instance per (grid point, split) pair, flat (the split fastest): one-dimensional
+    arrays compile faster and run faster on CPU than (point, split) ones.
+    """
+    instances = plan.padded_points * len(plan.splits or (None,))
+    shape = (plan.padded_points,) + (() if plan.splits is None else (len(plan.splits),))
     solution = solve_exact(problem, plan.scheme)
-    out = {stored: jnp.broadcast_to(getattr(solution, field), shape) for field, (stored, *_) in SOLUTION_VARIABLES.items()}
+    values = {stored: getattr(solution, field) for field, (stored, *_) in SOLUTION_VARIABLES.items()}
     if plan.gradients:
         from laimco_jax.sensitivity import field_derivatives
 
         fields = tuple(dict.fromkeys(field for _, field in plan.gradients))
         derivatives = field_derivatives(problem, solution, plan.scheme, fields)
         for output, field in plan.gradients:
-            out[gradient_variable(output, field)] = jnp.broadcast_to(getattr(derivatives[field], output), shape)
+            values[gradient_variable(output, field)] = getattr(derivatives[field], output)
+    out = {name: jnp.broadcast_to(v, (instances,)).reshape(shape) for name, v in values.items()}
     if plan.splits is None:
-        return {name: v[:, 0] for name, v in out.items()}
+        return out
     best, best_log10 = best_split(out["status"], out["retained_params"], out["log10_distortion_bound"], plan.splits)
     return {**out, "best_split": best, "best_log10_distortion_bound": best_log10}
 
@@ -704,17 +712,18 @@ def _evaluate_chunk(origin, base, axis_values, split_values, plan: _Plan) -> dic
     """All variables of one scheme at the chunk at grid index ``origin``, sharded along the (padded) chunk axis.
 
     ``base`` is the configuration dict with array leaves, ``axis_values`` a tuple (one per grid dim)
-    of ``{field: values}``, ``split_values`` ``{field: values (1, splits)}``. Padding repeats the last
+    of ``{field: values}``, ``split_values`` ``{field: values (splits,)}``. Padding repeats the last
     grid point of the block (and is dropped on writing); edge blocks are clamped to the grid likewise.
     """
     sharded = NamedSharding(plan.mesh, PartitionSpec("chunk"))
-    n_block = math.prod(plan.block)
-    local = jax.lax.with_sharding_constraint(jnp.minimum(jnp.arange(plan.padded_points), n_block - 1), sharded)
-    swept = dict(split_values)
+    n_block, n_splits = math.prod(plan.block), len(plan.splits or (None,))
+    instance = jax.lax.with_sharding_constraint(jnp.arange(plan.padded_points * n_splits), sharded)
+    local = jnp.minimum(instance // n_splits, n_block - 1)  # the grid point in the block
+    swept = {name: v[instance % n_splits] for name, v in split_values.items()}
     for d, values in enumerate(axis_values):
         stride = math.prod(plan.block[d + 1 :])
         index = jnp.minimum(origin[d] + local // stride % plan.block[d], plan.shape[d] - 1)
-        swept.update({name: v[index][:, None] for name, v in values.items()})
+        swept.update({name: v[index] for name, v in values.items()})
     return jax.lax.with_sharding_constraint(_solve_scheme(_configuration(base, swept), plan), sharded)
 
 
@@ -722,11 +731,19 @@ def _local_mesh() -> Mesh:
     return Mesh(np.array(jax.local_devices()), ("chunk",))
 
 
-def _chunk_evaluator(spec: SweepSpec, layout: ChunkLayout, mesh: Mesh, dtype) -> Callable[[int], list[dict]]:
-    """``evaluate(chunk) -> [{variable: array (padded chunk[, split])} per scheme]``, dispatched asynchronously.
+class _Evaluator(NamedTuple):
+    """``evaluate(chunk)``: a dict of variables (padded chunk[, split]) per scheme, dispatched asynchronously;
+    ``compile_jobs``: one callable per scheme that compiles its chunk function ahead of time (so that
+    compiling can overlap preparing the store; a later ``evaluate`` reuses the compiled program).
+    """
 
-    All values (base configuration, axes, splits) are arguments, so sweeps of the same structure
-    share one compilation per scheme.
+    evaluate: Callable[[int], list[dict]]
+    compile_jobs: tuple[Callable[[], Any], ...]
+
+
+def _chunk_evaluator(spec: SweepSpec, layout: ChunkLayout, mesh: Mesh, dtype) -> _Evaluator:
+    """The chunk evaluation of ``spec``. All values (base configuration, axes, splits) are arguments,
+    so sweeps of the same structure share one compilation per scheme.
     """
     replicated = NamedSharding(mesh, PartitionSpec())
 
@@ -735,14 +752,19 @@ def _chunk_evaluator(spec: SweepSpec, layout: ChunkLayout, mesh: Mesh, dtype) ->
 
     base = cast(spec.base)
     axis_values = cast(tuple(dict(axis.values) for axis in spec.axes))
-    split_values = cast({k: v[None, :] for k, v in spec.split_values().items()})
+    split_values = cast(spec.split_values())
     plans = [_Plan(layout.shape, layout.block, scheme, spec.splits, mesh, spec.gradients) for scheme in spec.schemes]
 
-    def evaluate(chunk: int) -> list[dict]:
-        origin = np.array([r.start for r in layout.region(chunk)], np.int32)
-        return [_evaluate_chunk(origin, base, axis_values, split_values, plan=plan) for plan in plans]
+    def origin(chunk: int) -> np.ndarray:
+        return np.array([r.start for r in layout.region(chunk)], np.int32)
 
-    return evaluate
+    def evaluate(chunk: int) -> list[dict]:
+        return [_evaluate_chunk(origin(chunk), base, axis_values, split_values, plan=plan) for plan in plans]
+
+    def compile_job(plan: _Plan):
+        return lambda: _evaluate_chunk.lower(origin(0), base, axis_values, split_values, plan=plan).compile()
+
+    return _Evaluator(evaluate, tuple(map(compile_job, plans)))
 
 
 # ----------------------------------------------------------------------------- storage
@@ -826,13 +848,20 @@ def _open_arrays(out: Path, spec: SweepSpec) -> dict[str, Any]:
     return {name: root[name] for name in [*_variables(spec, np.float64), _PROGRESS]}
 
 
-def _write_chunk(arrays: Mapping[str, Any], layout: ChunkLayout, chunk: int, outputs: Sequence[Mapping[str, jax.Array]]) -> int:
-    """Write one evaluated chunk (a dict per scheme) into its region, then mark it done; the number of grid points."""
+def _write_chunk(arrays: Mapping[str, Any], layout: ChunkLayout, chunk: int, outputs: Sequence[Mapping[str, jax.Array]],
+                 io: ThreadPoolExecutor) -> int:
+    """Write one evaluated chunk (a dict per scheme) into its region, then mark it done; the number of grid points.
+
+    The variables are written concurrently on ``io`` (each is its own Zarr chunk file).
+    """
     region = layout.region(chunk)
     extent = tuple(slice(0, r.stop - r.start) for r in region)
-    for name in outputs[0]:
+
+    def write(name: str) -> None:
         host = np.stack([np.asarray(scheme[name])[: layout.block_points] for scheme in outputs], axis=1)
         arrays[name][region] = host.reshape(layout.block + host.shape[1:])[extent]
+
+    list(io.map(write, outputs[0]))
     arrays[_PROGRESS][chunk] = 1
     return math.prod(r.stop - r.start for r in region)
 
@@ -954,20 +983,29 @@ def run_sweep(
         layout = _resumed_layout(out, spec, dtype)
     else:
         layout = chunk_layout(spec.shape, chunk_size // math.prod(spec.inner_shape))
-    _barrier("laimco-sweep-checked")
-    if not exists and jax.process_index() == 0:
-        _create_store(out, spec, layout, dtype)
-    _barrier("laimco-sweep-created")
-    arrays = _open_arrays(out, spec)
-    todo = np.flatnonzero(arrays[_PROGRESS][:] == 0)
-    _barrier("laimco-sweep-progress-read")
-    mine = todo[jax.process_index() :: jax.process_count()]
-    evaluate = _chunk_evaluator(spec, layout, _local_mesh(), dtype)
+    evaluator = _chunk_evaluator(spec, layout, _local_mesh(), dtype)
     per_point = math.prod(spec.inner_shape)
-    total = per_point * sum(math.prod(r.stop - r.start for r in layout.region(int(c))) for c in mine)
     who = f" (process {jax.process_index()} of {jax.process_count()})" if jax.process_count() > 1 else ""
-    with _progress_bar(progress and jax.process_index() == 0) as bar, ThreadPoolExecutor(1) as writer:
-        task = bar.add_task(f"sweep{who}", total=total)
+    with (
+        _progress_bar(progress and jax.process_index() == 0) as bar,
+        ThreadPoolExecutor(min(len(spec.schemes), os.cpu_count() or 1)) as compiler,
+        ThreadPoolExecutor(1) as writer,
+        ThreadPoolExecutor(_WRITE_THREADS) as io,
+    ):
+        task = bar.add_task(f"compiling {len(spec.schemes)} scheme(s){who}", total=None)
+        compiled = [compiler.submit(job) for job in evaluator.compile_jobs]  # while the store is prepared
+        _barrier("laimco-sweep-checked")
+        if not exists and jax.process_index() == 0:
+            _create_store(out, spec, layout, dtype)
+        _barrier("laimco-sweep-created")
+        arrays = _open_arrays(out, spec)
+        todo = np.flatnonzero(arrays[_PROGRESS][:] == 0)
+        _barrier("laimco-sweep-progress-read")
+        mine = todo[jax.process_index() :: jax.process_count()]
+        total = per_point * sum(math.prod(r.stop - r.start for r in layout.region(int(c))) for c in mine)
+        for job in compiled:
+            job.result()
+        bar.reset(task, total=total, description=f"sweep{who}")  # rate and ETA count from here
         pending: deque = deque()
 
         def finish():
@@ -978,8 +1016,8 @@ def run_sweep(
                 on_chunk(chunk, instances)
 
         for chunk in map(int, mine):
-            outputs = evaluate(chunk)  # dispatched; the writer thread waits for it
-            pending.append((chunk, writer.submit(_write_chunk, arrays, layout, chunk, outputs)))
+            outputs = evaluator.evaluate(chunk)  # dispatched; the writer thread waits for it
+            pending.append((chunk, writer.submit(_write_chunk, arrays, layout, chunk, outputs, io)))
             if len(pending) > 1:
                 finish()
         while pending:

@@ -120,6 +120,28 @@ def _optimality(z, problem: Problem, active: _ActiveSet, spec: SchemeSpec):
     ])
 
 
+def _solve_small(a, b):
+    """x with a x = b for one small square system (n = 5 here): Gaussian elimination with partial
+    pivoting, unrolled into elementwise operations (vmapped over instances by the callers).
+
+    Not ``jnp.linalg.solve``: on CPU (jaxlib 0.10.2) two batched LAPACK solves that XLA runs
+    concurrently in one program deadlock its thread pool (two stored gradients in a sweep hung), and
+    for 5 x 5 systems a batched LAPACK call is slower than these few vector operations anyway.
+    A singular ``a`` gives non-finite entries (the caller maps them to 0).
+    """
+    n = a.shape[-1]
+    m = jnp.concatenate([a, b.reshape(n, -1)], axis=1)
+    for k in range(n):
+        pivot = k + jnp.argmax(jnp.abs(m[k:, k]))
+        row_k, row_pivot = m[k], m[pivot]
+        m = m.at[pivot].set(row_k).at[k].set(row_pivot)
+        m = m.at[k + 1 :].add(-(m[k + 1 :, k] / m[k, k])[:, None] * m[k])
+    x = jnp.zeros_like(m[:, n:])
+    for k in reversed(range(n)):
+        x = x.at[k].set((m[k, n:] - m[k, k + 1 : n] @ x[k + 1 :]) / m[k, k])
+    return x.reshape(b.shape)
+
+
 @functools.lru_cache(maxsize=None)
 def _kkt_point(scheme: str):
     """z* as a function of the problem, differentiated by the implicit function theorem.
@@ -140,7 +162,7 @@ def _kkt_point(scheme: str):
         _, d_problem, _ = tangents
         jac_z = jax.jacfwd(_optimality)(z0, problem, active, spec)
         _, d_residual = jax.jvp(lambda p: _optimality(z0, p, active, spec), (problem,), (d_problem,))
-        d_z = -jnp.linalg.solve(jac_z, d_residual)
+        d_z = -_solve_small(jac_z, d_residual)
         # A singular system (degenerate or infeasible instance) gives no derivative, never NaN.
         return z0, jnp.where(jnp.all(jnp.isfinite(d_z)), d_z, 0.0)
 

@@ -108,3 +108,21 @@ def test_batched_equals_pointwise_and_infeasible_is_zero():
     for out in OUTPUTS:
         leaves = [np.asarray(x)[2] for x in jax.tree_util.tree_leaves(grads[out])]
         assert all(np.isfinite(v) and v == 0.0 for v in leaves), out
+
+
+def test_small_solver_matches_lapack_and_flags_singular_systems():
+    """The unrolled elimination of the KKT systems against numpy's LAPACK solve (pivoting needed)."""
+    from laimco_jax.sensitivity import _solve_small
+
+    rng = np.random.default_rng(7)
+    a = rng.normal(size=(500, 5, 5)) + 3.0 * np.eye(5)
+    a[:100, 0, 0] = 0.0  # a zero leading pivot: only a row swap gets past it
+    rhs = rng.normal(size=(500, 5, 3))
+    expected = np.linalg.solve(a, rhs)
+    got = np.asarray(jax.vmap(_solve_small)(jnp.asarray(a), jnp.asarray(rhs)))
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9 * np.abs(expected).max())
+    vector = np.asarray(jax.vmap(_solve_small)(jnp.asarray(a), jnp.asarray(rhs[..., 0])))
+    np.testing.assert_allclose(vector, expected[..., 0], rtol=1e-9, atol=1e-9 * np.abs(expected).max())
+    singular = a[:1].copy()
+    singular[0, :, 2] = singular[0, :, 4]  # two equal columns
+    assert not np.all(np.isfinite(np.asarray(jax.vmap(_solve_small)(jnp.asarray(singular), jnp.asarray(rhs[:1, :, 0])))))

@@ -43,7 +43,7 @@ from laimco_jax.solvers.schemes import SchemeSpec, scheme_problem, scheme_spec
 from laimco_jax.solvers.solution import InfeasibleReason, Solution, Status, make_solution
 from laimco_jax.system import LN2, OperatingPoint, channel_gain
 
-__all__ = ["ConvexForm", "convex_form", "solve_exact", "DEFAULT_ITERATIONS", "DEFAULT_GAP_TOL"]
+__all__ = ["ConvexForm", "convex_form", "infeasible_reason", "solve_exact", "DEFAULT_ITERATIONS", "DEFAULT_GAP_TOL"]
 
 DEFAULT_ITERATIONS = 28
 DEFAULT_GAP_TOL = 1e-9
@@ -363,7 +363,10 @@ def _primal_at(form: ConvexForm, r: _Rates, rel_tol) -> _Primal:
 # ----------------------------------------------------------------------------- the solver
 
 
-def _infeasible_reason(form: ConvexForm, spec: SchemeSpec):
+def infeasible_reason(form: ConvexForm, spec: SchemeSpec):
+    """DELAY if T0 is missed at the pruning lower bounds, full clocks and full power; else ENERGY if E0 is
+    exceeded by the least energy (upload at p -> 0, or at P_max if pinned; compute parts only at
+    pinned clocks); else JOINT (each budget alone can be met, not both): :class:`InfeasibleReason`."""
     full_speed_delay = (
         form.rho_min * form.delay_device_s
         + form.rho_server_min * form.delay_server_s
@@ -494,7 +497,7 @@ def solve_exact(
         problem,
         point,
         status=status,
-        infeasible_reason=jnp.where(infeasible, _infeasible_reason(form, spec), InfeasibleReason.NONE),
+        infeasible_reason=jnp.where(infeasible, infeasible_reason(form, spec), InfeasibleReason.NONE),
         upper_bound=upper,
         certificate=certificate,
         delay_multiplier=delay_mult,

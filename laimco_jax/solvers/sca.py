@@ -92,9 +92,10 @@ import numpy as np
 
 from laimco_jax import distortion
 from laimco_jax.params import Problem
+from laimco_jax.solvers.exact import ConvexForm, convex_form, infeasible_reason
 from laimco_jax.solvers.schemes import SchemeSpec, scheme_problem, scheme_spec
 from laimco_jax.solvers.solution import InfeasibleReason, Solution, Status, make_solution
-from laimco_jax.system import LN2, OperatingPoint, channel_gain
+from laimco_jax.system import LN2, OperatingPoint
 
 __all__ = ["solve_sca", "DEFAULT_MAX_ITERS", "DEFAULT_EPS"]
 
@@ -143,28 +144,19 @@ class _Instance(NamedTuple):
     bits_per_weight: Any  # b: log2 D̂ = log2_distortion_pruned - b (ρq + ρ̃s)/(q + s)
 
 
-def _instance(problem: Problem, spec: SchemeSpec) -> _Instance:
-    """Scaled coefficients of ``problem`` (already re-split for its scheme), broadcast to one shape."""
-    system, model, budget = problem.system, problem.model, problem.budget
-    t0, e0 = budget.delay_s, budget.energy_j
-    noise = system.bandwidth_hz * system.noise_psd_w_per_hz
-    total = model.params_device + model.params_server
-
-    def chip(flops, c, f_max, pue, phi):
-        delay = flops / (c * f_max * t0)
-        energy = pue * phi * flops * f_max**2 / (c * e0)
-        return delay, energy, e0 / (2.0 * pue * phi * f_max**3 * t0)
-
-    dev = chip(model.flops_device, system.flops_per_cycle_device, system.f_max_device_hz,
-               system.pue_device, system.power_coeff_device)
-    srv = chip(model.flops_server, system.flops_per_cycle_server, system.f_max_server_hz,
-               system.pue_server, system.power_coeff_server)
+def _instance(form: ConvexForm, problem: Problem) -> _Instance:
+    """Scaled coefficients of ``problem`` (already re-split for its scheme) from its convex form
+    (:func:`~laimco_jax.solvers.exact.convex_form`), broadcast to one shape."""
+    t0, e0 = form.delay_budget_s, form.energy_budget_j
+    total = form.value_device + form.value_server
+    p_max, model = problem.system.p_max_w, problem.model
+    upload_delay = form.bits * LN2 / (form.bandwidth_hz * t0)
     fields = (
-        model.params_device / total, model.params_server / total, dev[0], dev[1], srv[0], srv[1],
-        model.embedding_bits * LN2 / (system.bandwidth_hz * t0),
-        system.p_max_w * model.embedding_bits * LN2 / (system.bandwidth_hz * e0),
-        channel_gain(system) * system.p_max_w / noise, dev[2], srv[2], spec.rho_min, spec.rho_server_min,
-        distortion.log2_distortion_bound(0.0, 0.0, model.params_device, model.params_server,
+        form.value_device / total, form.value_server / total,
+        form.delay_device_s / t0, form.energy_device_j / e0, form.delay_server_s / t0, form.energy_server_j / e0,
+        upload_delay, form.bits * LN2 * p_max / (form.bandwidth_hz * e0),
+        p_max / form.link_power_w, form.free_price_device * e0 / t0, form.free_price_server * e0 / t0, form.rho_min, form.rho_server_min,
+        distortion.log2_distortion_bound(0.0, 0.0, form.value_device, form.value_server,
                                          model.bits_per_weight, model.entropy_bits),
         model.bits_per_weight,
     )
@@ -701,23 +693,6 @@ def _solve_one(inst: _Instance, start: _Point | None, eps, spec: SchemeSpec,
 # ----------------------------------------------------------------------------- public API
 
 
-def _infeasible_reason(inst: _Instance, spec: SchemeSpec):
-    """DELAY / ENERGY / JOINT as in :class:`InfeasibleReason`, from closed forms at the lower bounds:
-    DELAY if T0 is missed at maximum clocks and power; ENERGY if E0 is exceeded by the least energy
-    (upload at p -> 0, or at P_max if pinned; compute parts only if their clocks are pinned)."""
-    one = jnp.ones_like(inst.snr_max)
-    full_speed_delay = (inst.rho_min * inst.delay_device + inst.rho_server_min * inst.delay_server
-                        + _upload_delay(inst, one))
-    least_energy = _upload_energy(inst, one) if spec.fixed_power else inst.upload_energy / inst.snr_max
-    if spec.fixed_frequency:
-        least_energy = least_energy + inst.rho_min * inst.energy_device + inst.rho_server_min * inst.energy_server
-    return jnp.where(
-        full_speed_delay > 1.0,
-        InfeasibleReason.DELAY,
-        jnp.where(least_energy > 1.0, InfeasibleReason.ENERGY, InfeasibleReason.JOINT),
-    )
-
-
 @functools.partial(jax.jit, static_argnames=("scheme", "max_iters"))
 def solve_sca(
     problem: Problem,
@@ -750,7 +725,8 @@ def solve_sca(
         raise ValueError(f"max_iters = {max_iters!r} must be at least 1")
     spec = scheme_spec(scheme)
     problem = scheme_problem(problem, scheme)
-    inst = _instance(problem, spec)
+    form = convex_form(problem, spec)
+    inst = _instance(form, problem)
     shape, dtype = inst.snr_max.shape, inst.snr_max.dtype
     system, model, budget = problem.system, problem.model, problem.budget
     scaled_start = None
@@ -785,7 +761,7 @@ def solve_sca(
         problem,
         point,
         status=status,
-        infeasible_reason=jnp.where(infeasible, _infeasible_reason(inst, spec), InfeasibleReason.NONE),
+        infeasible_reason=jnp.where(infeasible, infeasible_reason(form, spec), InfeasibleReason.NONE),
         upper_bound=total,
         certificate=out.decrease,
         delay_multiplier=delay_multiplier,

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from laimco_jax import distortion
-from laimco_jax.params import Problem
+from laimco_jax.params import FIELD_SECTION, ConfigError, Problem
 from laimco_jax.solvers.exact import ConvexForm, convex_form, solve_exact
 from laimco_jax.solvers.schemes import SchemeSpec, scheme_problem, scheme_spec
 from laimco_jax.solvers.solution import Status
@@ -274,7 +274,11 @@ def field_derivatives(problem: Problem, solution, scheme: str, fields: tuple[str
 
     One forward-mode JVP per field (a sweep storing a few derivatives needs no full Jacobian).
     Returns ``{field: OptimumOutputs of derivatives}``, in the field's units as :func:`sensitivities`.
+    Raises ConfigError for a name that is not a configuration field (it would differentiate nothing).
     """
+    unknown = [field for field in fields if field not in FIELD_SECTION]
+    if unknown:
+        raise ConfigError(f"fields = {unknown!r}: not configuration fields; allowed: {', '.join(FIELD_SECTION)}")
 
     def one(p, sol):
         def along(field):

@@ -126,3 +126,12 @@ def test_small_solver_matches_lapack_and_flags_singular_systems():
     singular = a[:1].copy()
     singular[0, :, 2] = singular[0, :, 4]  # two equal columns
     assert not np.all(np.isfinite(np.asarray(jax.vmap(_solve_small)(jnp.asarray(singular), jnp.asarray(rhs[:1, :, 0])))))
+
+
+def test_field_derivatives_reject_unknown_fields():
+    from laimco_jax.params import ConfigError
+    from laimco_jax.sensitivity import field_derivatives
+
+    problem, scheme, solution, _ = case(0)
+    with pytest.raises(ConfigError, match=r"fields = \['delay'\]: not configuration fields; allowed: .*delay_s"):
+        field_derivatives(problem, solution, scheme, ("delay_s", "delay"))

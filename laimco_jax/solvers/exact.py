@@ -435,7 +435,7 @@ def _solve_form(form: ConvexForm, spec: SchemeSpec, iterations: int, gap_tol):
     primal = jax.tree_util.tree_map(pick, *primals)
     dual = jax.tree_util.tree_map(pick, *duals)
     # Weak duality: upper >= primal value up to rounding (only violated at the feasibility boundary).
-    every_dual = duals + ([] if spec.fixed_frequency else [k_low, k_high])
+    every_dual = duals + [k_low, k_high]  # at fixed clocks the ends appear twice: min/max/and ignore it
     upper = jnp.maximum(functools.reduce(jnp.minimum, [d.value for d in every_dual]), primal.value)
     certified_infeasible = ~functools.reduce(jnp.logical_and, [d.feasible for d in every_dual])
     infeasible = ~primal.feasible & certified_infeasible

@@ -154,8 +154,8 @@ def _instance(form: ConvexForm, problem: Problem) -> _Instance:
     fields = (
         form.value_device / total, form.value_server / total,
         form.delay_device_s / t0, form.energy_device_j / e0, form.delay_server_s / t0, form.energy_server_j / e0,
-        upload_delay, form.bits * LN2 * p_max / (form.bandwidth_hz * e0),
-        p_max / form.link_power_w, form.free_price_device * e0 / t0, form.free_price_server * e0 / t0, form.rho_min, form.rho_server_min,
+        upload_delay, form.bits * LN2 * p_max / (form.bandwidth_hz * e0), p_max / form.link_power_w,
+        form.free_price_device * e0 / t0, form.free_price_server * e0 / t0, form.rho_min, form.rho_server_min,
         distortion.log2_distortion_bound(0.0, 0.0, form.value_device, form.value_server,
                                          model.bits_per_weight, model.entropy_bits),
         model.bits_per_weight,

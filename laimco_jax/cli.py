@@ -293,20 +293,24 @@ def sweep_cmd(
     points: Annotated[Optional[Path], typer.Option("--points", help="CSV file of explicit points (one column per field).")] = None,
     split: Annotated[Optional[str], typer.Option("--split", help="Split points: all, FIRST:LAST or a comma list.")] = None,
     scheme: Annotated[Optional[str], typer.Option("--scheme", help="all or a comma list of schemes (default proposed).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Output Zarr store (opened with laimco_jax.sweep.open_sweep).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output: NAME.zarr (Zarr store) or NAME.nc (netCDF, via the work store NAME.nc.zarr); open with laimco_jax.sweep.open_sweep.")] = None,
     spec: Annotated[Optional[Path], typer.Option("--spec", help="Sweep spec TOML (see laimco_jax.sweep).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted sweep in --out.")] = False,
     chunk_size: Annotated[Optional[int], typer.Option("--chunk-size", help="Solves per chunk (memory bound).")] = None,
     distributed: Annotated[bool, typer.Option("--distributed", help="Join a multi-host run (jax.distributed).")] = False,
     gradient: Annotated[Optional[list[str]], typer.Option("--gradient", help="Store d OUTPUT/d FIELD, e.g. log2_distortion_bound/delay_s (repeatable).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Start even if the results may not fit on the disk.")] = False,
 ) -> None:
-    """Solve (P1) on a Cartesian grid of configurations, chunk by chunk, into a resumable Zarr store."""
+    """Solve (P1) on a Cartesian grid of configurations, chunk by chunk, into a resumable Zarr store.
+
+    Ctrl-C exits with status 130 and one line on stderr: the chunks written and how to resume.
+    """
     from laimco_jax.sweep import run_sweep_from_cli
 
     path = run_sweep_from_cli(
         preset=preset, model=model, config=config, overrides=_parse_sets(set_), grids=grid, points=points,
         splits=split, schemes=scheme, out=out, spec=spec, resume=resume, chunk_size=chunk_size,
-        distributed=distributed, gradients=gradient,
+        distributed=distributed, gradients=gradient, force=force,
     )
     console.print(f"sweep written to {path}")
 

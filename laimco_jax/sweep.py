@@ -99,12 +99,16 @@ for -1). It is a reduction inside the jitted chunk function, so it costs no seco
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import functools
 import json
 import math
 import os
+import shutil
+import socket
+import warnings
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -135,10 +139,12 @@ __all__ = [
     "BEST_SPLIT_RTOL",
     "DEFAULT_CHUNK_SIZE",
     "FIELD_UNITS",
+    "OUT_SUFFIXES",
     "SOLUTION_VARIABLES",
     "SPLIT_FIELDS",
     "Axis",
     "ChunkLayout",
+    "Interrupted",
     "SweepSpec",
     "best_split",
     "build_spec",
@@ -166,6 +172,20 @@ POINT_DIM = "point"
 _ZARR_FORMAT = 2
 _PROGRESS = "_progress/done"
 _WRITE_THREADS = 4  # variables written at once (file writes overlap)
+#: Output suffix -> format: ``.zarr`` is the resumable store itself; ``.nc`` is netCDF (3, 64-bit
+#: offset, scipy's writer) converted at the end from the Zarr work store ``OUT.zarr`` next to it.
+OUT_SUFFIXES = {".zarr": "Zarr store", ".nc": "netCDF file (written from the work store OUT.zarr when complete)"}
+_NETCDF3_MAX_VARIABLE_BYTES = 2**32 - 4  # netCDF-3 64-bit offset format: per variable [B]
+
+
+class Interrupted(KeyboardInterrupt):
+    """A Ctrl-C that stopped a sweep (or ``laimco reproduce``); ``message``: one line saying what was
+    written and how to resume."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
 
 #: Units of every configuration field (attrs of the coordinates).
 FIELD_UNITS: dict[str, str] = {
@@ -290,7 +310,7 @@ class SweepSpec:
         return json.dumps(
             {
                 "base": self.base,
-                "axes": [{"dim": a.dim, "values": {k: v.tolist() for k, v in a.values.items()}} for a in self.axes],
+                "axes": [{"dim": a.dim, "values": {k: _encode_values(v) for k, v in a.values.items()}} for a in self.axes],
                 "schemes": list(self.schemes),
                 "splits": None if self.splits is None else list(self.splits),
                 "split_model": self.split_model,
@@ -303,17 +323,45 @@ class SweepSpec:
     def from_json(cls, text: str) -> SweepSpec:
         data = json.loads(text)
         axes = tuple(
-            Axis(a["dim"], {k: np.asarray(v, np.float64) for k, v in a["values"].items()}) for a in data["axes"]
+            Axis(a["dim"], {k: _decode_values(v) for k, v in a["values"].items()}) for a in data["axes"]
         )
         splits = None if data["splits"] is None else tuple(data["splits"])
         gradients = tuple(tuple(g) for g in data.get("gradients", ()))
         return cls(data["base"], axes, tuple(data["schemes"]), splits, data["split_model"], gradients)
 
 
+_SPACINGS = {"linspace": np.linspace, "geomspace": np.geomspace}
+
+
+def _encode_values(values: np.ndarray) -> list[float] | dict[str, list]:
+    """Axis values for the spec JSON: ``{"linspace"|"geomspace": [start, stop, num]}`` when they are
+    exactly that range (so a 10-million-value range costs bytes, not 200 MB), else the list."""
+    if len(values) >= 3:
+        start, stop, num = float(values[0]), float(values[-1]), len(values)
+        geometric = start * stop > 0
+        for name, spacing in _SPACINGS.items():
+            if (name == "linspace" or geometric) and np.array_equal(spacing(start, stop, num), values):
+                return {name: [start, stop, num]}
+    return values.tolist()
+
+
+def _decode_values(encoded: list[float] | dict[str, list]) -> np.ndarray:
+    """Inverse of :func:`_encode_values` (float64)."""
+    if isinstance(encoded, dict):
+        ((name, (start, stop, num)),) = encoded.items()
+        return _SPACINGS[name](start, stop, num).astype(np.float64)
+    return np.asarray(encoded, np.float64)
+
+
 _GRID_FORMS = (
     "START:STOP:NUM (NUM linear values, STOP included), START:STOP:NUM:log (geometric, START, STOP > 0) "
     "or distinct values V1,V2,..."
 )
+
+
+def _reason(exc: BaseException) -> str:
+    """An OS error's reason without its repr (``Is a directory``), else the exception's text."""
+    return getattr(exc, "strerror", None) or str(exc)
 
 
 def _field_name(where: str, key: str) -> str:
@@ -456,10 +504,14 @@ def read_points_csv(path: str | Path) -> dict[str, np.ndarray]:
             rows = [row for row in csv.reader(fh) if row]
     except FileNotFoundError as exc:
         raise ConfigError(f"points file {str(path)!r} does not exist") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"points file {str(path)!r} cannot be read ({_reason(exc)}); expected a CSV file") from exc
     if len(rows) < 2:
         raise ConfigError(f"points file {str(path)!r}: expected a header of field names and at least one row")
-    header = rows[0]
-    columns: dict[str, list[float]] = {h.strip(): [] for h in header}
+    header = [h.strip() for h in rows[0]]
+    if len(set(header)) != len(header):
+        raise ConfigError(f"points file {str(path)!r}: header {header} repeats a field; give each field once")
+    columns: dict[str, list[float]] = {h: [] for h in header}
     for line, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):
             raise ConfigError(f"points file {str(path)!r} line {line}: {len(row)} values for {len(header)} fields")
@@ -484,6 +536,8 @@ def points_axis(points: Sequence[Mapping[str, float]] | Mapping[str, Sequence[fl
     values = {}
     for key, column in columns.items():
         name = _field_name(f"points field {key!r}", key)
+        if name in values:
+            raise ConfigError(f"points field {key!r}: field {name!r} is given twice; give each field once")
         values[name] = np.array([_number(f"points {name}", v) for v in column], np.float64)
     return Axis(POINT_DIM, values)
 
@@ -570,7 +624,20 @@ def build_spec(
     return spec
 
 
-_SPEC_KEYS = ("preset", "model", "config", "split", "scheme", "out", "chunk_size", "set", "grid", "points", "gradient")
+#: Spec file key -> (allowed TOML types, what it must be).
+_SPEC_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "preset": ((str,), "a preset name (string)"),
+    "model": ((str,), "a model preset name (string)"),
+    "config": ((str,), "a TOML file path (string)"),
+    "split": ((str, int, list), '"all", "FIRST:LAST", "S1,S2,..." or a list of integers'),
+    "scheme": ((str, list), '"all", a comma list or a list of scheme names'),
+    "out": ((str,), f"a path (string) ending in {' or '.join(OUT_SUFFIXES)}"),
+    "chunk_size": ((int,), "an integer >= 1"),
+    "set": ((dict,), "a table of FIELD = value"),
+    "grid": ((dict,), 'a table of FIELD = "SPEC" or FIELD = [values]'),
+    "points": ((str, list), "a CSV file path (string) or an array of tables [[points]]"),
+    "gradient": ((list,), 'a list of "OUTPUT/FIELD" strings'),
+}
 
 
 def read_spec_file(path: str | Path) -> dict[str, Any]:
@@ -578,13 +645,20 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
 
     Returns ``{"preset", "model", "config", "overrides", "grid", "points", "splits", "schemes",
     "out", "chunk_size"}`` (absent keys omitted): the keywords of :func:`build_spec` plus ``out``
-    and ``chunk_size``.
+    and ``chunk_size``. Raises ConfigError naming the file, the key, its value and what is allowed.
     """
     path = Path(path)
-    data = read_toml_file(path, "spec file")
+    try:
+        data = read_toml_file(path, "spec file")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"spec file {str(path)!r} cannot be read ({_reason(exc)}); expected a TOML file") from exc
     unknown = sorted(set(data) - set(_SPEC_KEYS))
     if unknown:
         raise ConfigError(f"spec file {str(path)!r}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(_SPEC_KEYS)}")
+    for key, value in data.items():
+        types, allowed = _SPEC_KEYS[key]
+        if not isinstance(value, types) or isinstance(value, bool) or (key == "chunk_size" and value < 1):
+            raise ConfigError(f"spec file {str(path)!r}: {key} = {value!r}; expected {allowed}")
     here = path.parent
     renames = {"set": "overrides", "split": "splits", "scheme": "schemes", "gradient": "gradients"}
     options = {renames.get(k, k): v for k, v in data.items()}
@@ -593,8 +667,6 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
             options[key] = here / options[key]
     if isinstance(options.get("points"), str):
         options["points"] = here / options["points"]
-    if "chunk_size" in options and not (isinstance(options["chunk_size"], int) and options["chunk_size"] >= 1):
-        raise ConfigError(f"spec file {str(path)!r}: chunk_size = {options['chunk_size']!r} must be an integer >= 1")
     return options
 
 
@@ -790,6 +862,22 @@ def _variables(spec: SweepSpec, dtype) -> dict[str, tuple[tuple[str, ...], Any, 
     return out
 
 
+def _dim_sizes(spec: SweepSpec) -> dict[str, int]:
+    """Length of every dim of the stored variables."""
+    return dict(zip((a.dim for a in spec.axes), spec.shape), scheme=len(spec.schemes), split=len(spec.splits or ()))
+
+
+def _variable_bytes(spec: SweepSpec, layout: ChunkLayout, dtype) -> dict[str, tuple[int, int]]:
+    """Stored variable -> (bytes of one Zarr chunk as stored, bytes of the whole variable) [B], uncompressed
+    (the store is: edge chunks are stored whole, so chunks x chunk bytes bounds the store from above)."""
+    sizes, grid = _dim_sizes(spec), len(spec.axes)
+    out = {}
+    for name, (dims, vtype, _, _) in _variables(spec, dtype).items():
+        per_point = math.prod(sizes[d] for d in dims[grid:]) * np.dtype(vtype).itemsize
+        out[name] = (layout.block_points * per_point, math.prod(spec.shape) * per_point)
+    return out
+
+
 def _store_attrs(spec: SweepSpec, layout: ChunkLayout, dtype) -> dict[str, Any]:
     from laimco_jax import __version__
 
@@ -802,10 +890,41 @@ def _store_attrs(spec: SweepSpec, layout: ChunkLayout, dtype) -> dict[str, Any]:
         "split_model": spec.split_model if spec.splits is not None else "",
         "split_fields": list(SPLIT_FIELDS) if spec.splits is not None else [],
         "laimco_jax_version": __version__,
+        "complete": False,  # set true when the last chunk is written
     }
 
 
+def _work_store(out: Path) -> Path:
+    """The Zarr store a sweep into ``out`` writes: ``out`` itself (``.zarr``) or ``OUT.zarr`` next to a
+    ``.nc`` output. ConfigError for any other suffix."""
+    if out.suffix not in OUT_SUFFIXES:
+        allowed = "; ".join(f"{suffix} ({what})" for suffix, what in OUT_SUFFIXES.items())
+        raise ConfigError(f"--out {str(out)!r}: the suffix {out.suffix!r} is not supported; allowed: {allowed}")
+    return out if out.suffix == ".zarr" else out.with_name(out.name + ".zarr")
+
+
+def _results(out: Path) -> Path:
+    """Where the results of the sweep into ``out`` are now: its finished netCDF file, else its Zarr store."""
+    store = _work_store(out)
+    return out if store != out and out.exists() else store
+
+
 def _create_store(out: Path, spec: SweepSpec, layout: ChunkLayout, dtype) -> None:
+    """The empty store, built under the temporary sibling name ``.NAME.partial`` and renamed into
+    place, so a store that exists is whole (a sweep killed while creating it leaves only the
+    temporary, which the next attempt removes; the caller holds the store's lock).
+    """
+    partial = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        _write_skeleton(partial, spec, layout, dtype)
+        os.rename(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+def _write_skeleton(out: Path, spec: SweepSpec, layout: ChunkLayout, dtype) -> None:
     """Coordinates, attrs, empty variables (chunked like the sweep) and the progress markers."""
     import xarray as xr
     import zarr
@@ -822,7 +941,7 @@ def _create_store(out: Path, spec: SweepSpec, layout: ChunkLayout, dtype) -> Non
     )
     root = zarr.open_group(out, mode="r+", zarr_format=_ZARR_FORMAT)
     point_fields = [n for a in spec.axes if a.dim == POINT_DIM for n in a.values]
-    sizes = dict(zip((a.dim for a in spec.axes), layout.shape), scheme=len(spec.schemes), split=len(spec.splits or ()))
+    sizes = _dim_sizes(spec)
     grid_dims = len(layout.block)
     for name, (dims, vtype, fill, attrs) in _variables(spec, dtype).items():
         if point_fields:
@@ -845,7 +964,10 @@ def _open_arrays(out: Path, spec: SweepSpec) -> dict[str, Any]:
     import zarr
 
     root = zarr.open_group(out, mode="r+", zarr_format=_ZARR_FORMAT)
-    return {name: root[name] for name in [*_variables(spec, np.float64), _PROGRESS]}
+    try:
+        return {name: root[name] for name in [*_variables(spec, np.float64), _PROGRESS]}
+    except KeyError as exc:
+        raise ConfigError(f"{str(out)!r} lacks the array {exc}: an incomplete store; remove it and start again") from exc
 
 
 def _write_chunk(arrays: Mapping[str, Any], layout: ChunkLayout, chunk: int, outputs: Sequence[Mapping[str, jax.Array]],
@@ -866,45 +988,212 @@ def _write_chunk(arrays: Mapping[str, Any], layout: ChunkLayout, chunk: int, out
     return math.prod(r.stop - r.start for r in region)
 
 
-def _stored_attrs(out: Path) -> dict[str, Any]:
+def _written(store: Path) -> str:
+    """``K of N chunks written to STORE`` (from its progress markers), or ``nothing written to STORE``."""
     import zarr
 
     try:
-        return dict(zarr.open_group(out, mode="r", zarr_format=_ZARR_FORMAT).attrs)
+        done = zarr.open_array(store / _PROGRESS, mode="r", zarr_format=_ZARR_FORMAT)[:]
+    except FileNotFoundError:
+        return f"nothing written to {store}"
+    return f"{int(done.sum())} of {done.size} chunks written to {store}"
+
+
+def _sweep_attrs(path: Path) -> dict[str, Any]:
+    """The attrs of the sweep stored at ``path`` (a Zarr store or a finished netCDF file)."""
+    import xarray as xr
+    import zarr
+
+    try:
+        if path.suffix == ".nc":
+            with xr.open_dataset(path, engine="scipy") as ds:
+                attrs = dict(ds.attrs)
+        else:
+            attrs = dict(zarr.open_group(path, mode="r", zarr_format=_ZARR_FORMAT).attrs)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
-        raise ConfigError(f"{str(out)!r} holds no sweep to resume") from exc
-
-
-def _resumed_layout(out: Path, spec: SweepSpec, dtype) -> ChunkLayout:
-    """The stored chunk layout, after checking that ``out`` holds this very sweep."""
-    attrs = _stored_attrs(out)
+        raise ConfigError(f"{str(path)!r} holds no sweep to resume") from exc
     if "sweep_spec" not in attrs:
-        raise ConfigError(f"{str(out)!r} holds no sweep (its creation was interrupted?); remove it and start again")
+        raise ConfigError(f"{str(path)!r} holds no sweep (its creation was interrupted?); remove it and start again")
+    return attrs
+
+
+def _check_same_sweep(path: Path, spec: SweepSpec, dtype) -> dict[str, Any]:
+    """The attrs of the sweep at ``path``, after checking that it is this very sweep (ConfigError if not)."""
+    attrs = _sweep_attrs(path)
     if attrs["sweep_spec"] != spec.to_json() or attrs["dtype"] != np.dtype(dtype).name:
         raise ConfigError(
-            f"{str(out)!r} holds a different sweep (grid, configuration, schemes, splits or dtype); "
+            f"{str(path)!r} holds a different sweep (grid, configuration, schemes, splits or dtype); "
             "use another output, or resume it with no sweep options"
         )
-    return ChunkLayout(spec.shape, tuple(attrs["chunk_block"]))
+    return attrs
 
 
 def stored_spec(out: str | Path) -> SweepSpec:
-    """The spec of the sweep stored in ``out`` (to resume it without repeating the options)."""
-    attrs = _stored_attrs(Path(out))
-    if "sweep_spec" not in attrs:
-        raise ConfigError(f"{str(out)!r} holds no sweep (its creation was interrupted?); remove it and start again")
-    return SweepSpec.from_json(attrs["sweep_spec"])
+    """The spec of the sweep stored for ``out`` (to resume it without repeating the options)."""
+    return SweepSpec.from_json(_sweep_attrs(_results(Path(out)))["sweep_spec"])
 
 
 def open_sweep(out: str | Path):
-    """The results as an :class:`xarray.Dataset` (lazy; integers stay integers, -1 = not computed)."""
+    """The results as an :class:`xarray.Dataset` (lazy; integers stay integers, -1 = not computed).
+
+    ``out`` is a ``.zarr`` store or a ``.nc`` output (its netCDF file once finished, else its work
+    store ``OUT.zarr``). The attribute ``complete`` is false until the sweep's last chunk is written;
+    opening an incomplete sweep warns (UserWarning) how far it got and how to resume it.
+    """
     import xarray as xr
 
-    ds = xr.open_zarr(out, mask_and_scale=False, zarr_format=_ZARR_FORMAT)
+    path = _results(Path(out))
+    if path.suffix == ".nc":
+        ds = xr.open_dataset(path, engine="scipy", mask_and_scale=False)
+    else:
+        ds = xr.open_zarr(path, mask_and_scale=False, zarr_format=_ZARR_FORMAT)
     for variable in ds.variables.values():  # the fill value is storage detail: attrs -> encoding
         if "_FillValue" in variable.attrs:
             variable.encoding["_FillValue"] = variable.attrs.pop("_FillValue")
+    if not ds.attrs.get("complete", True):
+        warnings.warn(f"incomplete sweep: {_written(path)}; resume with: laimco sweep --resume --out {out}",
+                      stacklevel=2)
     return ds
+
+
+def _netcdf_attr(value: Any) -> Any:
+    """An attribute value netCDF-3 can store: booleans as 0/1, lists of strings space-separated."""
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        return " ".join(value)
+    return value
+
+
+def _write_netcdf(store: Path, out: Path) -> None:
+    """The finished Zarr ``store`` as the netCDF-3 file ``out`` (64-bit offsets, scipy's writer; every
+    variable passes through memory), written under ``.NAME.partial`` and renamed into place."""
+    ds = open_sweep(store)
+    for item in [ds, *ds.variables.values()]:
+        item.attrs = {key: _netcdf_attr(value) for key, value in item.attrs.items()}
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        ds.to_netcdf(partial, engine="scipy", format="NETCDF3_64BIT")
+        os.replace(partial, out)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def _finish(store: Path, out: Path) -> None:
+    """Mark the store complete (attribute ``complete``: every chunk is marked done); a ``.nc`` output
+    is then converted from it and the work store removed."""
+    import zarr
+
+    root = zarr.open_group(store, mode="r+", zarr_format=_ZARR_FORMAT)
+    if not root.attrs.get("complete") and bool(np.all(root[_PROGRESS][:] == 1)):
+        root.attrs["complete"] = True
+        zarr.consolidate_metadata(store)
+    if out != store:
+        _write_netcdf(store, out)
+        shutil.rmtree(store)
+
+
+# ----------------------------------------------------------------------------- guards
+
+
+def _free_bytes(path: Path) -> tuple[Path, int]:
+    """The nearest existing directory at or above ``path`` and the bytes free there [B]."""
+    where = path.absolute()
+    while not where.is_dir():
+        where = where.parent
+    return where, shutil.disk_usage(where).free
+
+
+def _check_size(out: Path, spec: SweepSpec, layout: ChunkLayout, dtype, chunks_left: int) -> None:
+    """ConfigError unless the rest of the sweep fits on the disk of ``out``: ``chunks_left`` chunks of
+    every variable (uncompressed, an upper bound), plus the whole netCDF file for a ``.nc`` output,
+    which must also keep each variable under netCDF-3's 4 GiB."""
+    sizes = _variable_bytes(spec, layout, dtype)
+    needed = chunks_left * sum(chunk for chunk, _ in sizes.values())
+    if out.suffix == ".nc":
+        name, largest = max(((n, whole) for n, (_, whole) in sizes.items()), key=lambda item: item[1])
+        if largest > _NETCDF3_MAX_VARIABLE_BYTES:
+            raise ConfigError(
+                f"--out {str(out)!r}: variable {name} would take {largest / 2**30:.3g} GiB, over netCDF-3's "
+                f"4 GiB per variable; use a .zarr output"
+            )
+        needed += sum(whole for _, whole in sizes.values())
+    where, free = _free_bytes(out)
+    if needed > free:
+        raise ConfigError(
+            f"--out {str(out)!r}: the sweep needs up to {needed / 1e9:.3g} GB ({spec.num_instances} instances, "
+            f"{chunks_left} chunks to write) but {where} has {free / 1e9:.3g} GB free; "
+            "shrink the grid, free space, or pass --force"
+        )
+
+
+@contextlib.contextmanager
+def _store_lock(store: Path):
+    """Hold the lock file ``STORE.lock`` (next to the store: JSON of this process's pid and host) while
+    writing ``store``. Another live holder: ConfigError naming it. A holder that is dead (a process
+    of this host that no longer runs) left a stale lock, which is taken over.
+    """
+    lock = store.with_name(store.name + ".lock")
+    _take_lock(lock, store)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _take_lock(lock: Path, store: Path) -> None:
+    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    mine = lock.with_name(f"{lock.name}.{me['pid']}")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        mine.write_text(json.dumps(me))
+        for _ in range(2):  # the second after removing a stale lock
+            try:
+                os.link(mine, lock)  # atomic, fails if the lock exists: the lock never lacks its holder
+                return
+            except FileExistsError:
+                holder = _lock_holder(lock)
+                if _holder_alive(holder):
+                    break
+                lock.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"--out {str(store)!r}: cannot write in {str(lock.parent)!r} ({_reason(exc)}); choose a writable directory"
+        ) from exc
+    finally:
+        with contextlib.suppress(OSError):
+            mine.unlink(missing_ok=True)
+    raise ConfigError(
+        f"--out {str(store)!r} is being written by another sweep: process {holder.get('pid', '?')} on host "
+        f"{holder.get('host', '?')} (lock file {lock}); wait for it, or remove the lock file if that process is gone"
+    )
+
+
+def _lock_holder(lock: Path) -> dict[str, Any]:
+    """The ``{"pid", "host"}`` in a lock file ({} if unreadable)."""
+    try:
+        holder = json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _holder_alive(holder: Mapping[str, Any]) -> bool:
+    """False for an unreadable lock and for a process of this host that no longer runs (another
+    host's processes cannot be checked: they count as alive)."""
+    pid = holder.get("pid")
+    if not holder:
+        return False  # unreadable (the lock is written whole, so never while being taken)
+    if holder.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # ----------------------------------------------------------------------------- driver
@@ -950,12 +1239,15 @@ def run_sweep(
     dtype=None,
     progress: bool = False,
     on_chunk: Callable[[int, int], None] | None = None,
+    force: bool = False,
 ) -> Path:
     """Solve every instance of ``spec`` and write the results chunk by chunk to the Zarr store ``out``.
 
     Args:
       spec: a validated sweep (:func:`build_spec`).
-      out: the store path (a directory). Must not exist unless ``resume``.
+      out: ``NAME.zarr``, the store (a directory), or ``NAME.nc``, a netCDF file converted at the end
+        from the work store ``NAME.nc.zarr`` (which is what is resumed and is removed once the netCDF
+        file is written). Must not exist unless ``resume``.
       chunk_size: most (P1) instances per chunk (grid points x schemes x splits); ignored on resume
         (the stored layout is kept).
       resume: continue the sweep stored in ``out`` (which must hold this very spec), computing only
@@ -964,41 +1256,90 @@ def run_sweep(
         ``jax_enable_x64`` is on, else float32).
       progress: show a progress bar (rate, ETA) on process 0.
       on_chunk: called as ``on_chunk(chunk, instances)`` after each chunk is written and marked done.
+      force: skip the check that the rest of the sweep fits on the disk (its uncompressed size).
 
     Returns:
       ``out`` as a Path; open it with :func:`open_sweep`. Under :mod:`jax.distributed`, every process
       calls this with the same arguments and returns when all are done.
+
+    Raises:
+      ConfigError: bad arguments, ``out`` held by another sweep (lock file ``STORE.lock``), too little
+        disk space, or a failed write (disk full, read-only), with what was written and how to resume.
+      Interrupted: a KeyboardInterrupt, with what was written and how to resume. The store's attribute
+        ``complete`` stays false until the last chunk is written.
     """
     out = Path(out)
+    store = _work_store(out)
     dtype = jnp.dtype(dtype if dtype is not None else jax.dtypes.canonicalize_dtype(jnp.float64))
     if jax.dtypes.canonicalize_dtype(dtype) != dtype:
         raise ConfigError(f"dtype {dtype.name} needs jax_enable_x64 (jax.config.update('jax_enable_x64', True))")
-    if chunk_size < 1:
-        raise ConfigError(f"chunk_size = {chunk_size!r} must be an integer >= 1")
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ConfigError(f"chunk size (--chunk-size, chunk_size) = {chunk_size!r}: must be an integer >= 1 (instances)")
+    if store != out and out.exists():  # the netCDF file of a finished sweep
+        if not resume:
+            raise ConfigError(f"{str(out)!r} exists; pass resume to continue it, or remove it")
+        _check_same_sweep(out, spec, dtype)
+        return out
+    resume_hint = f"resume with: laimco sweep --resume --out {out}"
+    with _store_lock(store) if jax.process_index() == 0 else contextlib.nullcontext():
+        try:
+            _sweep_into(store, out, spec, chunk_size=chunk_size, resume=resume, dtype=dtype, progress=progress,
+                        on_chunk=on_chunk, force=force)
+        except KeyboardInterrupt as exc:
+            raise Interrupted(f"interrupted: {_written(store)}; {resume_hint}") from exc
+        except OSError as exc:
+            raise ConfigError(
+                f"--out {str(out)!r}: writing {exc.filename or store} failed ({_reason(exc)}); {_written(store)}; "
+                f"fix that and {resume_hint}"
+            ) from exc
+    return out
+
+
+def _sweep_into(store: Path, out: Path, spec: SweepSpec, *, chunk_size: int, resume: bool, dtype, progress: bool,
+                on_chunk: Callable[[int, int], None] | None, force: bool) -> None:
+    """:func:`run_sweep` in the store ``store`` of the output ``out``, once it holds the store's lock."""
     _barrier("laimco-sweep-start")
-    exists = out.exists()
+    exists = store.exists()
     if exists and not resume:
-        raise ConfigError(f"{str(out)!r} exists; pass resume to continue it, or remove it")
+        raise ConfigError(f"{str(store)!r} exists; pass resume to continue it, or remove it")
     if exists:
-        layout = _resumed_layout(out, spec, dtype)
+        layout = ChunkLayout(spec.shape, tuple(_check_same_sweep(store, spec, dtype)["chunk_block"]))
+        chunks_left = int(np.sum(_open_arrays(store, spec)[_PROGRESS][:] == 0))
     else:
         layout = chunk_layout(spec.shape, chunk_size // math.prod(spec.inner_shape))
+        chunks_left = layout.num_chunks
+    if not force:
+        _check_size(out, spec, layout, dtype, chunks_left)
+    _compute(store, spec, layout, dtype, create=not exists, progress=progress, on_chunk=on_chunk)
+    _barrier("laimco-sweep-done")
+    if jax.process_index() == 0:
+        _finish(store, out)
+    _barrier("laimco-sweep-finished")
+
+
+def _compute(store: Path, spec: SweepSpec, layout: ChunkLayout, dtype, *, create: bool, progress: bool,
+             on_chunk: Callable[[int, int], None] | None) -> None:
+    """Create the store (if ``create``) while compiling, then compute and write this process's chunks not done.
+
+    The writer thread's pool is left before the file-writing pool, so every chunk handed to it is
+    written whole and marked done even when a KeyboardInterrupt unwinds this.
+    """
     evaluator = _chunk_evaluator(spec, layout, _local_mesh(), dtype)
     per_point = math.prod(spec.inner_shape)
     who = f" (process {jax.process_index()} of {jax.process_count()})" if jax.process_count() > 1 else ""
     with (
         _progress_bar(progress and jax.process_index() == 0) as bar,
         ThreadPoolExecutor(min(len(spec.schemes), os.cpu_count() or 1)) as compiler,
-        ThreadPoolExecutor(1) as writer,
         ThreadPoolExecutor(_WRITE_THREADS) as io,
+        ThreadPoolExecutor(1) as writer,
     ):
         task = bar.add_task(f"compiling {len(spec.schemes)} scheme(s){who}", total=None)
         compiled = [compiler.submit(job) for job in evaluator.compile_jobs]  # while the store is prepared
         _barrier("laimco-sweep-checked")
-        if not exists and jax.process_index() == 0:
-            _create_store(out, spec, layout, dtype)
+        if create and jax.process_index() == 0:
+            _create_store(store, spec, layout, dtype)
         _barrier("laimco-sweep-created")
-        arrays = _open_arrays(out, spec)
+        arrays = _open_arrays(store, spec)
         todo = np.flatnonzero(arrays[_PROGRESS][:] == 0)
         _barrier("laimco-sweep-progress-read")
         mine = todo[jax.process_index() :: jax.process_count()]
@@ -1022,8 +1363,18 @@ def run_sweep(
                 finish()
         while pending:
             finish()
-    _barrier("laimco-sweep-done")
-    return out
+
+
+def _grid_options(items: Sequence[str] | None) -> dict[str, np.ndarray]:
+    """``--grid FIELD=SPEC`` items -> ``{field: values}``; ConfigError if a field is given twice."""
+    grid: dict[str, np.ndarray] = {}
+    for item in items or ():
+        name, values = parse_grid_option(item)
+        if name in grid:
+            raise ConfigError(f"--grid {item!r}: field {name!r} already has an axis from an earlier --grid; "
+                              "give each field once")
+        grid[name] = values
+    return grid
 
 
 def run_sweep_from_cli(
@@ -1043,6 +1394,7 @@ def run_sweep_from_cli(
     distributed: bool = False,
     progress: bool = True,
     gradients: Sequence[str] | None = None,
+    force: bool = False,
 ) -> Path:
     """``laimco sweep``: build the spec from a spec file and/or options, then run or resume it.
 
@@ -1051,22 +1403,25 @@ def run_sweep_from_cli(
     ``preset`` and ``model`` default to the file's, else ``paper`` and ``bert-base``. ``resume`` with
     none of preset/model/config/overrides/grids/points/splits/schemes/spec continues the sweep stored
     in ``out`` as it was started. ``distributed`` calls ``jax.distributed.initialize()`` first (SLURM and other
-    clusters: see the module docstring). ``out`` defaults to ``sweep.zarr``. Returns ``out``.
+    clusters: see the module docstring). ``out`` defaults to ``sweep.zarr``; ``force`` skips the disk
+    space check (see :func:`run_sweep`). Returns ``out``.
     """
     if distributed:
         jax.distributed.initialize()
     options = read_spec_file(spec) if spec is not None else {}
     out = Path(out or options.pop("out", None) or "sweep.zarr")
-    chunk_size = chunk_size or options.pop("chunk_size", None) or DEFAULT_CHUNK_SIZE
+    file_chunk_size = options.pop("chunk_size", DEFAULT_CHUNK_SIZE)
+    chunk_size = file_chunk_size if chunk_size is None else chunk_size
     options.pop("out", None)
-    options.pop("chunk_size", None)
     given = dict(preset=preset, model=model, config=config, points=points, splits=splits, schemes=schemes,
                  gradients=gradients)
-    if resume and not options and not grids and not overrides and all(v is None for v in given.values()):
+    grid = _grid_options(grids)
+    if resume and not options and not grid and not overrides and all(v is None for v in given.values()):
         sweep = stored_spec(out)
     else:
         options.update({k: v for k, v in given.items() if v is not None})
         options["overrides"] = {**options.get("overrides", {}), **(overrides or {})}
-        options["grid"] = {**options.get("grid", {}), **dict(map(parse_grid_option, grids or []))}
+        options["grid"] = {**options.get("grid", {}), **grid}
         sweep = build_spec(**options)
-    return run_sweep(sweep, out, chunk_size=chunk_size, resume=resume, dtype=jnp.float64, progress=progress)
+    return run_sweep(sweep, out, chunk_size=chunk_size, resume=resume, dtype=jnp.float64, progress=progress,
+                     force=force)

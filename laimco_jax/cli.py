@@ -1,9 +1,12 @@
 """The ``laimco`` command line.
 
 Every command that takes a configuration accepts ``--preset`` and ``--model`` (embedded defaults),
-``--config FILE.toml`` (replaces the presets) and repeated ``--set section.field=value`` overrides
-(the bare field name works too). Bad input prints one line on stderr and exits with status 2.
-The CLI computes in float64.
+or ``--config FILE.toml`` instead (it replaces the presets: giving both is an error), and repeated
+``--set section.field=value`` overrides (the bare field name works too). The CLI computes in float64.
+
+Exit statuses (see :func:`main`): 0 success (a solve that ran, whatever its status), 2 bad input (one
+line on stderr), 1 internal error (one line; the traceback with ``--debug`` or ``LAIMCO_DEBUG=1``),
+130 interrupted. ``--json`` output is strict JSON (:func:`json_text`).
 """
 
 from __future__ import annotations
@@ -22,16 +25,31 @@ from laimco_jax.params import ConfigError, Problem, dump_toml, make_problem, val
 
 app = typer.Typer(
     add_completion=False,
-    no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts are plain text: rich markup would eat "[system]", "[s]", ...
     help="Pruning-aware co-inference of large AI models at the wireless edge (laimco_jax).",
 )
 console = Console()
 
-PresetOpt = Annotated[str, typer.Option("--preset", help="System preset (Section VI of the paper).")]
-ModelOpt = Annotated[str, typer.Option("--model", help="Model profile preset: bert-base or bart-base.")]
+DEBUG_ENV = "LAIMCO_DEBUG"
+_run = {"debug": False}  # set by the --debug option of the current invocation (see main)
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", envvar=DEBUG_ENV, help=f"Print the traceback of an internal error "
+                                        f"(also {DEBUG_ENV}=1).")] = False,
+) -> None:
+    _run["debug"] = debug
+
+
+PresetOpt = Annotated[Optional[str], typer.Option("--preset", help="System preset (Section VI of the paper; "
+                                                  "default paper).")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Model profile preset: bert-base (default) or "
+                                                 "bart-base.")]
 ConfigOpt = Annotated[
-    Optional[Path], typer.Option("--config", help="TOML file with [system], [model], [budget]; replaces the presets.")
+    Optional[Path], typer.Option("--config", help="TOML file with [system], [model], [budget]; replaces --preset "
+                                 "and --model.")
 ]
 SetOpt = Annotated[
     Optional[list[str]],
@@ -56,8 +74,20 @@ def _parse_sets(items: list[str] | None) -> dict[str, str]:
     return out
 
 
-def _problem(preset: str, model: str, config: Path | None, sets: list[str] | None) -> Problem:
-    return make_problem(preset, model, config=config, overrides=_parse_sets(sets))
+def _problem(
+    preset: str | None, model: str | None, config: Path | None, sets: list[str] | None, split: int | None = None
+) -> Problem:
+    """The configuration of --preset/--model (default paper, bert-base) at ``split``, or of --config; with --set.
+
+    Unknown preset names are errors; so is --preset or --model given with --config (the file replaces them).
+    """
+    problem = make_problem(preset or "paper", model or "bert-base", split=split, config=config,
+                           overrides=_parse_sets(sets))
+    given = [f"--{option} {value}" for option, value in (("preset", preset), ("model", model)) if value is not None]
+    if config is not None and given:
+        raise ConfigError(f"{' and '.join(given)} given with --config {str(config)!r}: the config file replaces "
+                          "the presets; give one or the other")
+    return problem
 
 
 def _check_positive(name: str, value: float) -> None:
@@ -77,10 +107,47 @@ def _scalar(x: Any) -> Any:
     return arr.item() if arr.ndim == 0 else arr.tolist()
 
 
-def _emit(record: dict[str, Any], as_json: bool, title: str, units: dict[str, str]) -> None:
+def _nonfinite_kind(value: float) -> str:
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+def _json_value(value: Any, key: str, notes: dict[str, str]) -> Any:
+    """``value`` with non-finite floats replaced by None and noted in ``notes`` under ``key`` (``key[i]`` in lists)."""
+    if isinstance(value, dict):
+        return _json_object(value, {})
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v, f"{key}[{i}]", notes) for i, v in enumerate(value)]
+    if isinstance(value, float) and not math.isfinite(value):
+        notes[key] = _nonfinite_kind(value)
+        return None
+    return value
+
+
+def _json_object(record: dict[str, Any], why: dict[str, str]) -> dict[str, Any]:
+    notes: dict[str, str] = {}
+    out = {key: _json_value(value, key, notes) for key, value in record.items()}
+    if notes:
+        out["nonfinite"] = {key: f"{kind}: {why[key]}" if key in why else kind for key, kind in notes.items()}
+    return out
+
+
+def json_text(data: dict[str, Any] | list[dict[str, Any]], why: dict[str, str] | None = None) -> str:
+    """``data`` (an object or a list of objects) as strict JSON: every ``--json`` output goes through here.
+
+    JSON has no NaN or infinity, so a non-finite number becomes ``null`` and the object holding it gains a
+    member ``"nonfinite"`` mapping its key (``key[i]`` for an element of a list) to ``"inf"``, ``"-inf"`` or
+    ``"nan"``, followed by ``": reason"`` where ``why`` (top-level keys) gives one.
+    """
+    body = _json_object(data, why or {}) if isinstance(data, dict) else [_json_object(d, {}) for d in data]
+    return json.dumps(body, indent=2, allow_nan=False)
+
+
+def _emit(record: dict[str, Any], as_json: bool, title: str, units: dict[str, str],
+          why: dict[str, str] | None = None) -> None:
+    """Print ``record`` as strict JSON (see :func:`json_text`, ``why``) or as a table with ``units``."""
     record = {k: _scalar(v) for k, v in record.items()}
     if as_json:
-        print(json.dumps(record, indent=2, allow_nan=True))
+        print(json_text(record, why))
         return
     table = Table(title=title)
     table.add_column("quantity")
@@ -94,8 +161,8 @@ def _emit(record: dict[str, Any], as_json: bool, title: str, units: dict[str, st
 
 @app.command("config")
 def config_cmd(
-    preset: PresetOpt = "paper",
-    model: ModelOpt = "bert-base",
+    preset: PresetOpt = None,
+    model: ModelOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -123,8 +190,8 @@ def system_cmd(
     p_watt: Annotated[float, typer.Option("--p-watt", help="Transmit power p [W].")],
     rho_server: Annotated[float, typer.Option("--rho-server", help="Server part's remaining fraction ρ̃ in [0, 1].")],
     f_server: Annotated[float, typer.Option("--f-server", help="Server clock f̃ [Hz].")],
-    preset: PresetOpt = "paper",
-    model: ModelOpt = "bert-base",
+    preset: PresetOpt = None,
+    model: ModelOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     as_json: JsonOpt = False,
@@ -189,7 +256,8 @@ def bound_cmd(
         "retained_params": rho * params_device + rho_server * params_server,
         "model_bits": (rho * params_device + rho_server * params_server) * bits_per_weight,
     }
-    _emit(record, as_json, "Distortion bound D̂, eq. (41)", {"retained_params": "parameters", "model_bits": "bit"})
+    _emit(record, as_json, "Distortion bound D̂, eq. (41)", {"retained_params": "parameters", "model_bits": "bit"},
+          why={"distortion_bound": "2**log2_distortion_bound overflows float64"})
 
 
 _SOLVE_UNITS = {
@@ -264,8 +332,8 @@ def _solve(problem: Problem, scheme: str, method: str):
 
 @app.command("solve")
 def solve_cmd(
-    preset: PresetOpt = "paper",
-    model: ModelOpt = "bert-base",
+    preset: PresetOpt = None,
+    model: ModelOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     scheme: Annotated[str, typer.Option("--scheme", help="proposed, fixed-power, fixed-frequency, "
@@ -277,7 +345,7 @@ def solve_cmd(
     problem = _problem(preset, model, config, set_)
     record = solution_record(_solve(problem, scheme, method), method=method, scheme=scheme)
     if as_json:
-        print(json.dumps(record, indent=2))
+        print(json_text(record))
         return
     record.pop("objective_history", None)
     _emit(record, False, f"(P1) solved by {method}, scheme {scheme}", _SOLVE_UNITS)
@@ -335,7 +403,7 @@ def profile_cmd(
             raise ConfigError(f"--splits = {splits!r}: expected a comma list of integers, e.g. 0,4,12") from exc
     records = split_profiles(model, seq_len=seq_len, activation_bits=activation_bits, splits=chosen, entropy=entropy)
     if as_json:
-        print(json.dumps(records, indent=2))
+        print(json_text(records))
         return
     keys = ["split", "params_device", "params_server", "flops_device", "flops_server", "embedding_bits"]
     table = Table(title=f"Split profiles of {model} at {seq_len} tokens")
@@ -350,8 +418,8 @@ def profile_cmd(
 
 @app.command("sensitivity")
 def sensitivity_cmd(
-    preset: PresetOpt = "paper",
-    model: ModelOpt = "bert-base",
+    preset: PresetOpt = None,
+    model: ModelOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     scheme: Annotated[str, typer.Option("--scheme", help="Design scheme (see `laimco solve --help`).")] = "proposed",
@@ -379,7 +447,7 @@ def sensitivity_cmd(
         rows.append(row)
     rows.sort(key=lambda r: -abs(r["elasticity_distortion_bound"]))
     if as_json:
-        print(json.dumps({"status": status.name.lower(), "scheme": scheme, "elasticities": rows}, indent=2))
+        print(json_text({"status": status.name.lower(), "scheme": scheme, "elasticities": rows}))
         return
     table = Table(title=f"Elasticities of the optimum ({scheme}, status {status.name.lower()}): d ln y / d ln x")
     for column in ("input", "value", "D̂", "ρ", "ρ̃", "f", "p", "f̃"):
@@ -403,8 +471,8 @@ def evaluate_cmd(
     rho: Annotated[Optional[float], typer.Option("--rho", help="Remaining fraction of the device half, (0, 1].")] = None,
     rho_server: Annotated[Optional[float], typer.Option("--rho-server", help="Remaining fraction of the server half, (0, 1].")] = None,
     solve: Annotated[bool, typer.Option("--solve", help="Take ρ, ρ̃ from the exact solver on --preset/--model/--config/--set at --split.")] = False,
-    preset: PresetOpt = "paper",
-    model: ModelOpt = "bert-base",
+    preset: PresetOpt = None,
+    model: ModelOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     pruning: Annotated[str, typer.Option("--pruning", help="magnitude or random.")] = "magnitude",
@@ -433,8 +501,7 @@ def evaluate_cmd(
 
         from laimco_jax.solvers import Status, solve_exact
 
-        overrides = _parse_sets(set_)
-        problem = make_problem(preset, model, split=split if config is None else None, config=config, overrides=overrides)
+        problem = _problem(preset, model, config, set_, split=split if config is None else None)
         solution = solve_exact(problem.astype(jnp.float64))
         if int(solution.status) == Status.INFEASIBLE:
             raise ConfigError(f"the configuration at split {split} is infeasible: no pruning ratios meet both budgets")
@@ -605,15 +672,8 @@ def close_loop_cmd(
     console.print(f"wrote {out / (stem + '.csv')}, {out / (stem + '.png')}")
 
 
-def main() -> None:
-    """Entry point of the ``laimco`` console script: one-line errors with exit status 2.
-
-    It also turns on JAX's persistent compilation cache, so that a second ``laimco sweep`` (or
-    ``solve``) of the same structure skips compiling: in ``$LAIMCO_COMPILATION_CACHE`` if set (empty or
-    ``off`` disables it), else in ``$JAX_COMPILATION_CACHE_DIR`` if set, else in
-    ``$XDG_CACHE_HOME/laimco_jax/jax`` (``~/.cache/laimco_jax/jax``). Only the command line does this;
-    importing the package changes no JAX setting.
-    """
+def _configure_jax() -> None:
+    """float64, and JAX's persistent compilation cache (see :func:`main`)."""
     import os
 
     import jax
@@ -626,21 +686,54 @@ def main() -> None:
         )
     if cache and cache.lower() != "off":
         jax.config.update("jax_compilation_cache_dir", cache)
-    try:
-        app(standalone_mode=False)
-    except (ConfigError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+
+
+def _exit(line: str, code: int) -> None:
+    """Print ``line`` as exactly one line on stderr and exit with ``code``."""
+    print(" ".join(line.split()), file=sys.stderr)
+    sys.exit(code)
+
+
+def _interrupted_line(exc: KeyboardInterrupt) -> str:
+    """The exception's ``message`` attribute or text (e.g. how far a sweep got), else "interrupted"."""
+    return getattr(exc, "message", None) or str(exc) or "interrupted"
+
+
+def main() -> None:
+    """Entry point of the ``laimco`` console script.
+
+    Exit statuses: 0 success; 2 bad input (a ConfigError, or a usage error such as an unknown option:
+    one line on stderr); 1 any other exception, an internal error (one line asking for a report; the
+    traceback too with ``--debug`` or ``LAIMCO_DEBUG=1``); 130 interrupted (the interrupt's message or
+    "interrupted").
+
+    It also turns on JAX's persistent compilation cache, so that a second ``laimco sweep`` (or
+    ``solve``) of the same structure skips compiling: in ``$LAIMCO_COMPILATION_CACHE`` if set (empty or
+    ``off`` disables it), else in ``$JAX_COMPILATION_CACHE_DIR`` if set, else in
+    ``$XDG_CACHE_HOME/laimco_jax/jax`` (``~/.cache/laimco_jax/jax``). Only the command line does this;
+    importing the package changes no JAX setting.
+    """
+    import traceback
+
+    _configure_jax()
+    _run["debug"] = False
+    command = typer.main.get_command(app)
+    try:  # not app(): typer's own handling turns an interrupt into a bare exit code and loses its message
+        with command.make_context("laimco", sys.argv[1:] or ["--help"]) as ctx:
+            command.invoke(ctx)
+    except ConfigError as exc:
+        _exit(f"error: {exc}", 2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
-        print("aborted", file=sys.stderr)
-        sys.exit(130)
-    except Exception as exc:  # click usage errors (missing/invalid options), vendored by typer
-        if not hasattr(exc, "format_message"):
-            raise
-        print(f"error: {exc.format_message()}", file=sys.stderr)
-        sys.exit(2)
+    except typer.TyperException as exc:  # click usage errors: unknown option, bad or missing value
+        _exit(f"error: {exc.format_message()}", 2)
+    except KeyboardInterrupt as exc:
+        _exit(_interrupted_line(exc), 130)
+    except Exception as exc:
+        if _run["debug"]:
+            traceback.print_exc()
+        _exit(f"internal error: {type(exc).__name__}: {exc} — please report it to the laimco_jax issue tracker "
+              f"with the command line (run with --debug or {DEBUG_ENV}=1 for the traceback)", 1)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import math
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import numpy as np
@@ -83,51 +83,79 @@ def _pytree_dataclass(cls):
 
 # ----------------------------------------------------------------------------- validation helpers
 
-_POSITIVE = (0.0, False)  # (lower bound, inclusive?)
-_NONNEGATIVE = (0.0, True)
-_ANY = (-math.inf, True)
+class Range(NamedTuple):
+    """The values a field accepts: finite, above ``lower`` (or equal if ``inclusive``), at most ``upper``.
+
+    The bounds are the range the solvers are tested on in float64 (several orders of magnitude beyond
+    any physical setting); outside it the convex form's coefficients overflow or the price search
+    no longer spans the optimal price (docs/theory.md, "Supported ranges").
+    """
+
+    lower: float
+    inclusive: bool = True
+    upper: float = math.inf
+
+    def text(self) -> str:
+        low = "-inf" if self.lower == -math.inf else f"{self.lower:g}"
+        return f"{'[' if self.inclusive and self.lower != -math.inf else '('}{low}, {self.upper:g}{']' if self.upper < math.inf else ')'}"
 
 
-def _check_range(section: str, name: str, value: Any, lower: float, inclusive: bool) -> None:
-    """Raise ConfigError unless every element of ``value`` is finite and above ``lower``."""
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{section}.{name} = {value!r}: expected a real number") from exc
-    allowed = (
-        "any finite real"
-        if lower == -math.inf
-        else f"{'[' if inclusive else '('}{lower:g}, inf)"
-    )
-    bad = ~np.isfinite(arr)
-    if lower != -math.inf:
-        bad |= (arr < lower) if inclusive else (arr <= lower)
+#: The channel power gain g, given directly or through the path-loss model.
+CHANNEL_GAIN_RANGE = Range(1e-30, True, 1e6)
+
+
+#: A remaining fraction ρ or ρ̃ (pruning ratios keep this share of the parameters).
+FRACTION_RANGE = Range(0.0, True, 1.0)
+
+
+def _holds_non_real(value: Any) -> bool:
+    """Whether ``value`` is, or a list/tuple in it holds, a boolean, a string or a non-numeric array."""
+    if isinstance(value, (list, tuple)):
+        return any(_holds_non_real(v) for v in value)
+    return isinstance(value, (bool, str, bytes)) or np.asarray(value).dtype.kind not in "iufO"
+
+
+def _reals(label: str, value: Any, allowed: Range) -> np.ndarray:
+    """``value`` as a float64 array; ConfigError unless it is a real number or a sequence/array of them.
+
+    Booleans and strings are refused, although NumPy would turn True into 1.0 and "0.3" into 0.3.
+    """
+    if not _holds_non_real(value):
+        try:
+            return np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            pass
+    raise ConfigError(f"{label} = {value!r} ({type(value).__name__}): expected a real number in {allowed.text()}")
+
+
+def _check_range(label: str, value: Any, allowed: Range) -> None:
+    """Raise ConfigError unless every element of ``value`` is a finite real number within ``allowed``.
+
+    ``label`` names the value in the message (``section.field`` or a CLI option).
+    """
+    arr = _reals(label, value, allowed)
+    bad = ~np.isfinite(arr) | (arr > allowed.upper)
+    bad |= (arr < allowed.lower) if allowed.inclusive else (arr <= allowed.lower)
     if np.any(bad):
         idx = np.unravel_index(int(np.argmax(bad)), arr.shape) if arr.ndim else ()
         where = f" at index {tuple(int(i) for i in idx)}" if arr.ndim else ""
-        raise ConfigError(
-            f"{section}.{name} = {arr[idx].item()!r}{where} is outside the allowed range {allowed}"
-        )
+        raise ConfigError(f"{label} = {arr[idx].item()!r}{where} is outside the allowed range {allowed.text()}")
 
 
 def validate_fraction(name: str, value: Any) -> None:
     """Raise ConfigError unless ``value`` lies in [0, 1] (pruning ratios are remaining fractions)."""
-    arr = np.asarray(value, dtype=np.float64)
-    bad = ~np.isfinite(arr) | (arr < 0.0) | (arr > 1.0)
-    if np.any(bad):
-        idx = np.unravel_index(int(np.argmax(bad)), arr.shape) if arr.ndim else ()
-        raise ConfigError(f"{name} = {arr[idx].item()!r} is outside the allowed range [0, 1]")
+    _check_range(name, value, FRACTION_RANGE)
 
 
 def _is_concrete(value: Any) -> bool:
     return value is not None and not isinstance(value, jax.core.Tracer)
 
 
-def _validate(obj, section: str, rules: Mapping[str, tuple[float, bool]]) -> None:
-    for name, (lower, inclusive) in rules.items():
+def _validate(obj, section: str, rules: Mapping[str, Range]) -> None:
+    for name, allowed in rules.items():
         value = getattr(obj, name)
         if _is_concrete(value):
-            _check_range(section, name, value, lower, inclusive)
+            _check_range(f"{section}.{name}", value, allowed)
 
 
 # ----------------------------------------------------------------------------- sections
@@ -160,22 +188,22 @@ class SystemParams:
     pathloss_exponent: Any = None  # α [-]
 
     _RULES = {
-        "bandwidth_hz": _POSITIVE,
-        "noise_psd_w_per_hz": _POSITIVE,
-        "p_max_w": _POSITIVE,
-        "f_max_device_hz": _POSITIVE,
-        "f_max_server_hz": _POSITIVE,
-        "flops_per_cycle_device": _POSITIVE,
-        "flops_per_cycle_server": _POSITIVE,
-        "pue_device": _POSITIVE,
-        "pue_server": _POSITIVE,
-        "power_coeff_device": _POSITIVE,
-        "power_coeff_server": _POSITIVE,
-        "channel_gain": _POSITIVE,
-        "ref_gain_db": _ANY,
-        "ref_distance_m": _POSITIVE,
-        "distance_m": _POSITIVE,
-        "pathloss_exponent": _POSITIVE,
+        "bandwidth_hz": Range(1.0, True, 1e12),
+        "noise_psd_w_per_hz": Range(1e-30, True, 1e-3),
+        "p_max_w": Range(1e-12, True, 1e6),
+        "f_max_device_hz": Range(1e3, True, 1e13),
+        "f_max_server_hz": Range(1e3, True, 1e13),
+        "flops_per_cycle_device": Range(1e-3, True, 1e9),
+        "flops_per_cycle_server": Range(1e-3, True, 1e9),
+        "pue_device": Range(1e-3, True, 1e3),
+        "pue_server": Range(1e-3, True, 1e3),
+        "power_coeff_device": Range(1e-40, True, 1e-10),
+        "power_coeff_server": Range(1e-40, True, 1e-10),
+        "channel_gain": CHANNEL_GAIN_RANGE,
+        "ref_gain_db": Range(-300.0, True, 60.0),
+        "ref_distance_m": Range(1e-3, True, 1e7),
+        "distance_m": Range(1e-3, True, 1e7),
+        "pathloss_exponent": Range(0.0, False, 10.0),
     }
     PATHLOSS_FIELDS = ("ref_gain_db", "ref_distance_m", "distance_m", "pathloss_exponent")
 
@@ -193,6 +221,22 @@ class SystemParams:
                 f"{', '.join(self.PATHLOSS_FIELDS)}; missing {', '.join(missing)}"
             )
         _validate(self, "system", self._RULES)
+        if self.channel_gain is None and all(_is_concrete(getattr(self, n)) for n in self.PATHLOSS_FIELDS):
+            self._check_pathloss_gain()
+
+    def _check_pathloss_gain(self) -> None:
+        """The gain K0 (d/d0)^-α of the path-loss fields must lie in :data:`CHANNEL_GAIN_RANGE`."""
+        log10_gain = np.asarray(self.ref_gain_db, np.float64) / 10.0 - np.asarray(
+            self.pathloss_exponent, np.float64
+        ) * np.log10(np.asarray(self.distance_m, np.float64) / np.asarray(self.ref_distance_m, np.float64))
+        low, high = math.log10(CHANNEL_GAIN_RANGE.lower), math.log10(CHANNEL_GAIN_RANGE.upper)
+        bad = (log10_gain < low) | (log10_gain > high)
+        if np.any(bad):
+            worst = float(np.asarray(log10_gain)[np.unravel_index(int(np.argmax(bad)), np.shape(bad))])
+            raise ConfigError(
+                f"system: the path-loss gain K0 (d/d0)^-alpha = 1e{worst:.4g} (from ref_gain_db, ref_distance_m, "
+                f"distance_m, pathloss_exponent) is outside the allowed range {CHANNEL_GAIN_RANGE.text()}"
+            )
 
 
 @_pytree_dataclass
@@ -217,14 +261,14 @@ class ModelProfile:
     input_bits: Any = 0.0
 
     _RULES = {
-        "params_device": _NONNEGATIVE,
-        "params_server": _NONNEGATIVE,
-        "flops_device": _NONNEGATIVE,
-        "flops_server": _NONNEGATIVE,
-        "embedding_bits": _NONNEGATIVE,
-        "bits_per_weight": _POSITIVE,
-        "entropy_bits": _ANY,
-        "input_bits": _NONNEGATIVE,
+        "params_device": Range(0.0, True, 1e15),
+        "params_server": Range(0.0, True, 1e15),
+        "flops_device": Range(0.0, True, 1e21),
+        "flops_server": Range(0.0, True, 1e21),
+        "embedding_bits": Range(0.0, True, 1e15),
+        "bits_per_weight": Range(0.0, False, 1024.0),
+        "entropy_bits": Range(-1e18, True, 1e18),
+        "input_bits": Range(0.0, True, 1e15),
     }
 
     def __post_init__(self):
@@ -250,7 +294,7 @@ class Budget:
     delay_s: Any
     energy_j: Any
 
-    _RULES = {"delay_s": _POSITIVE, "energy_j": _POSITIVE}
+    _RULES = {"delay_s": Range(1e-9, True, 1e6), "energy_j": Range(1e-12, True, 1e6)}
 
     def __post_init__(self):
         _validate(self, "budget", self._RULES)
@@ -418,8 +462,11 @@ def problem_from_dict(data: Mapping[str, Mapping[str, Any]]) -> Problem:
         )
     parts = {}
     for section, cls in SECTIONS.items():
-        values = dict(data.get(section, {}))
         allowed = _field_names(cls)
+        values = data.get(section, {})
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"[{section}] = {values!r} must be a table of fields; allowed fields: {', '.join(allowed)}")
+        values = dict(values)
         unknown = set(values) - set(allowed)
         if unknown:
             raise ConfigError(
@@ -444,18 +491,46 @@ def save_toml(problem: Problem, path: str | Path) -> None:
 
 def read_toml_file(path: str | Path, what: str = "config file") -> dict[str, Any]:
     """The parsed TOML of ``path``; ConfigError (naming ``what`` and the path) if missing or invalid."""
-    path = Path(path)
+    name = f"{what} {str(path)!r}"
     try:
-        return tomllib.loads(path.read_text())
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise ConfigError(f"{what} {str(path)!r} does not exist") from exc
+        raise ConfigError(f"{name} does not exist") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"{name} is a directory, not a file") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{name} is not UTF-8 text: byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{name} cannot be read: {exc.strerror or exc}") from exc
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{what} {str(path)!r} is not valid TOML: {exc}") from exc
+        raise ConfigError(f"{name} is not valid TOML: {exc}") from exc
+
+
+def _check_single_numbers(data: Mapping[str, Mapping[str, Any]]) -> None:
+    """ConfigError at the first array: a file holds one problem (batches are built in Python)."""
+    for section, values in data.items():
+        for name, value in values.items():
+            if np.ndim(value) != 0:
+                raise ConfigError(
+                    f"{section}.{name} = {value!r}: a TOML value must be a single number in "
+                    f"{SECTIONS[section]._RULES[name].text()}, not an array (build batches of problems in Python)"
+                )
 
 
 def load_toml(path: str | Path) -> Problem:
-    """Read a TOML file written by :func:`save_toml` (or by hand) into a validated Problem."""
-    return problem_from_dict(read_toml_file(path))
+    """Read a TOML file written by :func:`save_toml` (or by hand) into a validated Problem.
+
+    Every value must be a single number; every ConfigError names the file.
+    """
+    data = read_toml_file(path)
+    try:
+        problem = problem_from_dict(data)
+        _check_single_numbers(data)
+    except ConfigError as exc:
+        raise ConfigError(f"config file {str(path)!r}: {exc}") from exc
+    return problem
 
 
 # ----------------------------------------------------------------------------- overrides
@@ -519,8 +594,12 @@ def make_problem(
 ) -> Problem:
     """A validated Problem from a preset (or a TOML ``config`` file) plus ``section.field`` overrides.
 
+    A ``config`` file replaces the presets, but ``preset``, ``model`` and ``split`` are validated anyway
+    (an unknown name is a ConfigError listing the allowed ones).
+
     ``split`` picks the preset model's split layer (0 = on-server ... L: BERT-base 12 = on-device, BART-base 6 =
     whole encoder on the device; default 4).
     """
-    base = problem_to_dict(load_toml(config)) if config is not None else preset_dict(preset, model, split)
+    presets = preset_dict(preset, model, split)  # unknown names are errors even when ``config`` replaces them
+    base = problem_to_dict(load_toml(config)) if config is not None else presets
     return problem_from_dict(apply_overrides(base, overrides or {}))

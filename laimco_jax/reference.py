@@ -37,7 +37,7 @@ import jax
 import numpy as np
 
 from laimco_jax import distortion
-from laimco_jax.params import Problem
+from laimco_jax.params import ConfigError, Problem
 from laimco_jax.solvers.schemes import SchemeSpec, scheme_problem, scheme_spec
 from laimco_jax.solvers.solution import InfeasibleReason, Solution, Status, make_solution
 from laimco_jax.system import OperatingPoint, channel_gain
@@ -106,7 +106,7 @@ def _cvxpy():
 def _scalar(value, name: str) -> float:
     arr = np.asarray(value, dtype=np.float64)
     if arr.size != 1:
-        raise ValueError(
+        raise ConfigError(
             f"laimco_jax.reference solves one scalar problem; {name} has shape {arr.shape} "
             "(loop over the batch, or use laimco_jax.solvers.solve_exact for batches)"
         )
@@ -835,7 +835,7 @@ def solve_cvxpy_sca(
 
     rho, f, p, rho_s, f_s = point
     if (c.has_device and rho <= 0) or (c.has_server and rho_s <= 0) or (c.has_link and p <= 0):
-        raise ValueError("the SCA start needs ρ > 0, ρ̃ > 0 and p > 0 where those parts are present")
+        raise ConfigError("the SCA start needs ρ > 0, ρ̃ > 0 and p > 0 where those parts are present")
     total = c.q + c.s
     rho_p = 1.0 / rho if c.has_device else None
     rho_s_p = 1.0 / rho_s if c.has_server else None

@@ -50,20 +50,24 @@ def test_model_presets_total_and_split(model, params, device_params, budget):
 
 
 @pytest.mark.parametrize("section, cls, base, field, value, allowed", [
-    ("system", SystemParams, SYSTEM, "bandwidth_hz", 0.0, "(0, inf)"),
-    ("system", SystemParams, SYSTEM, "noise_psd_w_per_hz", -1e-19, "(0, inf)"),
-    ("system", SystemParams, SYSTEM, "p_max_w", float("nan"), "(0, inf)"),
-    ("system", SystemParams, SYSTEM, "f_max_device_hz", float("inf"), "(0, inf)"),
-    ("system", SystemParams, SYSTEM, "flops_per_cycle_server", 0.0, "(0, inf)"),
-    ("system", SystemParams, SYSTEM, "pue_server", -2.0, "(0, inf)"),
-    ("system", SystemParams, SYSTEM, "distance_m", 0.0, "(0, inf)"),
-    ("system", SystemParams, SYSTEM, "ref_gain_db", float("nan"), "any finite real"),
-    ("model", ModelProfile, MODEL, "params_device", -1.0, "[0, inf)"),
-    ("model", ModelProfile, MODEL, "flops_server", -5.0, "[0, inf)"),
-    ("model", ModelProfile, MODEL, "embedding_bits", float("nan"), "[0, inf)"),
-    ("model", ModelProfile, MODEL, "bits_per_weight", 0.0, "(0, inf)"),
-    ("budget", Budget, {"delay_s": 0.3, "energy_j": 0.01}, "delay_s", 0.0, "(0, inf)"),
-    ("budget", Budget, {"delay_s": 0.3, "energy_j": 0.01}, "energy_j", -0.01, "(0, inf)"),
+    ("system", SystemParams, SYSTEM, "bandwidth_hz", 0.0, "[1, 1e+12]"),
+    ("system", SystemParams, SYSTEM, "noise_psd_w_per_hz", -1e-19, "[1e-30, 0.001]"),
+    ("system", SystemParams, SYSTEM, "p_max_w", float("nan"), "[1e-12, 1e+06]"),
+    ("system", SystemParams, SYSTEM, "f_max_device_hz", float("inf"), "[1000, 1e+13]"),
+    ("system", SystemParams, SYSTEM, "flops_per_cycle_server", 0.0, "[0.001, 1e+09]"),
+    ("system", SystemParams, SYSTEM, "pue_server", -2.0, "[0.001, 1000]"),
+    ("system", SystemParams, SYSTEM, "distance_m", 0.0, "[0.001, 1e+07]"),
+    ("system", SystemParams, SYSTEM, "ref_gain_db", float("nan"), "[-300, 60]"),
+    ("model", ModelProfile, MODEL, "params_device", -1.0, "[0, 1e+15]"),
+    ("model", ModelProfile, MODEL, "flops_server", -5.0, "[0, 1e+21]"),
+    ("model", ModelProfile, MODEL, "embedding_bits", float("nan"), "[0, 1e+15]"),
+    ("model", ModelProfile, MODEL, "bits_per_weight", 0.0, "(0, 1024]"),
+    ("budget", Budget, {"delay_s": 0.3, "energy_j": 0.01}, "delay_s", 0.0, "[1e-09, 1e+06]"),
+    ("budget", Budget, {"delay_s": 0.3, "energy_j": 0.01}, "energy_j", -0.01, "[1e-12, 1e+06]"),
+    # the issue-12 reproducers: magnitudes the solver cannot represent are refused with the range
+    ("system", SystemParams, SYSTEM, "f_max_device_hz", 1e300, "[1000, 1e+13]"),
+    ("system", SystemParams, SYSTEM, "ref_gain_db", 4000.0, "[-300, 60]"),
+    ("budget", Budget, {"delay_s": 0.3, "energy_j": 0.01}, "delay_s", 1e30, "[1e-09, 1e+06]"),
 ])
 def test_validation_names_field_value_and_range(section, cls, base, field, value, allowed):
     with pytest.raises(ConfigError) as info:

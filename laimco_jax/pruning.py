@@ -33,6 +33,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from laimco_jax.params import ConfigError
+
 PyTree = Any
 Prunable = Sequence[str] | Callable[[tuple, Any], bool]
 
@@ -53,19 +55,19 @@ def _predicate(prunable: Prunable) -> Callable[[tuple, Any], bool]:
         return prunable
     unknown = sorted(set(prunable) - set(LEAF_KINDS))
     if unknown:
-        raise ValueError(f"prunable={list(prunable)} has unknown kinds {unknown}; allowed: {list(LEAF_KINDS)}")
+        raise ConfigError(f"prunable={list(prunable)} has unknown kinds {unknown}; allowed: {list(LEAF_KINDS)}")
     names = frozenset(prunable)
     return lambda path, leaf: _leaf_name(path) in names
 
 
 def _check_choice(name: str, value: Any, allowed: Sequence[str]) -> None:
     if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not supported; allowed: {list(allowed)}")
+        raise ConfigError(f"{name}={value!r} is not supported; allowed: {list(allowed)}")
 
 
 def _check_ratio(name: str, ratio: Any) -> None:
     if not (isinstance(ratio, (int, float, np.floating)) and 0.0 <= ratio <= 1.0):
-        raise ValueError(f"{name}={ratio!r} must be a remaining fraction in [0, 1]")
+        raise ConfigError(f"{name}={ratio!r} must be a remaining fraction in [0, 1]")
 
 
 def prunable_paths(params: PyTree, prunable: Prunable = DEFAULT_PRUNABLE) -> list[tuple]:

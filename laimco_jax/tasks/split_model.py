@@ -12,7 +12,6 @@ the device half owns, as in :mod:`laimco_jax.pruning`).
 from __future__ import annotations
 
 import dataclasses
-import json
 import numbers
 import os
 from typing import Any
@@ -21,6 +20,12 @@ import jax
 
 from laimco_jax import pruning
 from laimco_jax.models import bart, bert, checkpoints
+from laimco_jax.models.checkpoints import CheckpointError, load_tokenizer
+from laimco_jax.params import ConfigError
+
+#: Token-id settings of greedy decoding, read from config.json and generation_config.json.
+GENERATION_KEYS = ("decoder_start_token_id", "eos_token_id", "pad_token_id", "forced_bos_token_id",
+                   "forced_eos_token_id")
 
 #: Task name -> (checkpoint head, model type, head key in the server half).
 TASKS = {
@@ -58,15 +63,15 @@ class SplitTaskModel:
 
 
 def check_ratio(name: str, value: Any) -> float:
-    """``value`` as a float, or ValueError unless it is a remaining fraction in (0, 1]."""
+    """``value`` as a float, or ConfigError unless it is a remaining fraction in (0, 1]."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < value <= 1.0:
-        raise ValueError(f"{name}={value!r} must be a remaining fraction in (0, 1]")
+        raise ConfigError(f"{name}={value!r} must be a remaining fraction in (0, 1]")
     return float(value)
 
 
 def check_choice(name: str, value: Any, allowed) -> None:
     if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not supported; allowed: {list(allowed)}")
+        raise ConfigError(f"{name}={value!r} is not supported; allowed: {list(allowed)}")
 
 
 def check_positive_int(name: str, value: Any, upper: int | None = None) -> int:
@@ -74,27 +79,22 @@ def check_positive_int(name: str, value: Any, upper: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1 or (
             upper is not None and value > upper):
         allowed = f"[1, {upper}]" if upper is not None else ">= 1"
-        raise ValueError(f"{name}={value!r} must be an int in {allowed}")
+        raise ConfigError(f"{name}={value!r} must be an int in {allowed}")
     return int(value)
 
 
-def load_tokenizer(path: str | os.PathLike):
-    """A ``tokenizers.Tokenizer`` from ``tokenizer.json`` (a file or a directory holding one),
-    with its stored truncation and padding switched off (we set both per task)."""
-    from tokenizers import Tokenizer
+def _token_ids(file: str, raw: dict[str, Any], vocab_size: int) -> dict[str, Any]:
+    """The :data:`GENERATION_KEYS` set (not null) in ``raw``, the JSON of ``file``, each a token id.
 
-    path = os.fspath(path)
-    file = os.path.join(path, "tokenizer.json") if os.path.isdir(path) else path
-    if not os.path.isfile(file):
-        raise ValueError(f"tokenizer={file!r}: no such file; the checkpoint directory needs a "
-                         "tokenizer.json (or pass tokenizer=PATH)")
-    try:
-        tokenizer = Tokenizer.from_file(file)
-    except Exception as err:  # tokenizers raises plain Exception subclasses
-        raise ValueError(f"tokenizer={file!r} cannot be read: {err}") from None
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
-    return tokenizer
+    ``eos_token_id`` may also be a non-empty list of token ids.
+    """
+    settings = {key: raw[key] for key in GENERATION_KEYS if raw.get(key) is not None}
+    for key, value in settings.items():
+        ids = value if key == "eos_token_id" and isinstance(value, list) and value else [value]
+        if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < vocab_size for i in ids):
+            also = " or a non-empty list of them" if key == "eos_token_id" else ""
+            raise CheckpointError(f"{file}: {key}={value!r} must be a token id in [0, {vocab_size - 1}]{also}")
+    return settings
 
 
 def _generation_settings(directory: str, config) -> dict[str, Any]:
@@ -104,13 +104,12 @@ def _generation_settings(directory: str, config) -> dict[str, Any]:
     raw: dict[str, Any] = {}
     for name in ("config.json", "generation_config.json"):
         file = os.path.join(directory, name)
-        if os.path.isfile(file):
-            with open(file) as f:
-                raw |= {k: v for k, v in json.load(f).items() if v is not None}
+        if os.path.exists(file):
+            raw |= _token_ids(file, checkpoints.read_json_object(file, CheckpointError), config.vocab_size)
     eos = raw.get("eos_token_id")
     if eos is None:
-        raise ValueError(f"checkpoint={directory!r}: config.json/generation_config.json give no "
-                         "eos_token_id, which greedy decoding needs")
+        raise CheckpointError(f"checkpoint={directory!r}: config.json/generation_config.json give no "
+                              "eos_token_id, which greedy decoding needs")
     eos = tuple(eos) if isinstance(eos, list) else (eos,)
     return {
         "decoder_start_token_id": raw.get("decoder_start_token_id", config.decoder_start_token_id),
@@ -137,15 +136,15 @@ def load_split_model(task: str, checkpoint: str | os.PathLike, *, split: int, rh
     check_choice("pruning", pruning_method, pruning.METHODS)
     check_choice("scope", scope, pruning.SCOPES)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise ValueError(f"seed={seed!r} must be an int")
+        raise ConfigError(f"seed={seed!r} must be an int")
     directory = os.fspath(checkpoint)
     if not os.path.isdir(directory):
-        raise ValueError(f"checkpoint={directory!r}: no such directory")
+        raise ConfigError(f"checkpoint={directory!r}: no such directory")
     head = TASKS[task][0]
     config, params, head_params = checkpoints.load_task_checkpoint(directory, head)
     module = bert if isinstance(config, bert.BertConfig) else bart
     if isinstance(split, bool) or not isinstance(split, numbers.Integral):
-        raise ValueError(f"split={split!r} must be an int in [0, {config.num_layers}]")
+        raise ConfigError(f"split={split!r} must be an int in [0, {config.num_layers}]")
     split = int(split)
     module.check_split(split, config.num_layers)
     device, server = module.split_params(config, params, split)

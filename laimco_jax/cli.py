@@ -11,6 +11,7 @@ line on stderr), 1 internal error (one line; the traceback with ``--debug`` or `
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import sys
@@ -26,7 +27,7 @@ from laimco_jax.params import ConfigError, Problem, dump_toml, make_problem, val
 app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # help texts are plain text: rich markup would eat "[system]", "[s]", ...
+    rich_markup_mode=None,  # help is plain text: rich markup eats "[system]", "[s]"; Markdown eats "<model>"
     help="Pruning-aware co-inference of large AI models at the wireless edge (laimco_jax).",
 )
 console = Console()
@@ -672,6 +673,15 @@ def close_loop_cmd(
     console.print(f"wrote {out / (stem + '.csv')}, {out / (stem + '.png')}")
 
 
+def _list_commands_by_their_first_line() -> None:
+    """``laimco --help`` lists each command with its docstring's first line (click stops at "eqs." or "Fig.")."""
+    for info in app.registered_commands:
+        info.short_help = info.short_help or inspect.getdoc(info.callback).splitlines()[0]
+
+
+_list_commands_by_their_first_line()
+
+
 def _configure_jax() -> None:
     """float64, and JAX's persistent compilation cache (see :func:`main`)."""
     import os
@@ -713,6 +723,7 @@ def main() -> None:
     ``$XDG_CACHE_HOME/laimco_jax/jax`` (``~/.cache/laimco_jax/jax``). Only the command line does this;
     importing the package changes no JAX setting.
     """
+    import os
     import traceback
 
     _configure_jax()
@@ -729,6 +740,9 @@ def main() -> None:
         _exit(f"error: {exc.format_message()}", 2)
     except KeyboardInterrupt as exc:
         _exit(_interrupted_line(exc), 130)
+    except BrokenPipeError:  # the reader of stdout is gone (`laimco ... | head`): nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        sys.exit(1)
     except Exception as exc:
         if _run["debug"]:
             traceback.print_exc()

@@ -5,6 +5,7 @@ shards and index), tokenizer.json and generation_config.json, an FCDNN .safetens
 JSON and summarisation JSONL. The checkpoints are tiny and written here (no torch, no network).
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -20,7 +21,7 @@ from laimco_jax.experiments import theory
 from laimco_jax.models import bart, bert, checkpoints, fcdnn, profile
 from laimco_jax.params import ConfigError
 from laimco_jax.tasks import load_split_model, read_squad, read_summarization
-from laimco_jax.tasks.split_model import check_ratio, load_tokenizer
+from laimco_jax.tasks.split_model import check_ratio
 
 BERT = bert.BertConfig(vocab_size=40, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
                        intermediate_size=12, max_position_embeddings=16)
@@ -299,7 +300,20 @@ def test_malformed_tokenizer_json(capsys, monkeypatch, bert_dir, tmp_path):
     line = cli_error(capsys, monkeypatch, "bound-check", "--model", bert_dir, "--out", tmp_path / "out", "--quick")
     assert_names(line, bert_dir / "tokenizer.json", "cannot be read")
     with pytest.raises(ConfigError, match="tokenizer.json.*cannot be read"):
-        load_tokenizer(bert_dir)
+        checkpoints.load_tokenizer(bert_dir)
+
+
+def test_tokenizer_larger_than_the_vocabulary(capsys, monkeypatch, tmp_path):
+    small = dataclasses.replace(BERT, vocab_size=len(WORDS) - 1)
+    directory = tmp_path / "small"
+    checkpoints.save_checkpoint(directory, small, bert.init(small, jax.random.key(0)))
+    write_tokenizer(directory)
+    message = f"token id {len(WORDS) - 1} is outside the model's vocabulary of {len(WORDS) - 1}"
+    line = cli_error(capsys, monkeypatch, "bound-check", "--model", directory, "--out", tmp_path / "out", "--quick")
+    assert_names(line, directory / "tokenizer.json", message)
+    with pytest.raises(checkpoints.CheckpointError, match=re.escape(message)):
+        checkpoints.load_tokenizer(directory, small.vocab_size)
+    checkpoints.load_tokenizer(directory, len(WORDS))
 
 
 def test_valid_tiny_checkpoint_runs_bound_check(capsys, monkeypatch, bert_dir, tmp_path):

@@ -324,11 +324,12 @@ def _minilm_dir() -> Path:
 
 
 def tokenize(sentences: Sequence[str], tokenizer_json: str | os.PathLike | None = None, *,
-             max_tokens: int = 32, pad_id: int = 0) -> dict[str, np.ndarray]:
+             max_tokens: int = 32, pad_id: int = 0, vocab_size: int | None = None) -> dict[str, np.ndarray]:
     """``{"input_ids", "attention_mask"}`` (int32, ``(batch, seq)``) of ``sentences``.
 
-    ``tokenizer_json``: a ``tokenizers`` file (default: MiniLM's). Padded with ``pad_id`` to the
-    longest sentence, truncated to ``max_tokens`` tokens.
+    ``tokenizer_json``: a ``tokenizers`` file (default: MiniLM's), whose token ids must lie below
+    ``vocab_size`` if given. Padded with ``pad_id`` to the longest sentence, truncated to
+    ``max_tokens`` tokens.
     """
     from laimco_jax.models.checkpoints import load_tokenizer
 
@@ -336,7 +337,7 @@ def tokenize(sentences: Sequence[str], tokenizer_json: str | os.PathLike | None 
     if isinstance(sentences, str) or not sentences:
         raise ConfigError(f"sentences={sentences!r} must be a non-empty sequence of strings")
     path = Path(tokenizer_json) if tokenizer_json is not None else _minilm_dir() / "tokenizer.json"
-    tok = load_tokenizer(path)
+    tok = load_tokenizer(path, vocab_size)
     tok.enable_truncation(max_length=max_tokens)
     tok.enable_padding(pad_id=pad_id, pad_token=tok.id_to_token(pad_id) or "[PAD]")
     encodings = tok.encode_batch(list(sentences))
@@ -461,10 +462,8 @@ def load_theory_model(model: str | os.PathLike, *, quick: bool = False, seed: in
         own = directory / "tokenizer.json"
         tokenizer_json = own if own.is_file() else None
     pad_id = config.pad_token_id
-    inputs = tokenize(SENTENCES[:batch], tokenizer_json, max_tokens=tokens, pad_id=pad_id)
-    if inputs["input_ids"].max() >= config.vocab_size:
-        raise ConfigError(f"model={os.fspath(model)!r}: token id {int(inputs['input_ids'].max())} is outside its "
-                          f"vocabulary of {config.vocab_size}; put its tokenizer.json in the directory")
+    inputs = tokenize(SENTENCES[:batch], tokenizer_json, max_tokens=tokens, pad_id=pad_id,
+                      vocab_size=config.vocab_size)
     kind = "bert" if isinstance(config, bert.BertConfig) else "bart"
     return TheoryModel(label, kind, params, inputs, config=config, pretrained=pretrained,
                        source="bart-base" if name == "bart" else os.fspath(model))

@@ -414,11 +414,12 @@ def load_task_checkpoint(directory: str | os.PathLike,
     return config, params, jax.tree.map(jax.numpy.asarray, head_params)
 
 
-def load_tokenizer(path: str | os.PathLike):
+def load_tokenizer(path: str | os.PathLike, vocab_size: int | None = None):
     """A ``tokenizers.Tokenizer`` from ``tokenizer.json`` (a file or a checkpoint directory holding one),
     with its stored truncation and padding switched off (callers set both).
 
-    Raises :class:`CheckpointError` naming the file when it is absent or cannot be read.
+    Raises :class:`CheckpointError` naming the file when it is absent or cannot be read, or when
+    it has a token id outside a model vocabulary of ``vocab_size`` tokens (if given).
     """
     from tokenizers import Tokenizer
 
@@ -431,6 +432,10 @@ def load_tokenizer(path: str | os.PathLike):
         tokenizer = Tokenizer.from_file(file)
     except Exception as err:  # tokenizers raises plain Exception subclasses
         raise CheckpointError(f"tokenizer={file!r} cannot be read: {err}") from None
+    largest = max(tokenizer.get_vocab(with_added_tokens=True).values(), default=-1)
+    if vocab_size is not None and largest >= vocab_size:
+        raise CheckpointError(f"tokenizer={file!r}: token id {largest} is outside the model's vocabulary of "
+                              f"{vocab_size} (vocab_size in config.json); use the checkpoint's own tokenizer.json")
     tokenizer.no_truncation()
     tokenizer.no_padding()
     return tokenizer

@@ -158,7 +158,7 @@ def load_split_model(task: str, checkpoint: str | os.PathLike, *, split: int, rh
         task=task, config=config, split=split,
         device_params=pruning.apply_mask(device, device_mask),
         server_params=pruning.apply_mask(server, server_mask),
-        tokenizer=load_tokenizer(directory if tokenizer is None else tokenizer),
+        tokenizer=load_tokenizer(directory if tokenizer is None else tokenizer, config.vocab_size),
         rho=rho, rho_server=rho_server, pruning=pruning_method, seed=int(seed),
         kept_device=kept_device[0] / max(kept_device[1], 1),
         kept_server=kept_server[0] / max(kept_server[1], 1),

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 
 from laimco_jax.params import Problem
 from laimco_jax.solvers.schemes import SchemeSpec, scheme_problem, scheme_spec
-from laimco_jax.solvers.solution import InfeasibleReason, Solution, Status, make_solution
+from laimco_jax.solvers.solution import InfeasibleReason, Solution, Status, budget_excess, budget_margin, make_solution
 from laimco_jax.system import LN2, OperatingPoint, channel_gain
 
 __all__ = ["ConvexForm", "convex_form", "infeasible_reason", "solve_exact", "DEFAULT_ITERATIONS", "DEFAULT_GAP_TOL"]
@@ -311,15 +311,21 @@ class _Primal(NamedTuple):
     value: Any
 
 
-def _primal_at(form: ConvexForm, r: _Rates, rel_tol) -> _Primal:
+def _primal_at(form: ConvexForm, r: _Rates, margin) -> _Primal:
     """max ρq + ρ̃s over the box with the delay and energy budgets at fixed rates (exact 2-D LP).
 
     The objective is non-decreasing in both variables, so the optimum is a vertex of the upper-right
     frontier: a bound of one variable with the other as large as feasible, or the intersection of the
-    two budget lines. All five candidates are evaluated and the best feasible one kept.
+    two budget lines. The vertices are computed and checked for budgets shrunk by the relative
+    ``margin`` and accepted up to half of it, so that the returned point still meets T0 and E0 when
+    its delay and energy are re-evaluated in physical units (eqs. (10), (11)), and no rounding of the
+    vertices (which differs between XLA fusions) flips a check; only the pruning lower bounds, which
+    cannot shrink, are accepted up to the full budgets (T0 equal to the least possible delay). The
+    best feasible vertex is kept.
     """
-    delay_left = form.delay_budget_s - r.delay_link
-    energy_left = form.energy_budget_j - r.energy_link
+    keep, half = 1.0 - margin, 0.5 * margin
+    delay_left = keep * form.delay_budget_s - r.delay_link
+    energy_left = keep * form.energy_budget_j - r.energy_link
 
     def largest(t_fixed, e_fixed, x, t_free, e_free):
         by_delay = _safe_div(delay_left - t_fixed * x, t_free, jnp.inf)
@@ -330,15 +336,16 @@ def _primal_at(form: ConvexForm, r: _Rates, rel_tol) -> _Primal:
     det = td * es - ts * ed
     cross_rho = _safe_div(delay_left * es - ts * energy_left, det, -jnp.inf)
     cross_srv = _safe_div(td * energy_left - ed * delay_left, det, -jnp.inf)
-    candidates = [
-        (form.rho_min, largest(td, ed, form.rho_min, ts, es)),
-        (jnp.ones_like(td), largest(td, ed, 1.0, ts, es)),
-        (largest(ts, es, form.rho_server_min, td, ed), form.rho_server_min),
-        (largest(ts, es, 1.0, td, ed), jnp.ones_like(td)),
-        (cross_rho, cross_srv),
+    candidates = [  # (ρ, ρ̃, relative allowance beyond the shrunk budgets)
+        (form.rho_min, form.rho_server_min, margin),
+        (form.rho_min, largest(td, ed, form.rho_min, ts, es), half),
+        (jnp.ones_like(td), largest(td, ed, 1.0, ts, es), half),
+        (largest(ts, es, form.rho_server_min, td, ed), form.rho_server_min, half),
+        (largest(ts, es, 1.0, td, ed), jnp.ones_like(td), half),
+        (cross_rho, cross_srv, half),
     ]
     best = _Primal(jnp.zeros_like(td, bool), form.rho_min, form.rho_server_min, jnp.full_like(td, -jnp.inf))
-    for rho, rho_srv in candidates:
+    for rho, rho_srv, allowance in candidates:
         rho = jnp.broadcast_to(rho, td.shape)
         rho_srv = jnp.broadcast_to(rho_srv, td.shape)
         ok = (
@@ -346,8 +353,8 @@ def _primal_at(form: ConvexForm, r: _Rates, rel_tol) -> _Primal:
             & (rho <= 1.0)
             & (rho_srv >= form.rho_server_min)
             & (rho_srv <= 1.0)
-            & (rho * td + rho_srv * ts <= delay_left + rel_tol * form.delay_budget_s)
-            & (rho * ed + rho_srv * es <= energy_left + rel_tol * form.energy_budget_j)
+            & (rho * td + rho_srv * ts <= delay_left + allowance * form.delay_budget_s)
+            & (rho * ed + rho_srv * es <= energy_left + allowance * form.energy_budget_j)
         )
         value = jnp.where(ok, rho * form.value_device + rho_srv * form.value_server, -jnp.inf)
         better = ok & (value >= best.value)  # ties: the later candidate (larger ρ, ρ̃ for absent parts)
@@ -363,11 +370,11 @@ def _primal_at(form: ConvexForm, r: _Rates, rel_tol) -> _Primal:
 # ----------------------------------------------------------------------------- the solver
 
 
-def infeasible_reason(form: ConvexForm, spec: SchemeSpec):
-    """DELAY if T0 is missed at the pruning lower bounds, full clocks and full power; else ENERGY if E0 is
-    exceeded by the least energy (upload at p -> 0, or at P_max if pinned; compute parts only at
-    pinned clocks); else JOINT (each budget alone can be met, not both): :class:`InfeasibleReason`."""
-    full_speed_delay = (
+def _least_delay_energy(form: ConvexForm, spec: SchemeSpec):
+    """Lower bounds on T and E over every point of the scheme: T at the pruning lower bounds, full clocks
+    and full power; E of the upload alone at p -> 0 (or at P_max if pinned), plus the parts' energy at
+    the pruning lower bounds where the clocks are pinned. Either above its budget proves infeasibility."""
+    least_delay = (
         form.rho_min * form.delay_device_s
         + form.rho_server_min * form.delay_server_s
         + LN2 / (form.bandwidth_hz * form.max_efficiency) * form.bits
@@ -375,8 +382,16 @@ def infeasible_reason(form: ConvexForm, spec: SchemeSpec):
     least_energy = form.bits * _min_joules_per_bit(form, spec.fixed_power)
     if spec.fixed_frequency:
         least_energy = least_energy + form.rho_min * form.energy_device_j + form.rho_server_min * form.energy_server_j
+    return least_delay, least_energy
+
+
+def infeasible_reason(form: ConvexForm, spec: SchemeSpec):
+    """DELAY if T0 is missed at the pruning lower bounds, full clocks and full power; else ENERGY if E0 is
+    exceeded by the least energy (upload at p -> 0, or at P_max if pinned; compute parts only at
+    pinned clocks); else JOINT (each budget alone can be met, not both): :class:`InfeasibleReason`."""
+    least_delay, least_energy = _least_delay_energy(form, spec)
     return jnp.where(
-        full_speed_delay > form.delay_budget_s,
+        least_delay > form.delay_budget_s,
         InfeasibleReason.DELAY,
         jnp.where(least_energy > form.energy_budget_j, InfeasibleReason.ENERGY, InfeasibleReason.JOINT),
     )
@@ -387,7 +402,7 @@ def _float_bits(x):
     return jax.lax.bitcast_convert_type(x, jnp.int64 if x.dtype == jnp.float64 else jnp.int32)
 
 
-def _solve_form(form: ConvexForm, spec: SchemeSpec, iterations: int, gap_tol):
+def _solve_form(form: ConvexForm, spec: SchemeSpec, iterations: int):
     y_end, y_top = _search_interval(form)
     dtype = form.value_device.dtype
     fixed = _fixed_terms(form)
@@ -425,7 +440,7 @@ def _solve_form(form: ConvexForm, spec: SchemeSpec, iterations: int, gap_tol):
     duals = [_knapsack(form, r) for r in ends]
     if spec.fixed_frequency:  # the response is piecewise in ν there: the secant step can miss the optimum
         ends, duals = ends + inner, duals + [k_low, k_high]
-    primals = [_primal_at(form, r, 1e-12) for r in ends]
+    primals = [_primal_at(form, r, budget_margin(dtype)) for r in ends]
     best = jnp.argmax(jnp.stack([p.value for p in primals]), axis=0)
 
     def pick(*candidates):
@@ -434,18 +449,18 @@ def _solve_form(form: ConvexForm, spec: SchemeSpec, iterations: int, gap_tol):
     rates = jax.tree_util.tree_map(pick, *ends)
     primal = jax.tree_util.tree_map(pick, *primals)
     dual = jax.tree_util.tree_map(pick, *duals)
-    # Weak duality: upper >= primal value up to rounding (only violated at the feasibility boundary).
     every_dual = duals + [k_low, k_high]  # at fixed clocks the ends appear twice: min/max/and ignore it
-    upper = jnp.maximum(functools.reduce(jnp.minimum, [d.value for d in every_dual]), primal.value)
-    certified_infeasible = ~functools.reduce(jnp.logical_and, [d.feasible for d in every_dual])
-    infeasible = ~primal.feasible & certified_infeasible
-    gap = (upper - primal.value) / (form.value_device + form.value_server)
-    status = jnp.where(
-        infeasible, Status.INFEASIBLE, jnp.where(primal.feasible & (gap <= gap_tol), Status.OPTIMAL, Status.NOT_CONVERGED)
+    dual_bound = functools.reduce(jnp.minimum, [d.value for d in every_dual])
+    # Infeasibility is proved by a knapsack whose lower bounds overflow its aggregated budget, or by a
+    # budget below its least possible value (needed where the proving price lies beyond the search).
+    least_delay, least_energy = _least_delay_energy(form, spec)
+    overload = functools.reduce(
+        jnp.maximum,
+        [d.overload for d in every_dual]
+        + [least_delay / form.delay_budget_s - 1.0, least_energy / form.energy_budget_j - 1.0],
     )
-    overload = functools.reduce(jnp.maximum, [d.overload for d in every_dual])
-    certificate = jnp.where(infeasible, overload, jnp.where(primal.feasible, gap, 1.0))
-    return rates, primal, dual, jnp.where(infeasible, 0.0, upper), status, certificate
+    certified_infeasible = overload > 0
+    return rates, primal, dual, dual_bound, certified_infeasible, overload
 
 
 @functools.partial(jax.jit, static_argnames=("scheme", "iterations"))
@@ -477,8 +492,8 @@ def solve_exact(
     form = convex_form(problem, spec)
     if gap_tol is None:
         gap_tol = max(DEFAULT_GAP_TOL, 1e3 * float(jnp.finfo(form.value_device.dtype).eps))
-    rates, primal, dual, upper, status, certificate = _solve_form(form, spec, iterations, gap_tol)
-    infeasible = status == Status.INFEASIBLE
+    rates, primal, dual, dual_bound, certified_infeasible, overload = _solve_form(form, spec, iterations)
+    infeasible = ~primal.feasible & certified_infeasible
     system = problem.system
     rho = jnp.where(infeasible, form.rho_min, primal.rho)
     rho_srv = jnp.where(infeasible, form.rho_server_min, primal.rho_server)
@@ -492,6 +507,20 @@ def solve_exact(
         rho_server=rho_srv,
         f_server_hz=jnp.where(form.delay_server_s > 0, system.f_max_server_hz / slow_srv, 0.0),
     )
+    # The verdict is computed on the returned point itself, re-evaluated in physical units: it meets
+    # both budgets (eqs. (10), (11)) or it is not called feasible, and its gap is measured against
+    # its own ρq + ρ̃s (weak duality: the dual bound is never below it, up to rounding).
+    excess = budget_excess(problem, point)
+    meets_budgets = excess <= 0
+    retained = rho * form.value_device + rho_srv * form.value_server
+    upper = jnp.where(infeasible, 0.0, jnp.maximum(dual_bound, retained))
+    gap = (upper - retained) / (form.value_device + form.value_server)
+    status = jnp.where(
+        infeasible,
+        Status.INFEASIBLE,
+        jnp.where(meets_budgets, jnp.where(gap <= gap_tol, Status.OPTIMAL, Status.NOT_CONVERGED), Status.UNRESOLVED),
+    )
+    certificate = jnp.where(infeasible, overload, jnp.where(meets_budgets, gap, excess))
     delay_mult = jnp.where(infeasible, 0.0, dual.multiplier)
     return make_solution(
         problem,

@@ -11,7 +11,17 @@ from laimco_jax import distortion
 from laimco_jax.params import Problem
 from laimco_jax.system import OperatingPoint, evaluate
 
-__all__ = ["Status", "InfeasibleReason", "Solution", "make_solution", "INFEASIBLE_REASON_TEXT"]
+__all__ = [
+    "Status",
+    "InfeasibleReason",
+    "Solution",
+    "make_solution",
+    "budget_excess",
+    "budget_margin",
+    "INFEASIBLE_REASON_TEXT",
+]
+
+LOG10_2 = 0.30102999566398120
 
 
 class Status(enum.IntEnum):
@@ -19,7 +29,8 @@ class Status(enum.IntEnum):
 
     OPTIMAL = 0  # certificate (relative duality gap) within tolerance
     INFEASIBLE = 1  # no (ρ, f, p, ρ̃, f̃) meets both budgets; see InfeasibleReason
-    NOT_CONVERGED = 2  # a feasible point whose certificate exceeds the tolerance
+    NOT_CONVERGED = 2  # a point that meets both budgets, whose certificate exceeds the tolerance
+    UNRESOLVED = 3  # neither a point that meets both budgets nor a proof of infeasibility was found
 
 
 class InfeasibleReason(enum.IntEnum):
@@ -48,7 +59,10 @@ class Solution(NamedTuple):
     ``upper_bound`` is a proven upper bound on it (a dual value) and ``certificate`` the relative
     duality gap (upper_bound - retained_params) / (q + s). For an infeasible instance ``upper_bound``
     is 0 and ``certificate`` is the relative amount by which the pruning lower bounds exceed the
-    aggregated budget T0 + ν E0 at the returned price (positive: a proof of infeasibility). The multipliers belong to (44a) and (44b)
+    aggregated budget T0 + ν E0 at the returned price (positive: a proof of infeasibility). For an
+    UNRESOLVED instance (no point found that meets both budgets, no proof of infeasibility: the budgets
+    lie within rounding of the feasible set's edge, or a coefficient overflows the dtype) it is the
+    returned point's relative budget excess, :func:`budget_excess`. The multipliers belong to (44a) and (44b)
     for the objective ρq + ρ̃s: d(ρq + ρ̃s)*/dT0 [parameters/s] and d(ρq + ρ̃s)*/dE0 [parameters/J].
     Slacks are budget or limit minus value (non-negative when feasible).
     """
@@ -80,6 +94,26 @@ class Solution(NamedTuple):
     @property
     def point(self) -> OperatingPoint:
         return OperatingPoint(self.rho, self.f_device_hz, self.p_w, self.rho_server, self.f_server_hz)
+
+
+def budget_margin(dtype) -> float:
+    """Relative room a solver keeps below T0 and E0 (64 machine epsilons of ``dtype``), so that its
+    point still meets both budgets when T and E are re-evaluated by :func:`~laimco_jax.system.evaluate`."""
+    return 64.0 * float(jnp.finfo(dtype).eps)
+
+
+def budget_excess(problem: Problem, point: OperatingPoint):
+    """max((T - T0)/T0, (E - E0)/E0) at ``point``, eqs. (10), (11): <= 0 iff both budgets are met.
+
+    +inf where T or E is not finite (e.g. a coefficient overflowed the dtype), so a point is never
+    called feasible on NaN.
+    """
+    terms = evaluate(problem.system, problem.model, point)
+    excess = jnp.maximum(
+        (terms.delay_s - problem.budget.delay_s) / problem.budget.delay_s,
+        (terms.energy_j - problem.budget.energy_j) / problem.budget.energy_j,
+    )
+    return jnp.where(jnp.isnan(excess), jnp.inf, excess)
 
 
 def make_solution(
@@ -122,7 +156,7 @@ def make_solution(
         upper_bound=upper_bound,
         certificate=certificate,
         log2_distortion_bound=log2_d,
-        log10_distortion_bound=log2_d * jnp.log10(2.0),
+        log10_distortion_bound=log2_d * LOG10_2,
         delay_multiplier=delay_multiplier,
         energy_multiplier=energy_multiplier,
         iterations=jnp.broadcast_to(jnp.asarray(iterations, jnp.int32), jnp.shape(point.rho)),

@@ -39,7 +39,7 @@ import numpy as np
 from laimco_jax import distortion
 from laimco_jax.params import ConfigError, Problem
 from laimco_jax.solvers.schemes import SchemeSpec, scheme_problem, scheme_spec
-from laimco_jax.solvers.solution import InfeasibleReason, Solution, Status, make_solution
+from laimco_jax.solvers.solution import InfeasibleReason, Solution, Status, budget_excess, make_solution
 from laimco_jax.system import OperatingPoint, channel_gain
 
 __all__ = [
@@ -542,7 +542,8 @@ def solve_cvxpy_exact(problem: Problem, scheme: str = "proposed") -> ReferenceRe
 
     Status: OPTIMAL when Clarabel reports optimal, INFEASIBLE when it reports (primal) infeasibility —
     the reason code is then computed in closed form with the exact solver's definitions — and
-    NOT_CONVERGED otherwise (inaccurate or failed solve). ``upper_bound`` is ρq + ρ̃s at the returned
+    NOT_CONVERGED for an inaccurate solve, UNRESOLVED (with the pruning lower bounds at full clocks and
+    power, and their relative budget excess as ``certificate``) when Clarabel returns no point. ``upper_bound`` is ρq + ρ̃s at the returned
     point, ``certificate`` Clarabel's relative duality gap, the multipliers as in the module docstring.
     """
     cp = _cvxpy()
@@ -560,7 +561,10 @@ def solve_cvxpy_exact(problem: Problem, scheme: str = "proposed") -> ReferenceRe
     if status in ("infeasible", "infeasible_inaccurate"):
         sol = _finish(problem, c, _infeasible_point(c), status=Status.INFEASIBLE, reason=_infeasible_reason(c))
     elif any(x.value is None for x in free) or status not in ("optimal", "optimal_inaccurate"):
-        sol = _finish(problem, c, _infeasible_point(c), status=Status.NOT_CONVERGED, certificate=1.0)
+        point = _infeasible_point(c)
+        with jax.enable_x64(True):
+            excess = float(budget_excess(problem.astype(np.float64), OperatingPoint(*map(np.float64, point))))
+        sol = _finish(problem, c, point, status=Status.UNRESOLVED, certificate=excess)
     else:
         point = _exact_point(c, m)
         delay_mult, energy_mult = _budget_multipliers(c, m.delay_con, m.energy_con)

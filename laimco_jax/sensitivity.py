@@ -36,7 +36,7 @@ from laimco_jax import distortion
 from laimco_jax.params import FIELD_SECTION, ConfigError, Problem
 from laimco_jax.solvers.exact import ConvexForm, convex_form, solve_exact
 from laimco_jax.solvers.schemes import SchemeSpec, scheme_problem, scheme_spec
-from laimco_jax.solvers.solution import Status
+from laimco_jax.solvers.solution import found_point
 from laimco_jax.system import LN2
 
 __all__ = [
@@ -224,7 +224,7 @@ def _outputs_at(problem: Problem, solution, scheme: str) -> OptimumOutputs:
         f_server_hz=jnp.where(form.delay_server_s > 0, system.f_max_server_hz / s_srv, 0.0),
         retained_params=rho * model.params_device + rho_srv * model.params_server,
     )
-    feasible = solution.status != Status.INFEASIBLE
+    feasible = found_point(solution.status)
     return jax.tree_util.tree_map(lambda x: jnp.where(feasible, x, jax.lax.stop_gradient(x)), outputs)
 
 

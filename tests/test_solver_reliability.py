@@ -158,3 +158,108 @@ def test_exact_answers_agree_across_shapes_dtypes_and_x64(scheme, x64):
                 assert np.all(ref_status[opt] == Status.OPTIMAL)
                 # an infeasibility proof in any dtype is one in float64
                 assert np.all(ref_status[status == Status.INFEASIBLE] == Status.INFEASIBLE)
+
+
+# ----------------------------------------------------------------------------- issue 12, item 2
+
+
+def corner_problems():
+    """The paper's problem with one field at a time at either end of its validated range."""
+    from laimco_jax.params import Budget, ModelProfile
+
+    overrides = []
+    for cls in (SystemParams, ModelProfile, Budget):
+        for field, allowed in cls._RULES.items():
+            if field == "channel_gain" or field == "entropy_bits":
+                continue
+            for value in (allowed.lower if allowed.inclusive else allowed.upper * 1e-6, allowed.upper):
+                overrides.append({field: value})
+    overrides += [{"channel_gain": 1e-30}, {"channel_gain": 1e6}, {"delay_s": 1e6, "energy_j": 1e6},
+                  {"delay_s": 1e6, "energy_j": 1e-3}, {"delay_s": 1e-3, "energy_j": 1e6}]
+    problems = []
+    for o in overrides:
+        try:
+            problems.append(make_problem(overrides=o))
+        except ConfigError as exc:  # the path-loss gain leaves its range: refused, as tested below
+            assert "path-loss gain" in str(exc)
+    assert len(problems) > 40
+    gain = [float(_gain(p.system)) if p.system.channel_gain is None else p.system.channel_gain for p in problems]
+    problems = [p.replace(system=p.system.replace(channel_gain=g, **{f: None for f in SystemParams.PATHLOSS_FIELDS}))
+                for p, g in zip(problems, gain)]
+    return jax.tree_util.tree_map(lambda *xs: np.asarray(xs, np.float64), *problems)
+
+
+@pytest.mark.parametrize("scheme", ["proposed", "fixed-power", "fixed-frequency",
+                                    *(pytest.param(s, marks=pytest.mark.slow) for s in SCHEMES[3:])])
+def test_range_corners_are_solved_in_float64_and_never_lie_in_float32(scheme):
+    """Every field at the ends of the range validation accepts: float64 reaches a verdict (no UNRESOLVED),
+    no field is NaN, and float32 agrees with it wherever it claims optimality or infeasibility."""
+    problems = corner_problems()
+    f64 = solve_exact(jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), problems), scheme)
+    f32 = solve_exact(jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), problems), scheme)
+    check_no_lie(problems, f64, scheme, rtol_budget=0.0)
+    check_no_lie(problems, f32, scheme, rtol_budget=1e-6)
+    s64, s32 = np.asarray(f64.status), np.asarray(f32.status)
+    assert not np.any(s64 == Status.UNRESOLVED)
+    assert np.all(s64[s32 == Status.INFEASIBLE] == Status.INFEASIBLE)
+    opt = s32 == Status.OPTIMAL
+    assert np.all(s64[opt] == Status.OPTIMAL)
+    total = np.asarray(problems.model.params_device + problems.model.params_server)
+    err = np.abs(np.asarray(f32.retained_params, np.float64) - np.asarray(f64.retained_params))[opt] / total[opt]
+    assert np.all(err <= 2e-4)
+
+
+def test_out_of_range_magnitudes_are_refused_with_the_range():
+    """The issue's reproducers that overflowed (NaN power, infinite gain) are refused up front."""
+    for overrides, text in [
+        ({"channel_gain": 1e300}, "system.channel_gain = 1e+300"),
+        ({"f_max_device_hz": 1e300}, "system.f_max_device_hz = 1e+300"),
+        ({"ref_gain_db": 4000.0}, "system.ref_gain_db = 4000.0"),
+        ({"distance_m": 1e7, "ref_gain_db": -300.0}, "path-loss gain"),
+    ]:
+        with pytest.raises(ConfigError, match="allowed range") as info:
+            make_problem(overrides=overrides)
+        assert text in str(info.value)
+
+
+# ----------------------------------------------------------------------------- issue 12, item 3
+
+
+def test_budget_equal_to_the_least_delay_is_optimal_with_zero_gap(capsys, monkeypatch):
+    """T0 equal to the least possible delay (as `laimco system` prints it): the only feasible point is
+    found and certified, not reported NOT_CONVERGED with a placeholder certificate 1.0."""
+    import json
+
+    from conftest import run_cli
+
+    code, out, _ = run_cli(capsys, monkeypatch, "system", "--rho", "0", "--rho-server", "0", "--f-device", "1e9",
+                           "--p-watt", "0.5", "--f-server", "4e9", "--json")
+    least = json.loads(out)["delay_s"]
+    code, out, err = run_cli(capsys, monkeypatch, "solve", "--set", f"delay_s={least!r}", "--set", "energy_j=1", "--json")
+    record = json.loads(out)
+    assert code == 0 and record["status"] == "optimal" and record["certificate"] == pytest.approx(0.0, abs=1e-12)
+    assert record["delay_s"] <= least
+
+
+@pytest.mark.parametrize("overrides", [["distance_m=100", "delay_s=0.12"], ["delay_s=0.12"], ["energy_j=0.008"],
+                                       ["distance_m=300", "delay_s=0.2", "energy_j=0.01"]])
+def test_returned_point_meets_its_budgets_when_re_evaluated_by_laimco_system(capsys, monkeypatch, overrides):
+    import json
+
+    from conftest import run_cli
+
+    sets = [a for o in overrides for a in ("--set", o)]
+    code, out, _ = run_cli(capsys, monkeypatch, "solve", *sets, "--json")
+    sol = json.loads(out)
+    assert code == 0 and sol["status"] == "optimal"
+    code, out, _ = run_cli(capsys, monkeypatch, "system", *sets, "--rho", repr(sol["rho"]), "--rho-server",
+                           repr(sol["rho_server"]), "--f-device", repr(sol["f_device_hz"]), "--p-watt",
+                           repr(sol["p_watt"]), "--f-server", repr(sol["f_server_hz"]), "--json")
+    terms = json.loads(out)
+    assert terms["within_delay_budget"] and terms["within_energy_budget"]
+
+
+def test_fixed_power_with_a_huge_delay_budget_is_proved_infeasible():
+    """At p = P_max the upload alone exceeds E0: infeasible (it was NOT_CONVERGED 35 % over budget)."""
+    sol = solve_exact(make_problem(overrides={"delay_s": 1e6}).astype(jnp.float64), "fixed-power")
+    assert int(sol.status) == Status.INFEASIBLE and float(sol.certificate) > 0.3

@@ -26,7 +26,7 @@ from laimco_jax.experiments.plots import figure_grid, save_figure
 from laimco_jax.params import BUDGET_PRESETS, MODEL_SPECS, Problem, make_problem
 from laimco_jax.sensitivity import elasticities
 from laimco_jax.solvers import solve_exact, solve_sca
-from laimco_jax.solvers.solution import Status
+from laimco_jax.solvers.solution import Status, found_point
 
 __all__ = [
     "BENCHMARKS",
@@ -112,7 +112,7 @@ def _solution_frame(points: pd.DataFrame, solution, scheme: str, method: str) ->
     frame = points.copy()
     frame["scheme"], frame["method"] = scheme, method
     frame["status"] = [Status(int(s)).name.lower() for s in np.asarray(solution.status)]
-    frame["feasible"] = np.asarray(solution.status) != int(Status.INFEASIBLE)
+    frame["feasible"] = np.asarray(found_point(np.asarray(solution.status)))
     for name in SOLUTION_COLUMNS:
         frame[name] = np.asarray(getattr(solution, name), np.float64)
     frame["iterations"] = np.asarray(solution.iterations)
@@ -153,7 +153,7 @@ def sensitivity_table(points: pd.DataFrame, preset: str = "paper") -> pd.DataFra
     """
     problem = points_problem(points, preset)
     of_bound = elasticities(problem)["log2_distortion_bound"]
-    feasible = np.asarray(solve_exact(problem).status) != int(Status.INFEASIBLE)
+    feasible = np.asarray(found_point(solve_exact(problem).status))
     frame = points.copy()
     for field in SENSITIVITY_FIELDS:
         section = "budget" if field in ("delay_s", "energy_j") else "system"

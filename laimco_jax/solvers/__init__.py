@@ -3,7 +3,7 @@
 from laimco_jax.solvers.exact import solve_exact
 from laimco_jax.solvers.sca import solve_sca
 from laimco_jax.solvers.schemes import SCHEMES, scheme_problem, scheme_spec
-from laimco_jax.solvers.solution import INFEASIBLE_REASON_TEXT, InfeasibleReason, Solution, Status
+from laimco_jax.solvers.solution import INFEASIBLE_REASON_TEXT, InfeasibleReason, Solution, Status, found_point
 
 __all__ = [
     "INFEASIBLE_REASON_TEXT",
@@ -14,5 +14,6 @@ __all__ = [
     "scheme_problem",
     "scheme_spec",
     "solve_exact",
+    "found_point",
     "solve_sca",
 ]

@@ -78,17 +78,18 @@ def convex_form(problem: Problem, spec: SchemeSpec) -> ConvexForm:
     system, model, budget = problem.system, problem.model, problem.budget
     gain = channel_gain(system)
     noise = system.bandwidth_hz * system.noise_psd_w_per_hz
+    # η φ f² and η φ f³ multiplied out from the left: f³ alone overflows float32 above 7e12 Hz
+    chip_device = system.pue_device * system.power_coeff_device * system.f_max_device_hz * system.f_max_device_hz
+    chip_server = system.pue_server * system.power_coeff_server * system.f_max_server_hz * system.f_max_server_hz
     fields = dict(
         value_device=model.params_device,
         value_server=model.params_server,
         delay_device_s=model.flops_device / (system.flops_per_cycle_device * system.f_max_device_hz),
-        energy_device_j=system.pue_device * system.power_coeff_device * model.flops_device
-        * system.f_max_device_hz**2 / system.flops_per_cycle_device,
-        free_price_device=0.5 / (system.pue_device * system.power_coeff_device * system.f_max_device_hz**3),
+        energy_device_j=chip_device * model.flops_device / system.flops_per_cycle_device,
+        free_price_device=0.5 / (chip_device * system.f_max_device_hz),
         delay_server_s=model.flops_server / (system.flops_per_cycle_server * system.f_max_server_hz),
-        energy_server_j=system.pue_server * system.power_coeff_server * model.flops_server
-        * system.f_max_server_hz**2 / system.flops_per_cycle_server,
-        free_price_server=0.5 / (system.pue_server * system.power_coeff_server * system.f_max_server_hz**3),
+        energy_server_j=chip_server * model.flops_server / system.flops_per_cycle_server,
+        free_price_server=0.5 / (chip_server * system.f_max_server_hz),
         bits=model.embedding_bits,
         link_power_w=noise / gain,
         bandwidth_hz=system.bandwidth_hz,
@@ -456,8 +457,9 @@ def _solve_form(form: ConvexForm, spec: SchemeSpec, iterations: int):
     least_delay, least_energy = _least_delay_energy(form, spec)
     overload = functools.reduce(
         jnp.maximum,
-        [d.overload for d in every_dual]
-        + [least_delay / form.delay_budget_s - 1.0, least_energy / form.energy_budget_j - 1.0],
+        [jnp.where(jnp.isfinite(o), o, -jnp.inf) for o in  # a non-finite overload (overflow) proves nothing
+         [d.overload for d in every_dual]
+         + [least_delay / form.delay_budget_s - 1.0, least_energy / form.energy_budget_j - 1.0]],
     )
     certified_infeasible = overload > 0
     return rates, primal, dual, dual_bound, certified_infeasible, overload
@@ -495,11 +497,12 @@ def solve_exact(
     rates, primal, dual, dual_bound, certified_infeasible, overload = _solve_form(form, spec, iterations)
     infeasible = ~primal.feasible & certified_infeasible
     system = problem.system
-    rho = jnp.where(infeasible, form.rho_min, primal.rho)
-    rho_srv = jnp.where(infeasible, form.rho_server_min, primal.rho_server)
-    slow_dev = jnp.where(infeasible, 1.0, rates.slowdown_device)
-    slow_srv = jnp.where(infeasible, 1.0, rates.slowdown_server)
-    y = jnp.where(infeasible, form.max_efficiency, rates.efficiency)
+    floor = ~primal.feasible  # no point found: the pruning lower bounds at full clocks and power
+    rho = jnp.where(floor, form.rho_min, primal.rho)
+    rho_srv = jnp.where(floor, form.rho_server_min, primal.rho_server)
+    slow_dev = jnp.where(floor, 1.0, rates.slowdown_device)
+    slow_srv = jnp.where(floor, 1.0, rates.slowdown_server)
+    y = jnp.where(floor, form.max_efficiency, rates.efficiency)
     point = OperatingPoint(
         rho=rho,
         f_device_hz=jnp.where(form.delay_device_s > 0, system.f_max_device_hz / slow_dev, 0.0),

@@ -17,6 +17,7 @@ __all__ = [
     "Solution",
     "make_solution",
     "budget_excess",
+    "found_point",
     "budget_margin",
     "INFEASIBLE_REASON_TEXT",
 ]
@@ -94,6 +95,11 @@ class Solution(NamedTuple):
     @property
     def point(self) -> OperatingPoint:
         return OperatingPoint(self.rho, self.f_device_hz, self.p_w, self.rho_server, self.f_server_hz)
+
+
+def found_point(status):
+    """Whether a solve returned a point that meets both budgets (OPTIMAL or NOT_CONVERGED)."""
+    return (status == Status.OPTIMAL) | (status == Status.NOT_CONVERGED)
 
 
 def budget_margin(dtype) -> float:

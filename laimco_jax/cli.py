@@ -500,12 +500,14 @@ def evaluate_cmd(
     if solve:
         import jax.numpy as jnp
 
-        from laimco_jax.solvers import Status, solve_exact
+        from laimco_jax.solvers import Status, found_point, solve_exact
 
         problem = _problem(preset, model, config, set_, split=split if config is None else None)
         solution = solve_exact(problem.astype(jnp.float64))
-        if int(solution.status) == Status.INFEASIBLE:
-            raise ConfigError(f"the configuration at split {split} is infeasible: no pruning ratios meet both budgets")
+        if not found_point(int(solution.status)):
+            status = Status(int(solution.status)).name.lower()
+            raise ConfigError(f"the configuration at split {split} has no optimum to evaluate (status {status}): "
+                              "no pruning ratios were found that meet both budgets")
         rho, rho_server = float(solution.rho), float(solution.rho_server)
         record["log10_distortion_bound"] = float(solution.log10_distortion_bound)
         if rho == 0.0 or rho_server == 0.0:

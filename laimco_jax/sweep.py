@@ -217,7 +217,7 @@ FIELD_UNITS: dict[str, str] = {
     "energy_j": "J",
 }
 
-_STATUS_FLAGS = {"flag_values": [0, 1, 2], "flag_meanings": "optimal infeasible not_converged"}
+_STATUS_FLAGS = {"flag_values": [int(s) for s in Status], "flag_meanings": " ".join(s.name.lower() for s in Status)}
 _REASON_FLAGS = {"flag_values": [0, 1, 2, 3], "flag_meanings": "none delay energy joint"}
 
 #: Solution field -> (stored variable name, units, description, extra attrs).
@@ -648,10 +648,7 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
     and ``chunk_size``. Raises ConfigError naming the file, the key, its value and what is allowed.
     """
     path = Path(path)
-    try:
-        data = read_toml_file(path, "spec file")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"spec file {str(path)!r} cannot be read ({_reason(exc)}); expected a TOML file") from exc
+    data = read_toml_file(path, "spec file")
     unknown = sorted(set(data) - set(_SPEC_KEYS))
     if unknown:
         raise ConfigError(f"spec file {str(path)!r}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(_SPEC_KEYS)}")
@@ -1066,8 +1063,8 @@ def _netcdf_attr(value: Any) -> Any:
 
 
 def _write_netcdf(store: Path, out: Path) -> None:
-    """The finished Zarr ``store`` as the netCDF-3 file ``out`` (64-bit offsets, scipy's writer; every
-    variable passes through memory), written under ``.NAME.partial`` and renamed into place."""
+    """The finished Zarr ``store`` as the netCDF-3 file ``out`` (64-bit offsets; scipy's writer holds the
+    whole result in memory until the file is closed), written under ``.NAME.partial`` and renamed into place."""
     ds = open_sweep(store)
     for item in [ds, *ds.variables.values()]:
         item.attrs = {key: _netcdf_attr(value) for key, value in item.attrs.items()}

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,10 +47,10 @@ class ReproduceConfig:
     preset: str = "paper"
 
     def __post_init__(self):
-        from laimco_jax.params import SYSTEM_PRESETS
+        from laimco_jax.params import SYSTEM_PRESETS, ConfigError
 
         if self.preset not in SYSTEM_PRESETS:
-            raise ValueError(f"preset={self.preset!r} is not known; allowed: {', '.join(SYSTEM_PRESETS)}")
+            raise ConfigError(f"preset={self.preset!r} is not known; allowed: {', '.join(SYSTEM_PRESETS)}")
 
     @property
     def grids(self) -> paper.FigureGrids:
@@ -169,19 +170,58 @@ def _is_done(record: dict[str, Any] | None, key: dict[str, Any], out: Path) -> b
     return bool(record) and record.get("key") == key and all((out / f).exists() for f in record.get("files", []))
 
 
+def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
+    """``manifest.json``, written to a temporary name and renamed (an interrupt never leaves half of it)."""
+    partial = out / f".{MANIFEST}.partial"
+    partial.write_text(json.dumps(manifest, indent=1))
+    os.replace(partial, out / MANIFEST)
+
+
+def _rerun_command(out: Path, config: ReproduceConfig, parts: Sequence[str] | None) -> str:
+    """The ``laimco reproduce`` command line that repeats a run (and so resumes it)."""
+    words = ["laimco reproduce", f"--out {out}"]
+    words += ["--quick"] if config.quick else []
+    words += [f"--preset {config.preset}"] if config.preset != ReproduceConfig.preset else []
+    words += [f"--parts {','.join(parts)}"] if parts is not None else []
+    return " ".join(words)
+
+
 def reproduce(out: str | Path, config: ReproduceConfig = ReproduceConfig(), *, parts: Sequence[str] | None = None,
               progress: bool = True) -> dict[str, list[str]]:
     """Compute every part (or ``parts``) into ``out`` and write ``summary.md``; returns part -> files.
 
     Finished parts with matching arguments are reused. ``progress`` shows a rich progress display.
+    A KeyboardInterrupt becomes :class:`~laimco_jax.sweep.Interrupted`, whose message names the parts
+    finished and the command that resumes the run.
     """
-    parts = list(PARTS) if parts is None else list(parts)
-    unknown = [p for p in parts if p not in PARTS]
-    if unknown:
-        raise ValueError(f"parts={unknown} are not known; allowed: {', '.join(PARTS)}")
+    from laimco_jax.params import ConfigError
+    from laimco_jax.sweep import Interrupted
+
+    chosen = list(PARTS) if parts is None else list(parts)
+    unknown = [p for p in chosen if p not in PARTS]
+    if unknown or not chosen:
+        problem = f"parts={unknown} are not known" if unknown else "parts=[] names no part"
+        raise ConfigError(f"{problem}; allowed: {', '.join(PARTS)}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {str(out)!r}: cannot create the directory ({exc.strerror}); "
+                          "expected a writable directory") from exc
     manifest = _read_manifest(out)
+    try:
+        _run_parts(out, config, chosen, manifest, progress)
+    except KeyboardInterrupt as exc:
+        finished = [p for p in chosen if _is_done(manifest.get(p), config.key(p), out)]
+        raise Interrupted(f"interrupted: parts finished in {out}: {', '.join(finished) or 'none'} (of "
+                          f"{', '.join(chosen)}); resume with: {_rerun_command(out, config, parts)}") from exc
+    write_summary(out, config)
+    return {name: manifest[name]["files"] for name in chosen}
+
+
+def _run_parts(out: Path, config: ReproduceConfig, parts: Sequence[str], manifest: dict[str, Any],
+               progress: bool) -> None:
+    """Compute each part not finished yet, recording it in ``manifest`` (and ``manifest.json``) when done."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
@@ -195,10 +235,8 @@ def reproduce(out: str | Path, config: ReproduceConfig = ReproduceConfig(), *, p
                 continue
             files = run(config, out)
             manifest[name] = dict(key=key, files=files)
-            (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
+            _write_manifest(out, manifest)
             bar.update(task, completed=1)
-    write_summary(out, config)
-    return {name: manifest[name]["files"] for name in parts}
 
 
 def _markdown_table(frame: pd.DataFrame, floatfmt: str = ".4g") -> str:

@@ -83,12 +83,22 @@ coordinates named by the swept fields (a point list's fields are coordinates alo
 ``scheme`` and ``split``; every :class:`~laimco_jax.solvers.Solution` field as a variable of dims
 (grid dims..., scheme[, split]) with units and a description in attrs (``Solution.delay_s`` and
 ``.energy_j`` are stored as ``total_delay_s`` and ``total_energy_j``: ``delay_s`` and ``energy_j``
-name the budgets T0, E0); attrs hold the base configuration as TOML (``config_toml``) and the sweep
-spec as JSON (``sweep_spec``). Points not yet computed read as NaN (floats) and -1 (integers).
+name the budgets T0, E0); attrs hold the base configuration as TOML (``config_toml``), the sweep
+spec as JSON (``sweep_spec``; a range axis as its start, stop and count) and ``complete`` (false until
+the last chunk is written). Points not yet computed read as NaN (floats) and -1 (integers).
+An output named ``NAME.nc`` is netCDF-3 instead (:data:`OUT_SUFFIXES`): the sweep runs in the Zarr
+work store ``NAME.nc.zarr``, converted and removed once complete; no other suffix is accepted.
 
 Resume. Each chunk is written, then marked done in ``_progress/done`` (one Zarr chunk per sweep
 chunk). An interrupted sweep continued with ``resume=True`` recomputes exactly the chunks not marked
 done and overwrites them whole, so it loses and duplicates nothing; the chunk layout is the stored one.
+A Ctrl-C raises :class:`Interrupted`, whose message says how many chunks were written and how to
+resume. The store is created under a temporary name and renamed into place, so a sweep killed while
+creating it leaves no half store. While a sweep writes, the lock file ``STORE.lock`` beside the store
+names its process and host and refuses a second sweep into the same store (a dead holder's lock is
+taken over). Before computing, the sweep refuses (ConfigError) when its uncompressed size exceeds the
+free disk space, unless ``force``; a failed write (disk full, read-only) is a ConfigError that says
+what was written and how to resume.
 
 Best split (with a split axis). For each grid point and scheme, ``best_split`` is the split whose
 solution retains the most parameters ρq + ρ̃s among the splits solved OPTIMAL (so it minimises D̂,
@@ -108,6 +118,8 @@ import math
 import os
 import shutil
 import socket
+import threading
+import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -176,6 +188,10 @@ _WRITE_THREADS = 4  # variables written at once (file writes overlap)
 #: offset, scipy's writer) converted at the end from the Zarr work store ``OUT.zarr`` next to it.
 OUT_SUFFIXES = {".zarr": "Zarr store", ".nc": "netCDF file (written from the work store OUT.zarr when complete)"}
 _NETCDF3_MAX_VARIABLE_BYTES = 2**32 - 4  # netCDF-3 64-bit offset format: per variable [B]
+#: A running sweep touches its lock file this often [s]; another host's lock untouched for
+#: LOCK_STALE_S [s] is stale (its process was killed).
+LOCK_HEARTBEAT_S = 30.0
+LOCK_STALE_S = 600.0
 
 
 class Interrupted(KeyboardInterrupt):
@@ -1128,15 +1144,29 @@ def _check_size(out: Path, spec: SweepSpec, layout: ChunkLayout, dtype, chunks_l
 @contextlib.contextmanager
 def _store_lock(store: Path):
     """Hold the lock file ``STORE.lock`` (next to the store: JSON of this process's pid and host) while
-    writing ``store``. Another live holder: ConfigError naming it. A holder that is dead (a process
-    of this host that no longer runs) left a stale lock, which is taken over.
+    writing ``store``, touching it every :data:`LOCK_HEARTBEAT_S`. Another live holder: ConfigError
+    naming it. A dead holder left a stale lock, which is taken over: a process of this host that no
+    longer runs, or one of another host whose lock went untouched for :data:`LOCK_STALE_S` (a job
+    killed on one node and resumed on another).
     """
     lock = store.with_name(store.name + ".lock")
     _take_lock(lock, store)
+    stop = threading.Event()
+    heartbeat = threading.Thread(target=_touch_until, args=(lock, stop), daemon=True)
+    heartbeat.start()
     try:
         yield
     finally:
+        stop.set()
+        heartbeat.join()
         lock.unlink(missing_ok=True)
+
+
+def _touch_until(lock: Path, stop: threading.Event) -> None:
+    """Refresh the lock's modification time every LOCK_HEARTBEAT_S until ``stop`` is set."""
+    while not stop.wait(LOCK_HEARTBEAT_S):
+        with contextlib.suppress(OSError):
+            os.utime(lock)
 
 
 def _take_lock(lock: Path, store: Path) -> None:
@@ -1151,7 +1181,7 @@ def _take_lock(lock: Path, store: Path) -> None:
                 return
             except FileExistsError:
                 holder = _lock_holder(lock)
-                if _holder_alive(holder):
+                if _holder_alive(holder, lock):
                     break
                 lock.unlink(missing_ok=True)
     except OSError as exc:
@@ -1176,14 +1206,17 @@ def _lock_holder(lock: Path) -> dict[str, Any]:
     return holder if isinstance(holder, dict) else {}
 
 
-def _holder_alive(holder: Mapping[str, Any]) -> bool:
-    """False for an unreadable lock and for a process of this host that no longer runs (another
-    host's processes cannot be checked: they count as alive)."""
+def _holder_alive(holder: Mapping[str, Any], lock: Path) -> bool:
+    """False for an unreadable lock, a process of this host that no longer runs, and a process of
+    another host (which cannot be asked) whose lock is older than LOCK_STALE_S."""
     pid = holder.get("pid")
     if not holder:
         return False  # unreadable (the lock is written whole, so never while being taken)
     if holder.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
-        return True
+        try:
+            return time.time() - lock.stat().st_mtime < LOCK_STALE_S
+        except FileNotFoundError:
+            return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

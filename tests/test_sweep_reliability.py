@@ -179,6 +179,15 @@ def test_reproduce_interrupt_exits_130_naming_finished_parts(tmp_path, capsys, m
     assert code == 0 and calls == ["a", "b", "b"]  # a was reused
 
 
+def test_reproduce_bad_output_and_empty_parts_are_one_line_exit_2(tmp_path, capsys, monkeypatch):
+    (tmp_path / "file").write_text("")
+    cases = ((["--out", tmp_path / "file"], f"--out '{tmp_path / 'file'}': cannot create the directory"),
+             (["--out", tmp_path, "--parts", ","], "parts=[] names no part; allowed: systems"))
+    for args, expected in cases:
+        code, _, err = run_cli(capsys, monkeypatch, "reproduce", *args)
+        assert code == 2 and expected in _one_line(err)
+
+
 REPRODUCE_SCRIPT = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
@@ -268,6 +277,26 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     (tmp_path / "stale.zarr.lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
     sweep.run_sweep(sweep.build_spec(**SPEC), out, chunk_size=CHUNK)
     assert _complete(out) is True and not (tmp_path / "stale.zarr.lock").exists()
+
+
+def test_lock_of_another_host_is_stale_only_when_its_heartbeat_stopped(tmp_path, monkeypatch):
+    out = tmp_path / "h.zarr"
+    lock = tmp_path / "h.zarr.lock"
+    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
+    with pytest.raises(ConfigError, match="process 1 on host elsewhere"):
+        sweep.run_sweep(sweep.build_spec(**SPEC), out, chunk_size=CHUNK)
+    old = time.time() - sweep.LOCK_STALE_S - 1
+    os.utime(lock, (old, old))
+    monkeypatch.setattr(sweep, "LOCK_HEARTBEAT_S", 0.01)
+    touched = []
+
+    def check_heartbeat(chunk, instances):  # while this sweep holds the lock, it keeps it fresh
+        os.utime(lock, (old, old))
+        time.sleep(0.2)
+        touched.append(lock.stat().st_mtime > old + 1)
+
+    sweep.run_sweep(sweep.build_spec(**SPEC), out, chunk_size=CHUNK, on_chunk=check_heartbeat)
+    assert touched and all(touched) and _complete(out) is True and not lock.exists()
 
 
 @pytest.mark.slow

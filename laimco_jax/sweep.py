@@ -1170,6 +1170,7 @@ def _touch_until(lock: Path, stop: threading.Event) -> None:
 
 
 def _take_lock(lock: Path, store: Path) -> None:
+    """Create ``lock`` holding this process's pid and host, taking over a stale one (see :func:`_store_lock`)."""
     me = {"pid": os.getpid(), "host": socket.gethostname()}
     mine = lock.with_name(f"{lock.name}.{me['pid']}")
     try:

@@ -1094,15 +1094,16 @@ def _write_netcdf(store: Path, out: Path) -> None:
 
 
 def _finish(store: Path, out: Path) -> None:
-    """Mark the store complete (attribute ``complete``: every chunk is marked done); a ``.nc`` output
-    is then converted from it and the work store removed."""
+    """Mark the store complete (attribute ``complete``) if every chunk is marked done; a complete
+    ``.nc`` output is then converted from it and the work store removed."""
     import zarr
 
     root = zarr.open_group(store, mode="r+", zarr_format=_ZARR_FORMAT)
-    if not root.attrs.get("complete") and bool(np.all(root[_PROGRESS][:] == 1)):
+    complete = bool(np.all(root[_PROGRESS][:] == 1))
+    if complete and not root.attrs.get("complete"):
         root.attrs["complete"] = True
         zarr.consolidate_metadata(store)
-    if out != store:
+    if complete and out != store:
         _write_netcdf(store, out)
         shutil.rmtree(store)
 

@@ -633,6 +633,11 @@ def build_spec(
     for key, values in (grid or {}).items():
         name = _field_name(f"grid {key}", key)
         axes.append(Axis(name, {name: parse_grid_values(name, values)}))
+    swept = {name for axis in axes for name in axis.values}
+    fixed_and_swept = [k for k in overrides or {} if k.rpartition(".")[2] in swept]
+    if fixed_and_swept:
+        raise ConfigError(f"--set {', '.join(fixed_and_swept)}: the field is also swept (--grid or points), "
+                          "which would override it; give each field one value or one axis")
     spec = SweepSpec(
         base, tuple(axes), parse_schemes(schemes), parse_splits(splits, model), model, parse_gradients(gradients)
     )

@@ -410,6 +410,7 @@ def test_ten_million_value_axis_keeps_the_spec_json_small():
         (lambda p: ["--grid", "delay_s=0.1", "--points", _write(p / "d.csv", "distance_m,distance_m\n1,2\n")],
          ["d.csv", "repeats a field"]),
         (lambda p: ["--grid", "delay_s=0.1,0.2", "--out", "/proc/s.zarr"], ["--out '/proc/s.zarr'", "cannot write"]),
+        (lambda p: ["--grid", "delay_s=0.1,0.2", "--set", "budget.delay_s=0.3"], ["--set budget.delay_s", "also swept"]),
     ],
 )
 def test_bad_sweep_input_is_one_line_exit_2(tmp_path, capsys, monkeypatch, make_args, expected):

@@ -71,6 +71,11 @@ def _parse_sets(items: list[str] | None) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. budget.delay_s=0.3")
+        field = key.strip().rpartition(".")[2]  # section.field and field name the same field
+        earlier = [k for k in out if k.rpartition(".")[2] == field]
+        if earlier:
+            raise ConfigError(f"--set {item!r}: {field} is already set by --set {earlier[0]}={out[earlier[0]]}; "
+                              "give each field once")
         out[key.strip()] = value.strip()
     return out
 

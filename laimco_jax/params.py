@@ -88,7 +88,7 @@ class Range(NamedTuple):
 
     The bounds are the range the solvers are tested on in float64 (several orders of magnitude beyond
     any physical setting); outside it the convex form's coefficients overflow or the price search
-    no longer spans the optimal price (docs/theory.md, "Supported ranges").
+    no longer spans the optimal price (docs/solver.md#supported-ranges).
     """
 
     lower: float

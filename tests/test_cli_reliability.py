@@ -361,3 +361,9 @@ def test_reference_user_input_errors_are_config_errors():
         reference.solve_cvxpy_exact(batch)
     with pytest.raises(ConfigError, match="SCA start"):
         reference.solve_cvxpy_sca(make_problem(), start=(0.0, 1e9, 0.5, 1.0, 4e9))
+
+
+@pytest.mark.parametrize("sets", [["delay_s=1", "delay_s=2"], ["budget.delay_s=1", "delay_s=1"]])
+def test_repeated_set_of_one_field_is_an_error(capsys, monkeypatch, sets):
+    code, _, err = run(capsys, monkeypatch, "config", *[a for s in sets for a in ("--set", s)])
+    assert code == 2 and "delay_s is already set" in err and len(err.strip().splitlines()) == 1

@@ -263,3 +263,30 @@ def test_fixed_power_with_a_huge_delay_budget_is_proved_infeasible():
     """At p = P_max the upload alone exceeds E0: infeasible (it was NOT_CONVERGED 35 % over budget)."""
     sol = solve_exact(make_problem(overrides={"delay_s": 1e6}).astype(jnp.float64), "fixed-power")
     assert int(sol.status) == Status.INFEASIBLE and float(sol.certificate) > 0.3
+
+
+@pytest.mark.parametrize("x64", [True, pytest.param(False, marks=pytest.mark.slow)])
+def test_sca_never_lies_across_shapes_dtypes_and_x64(x64):
+    """The paper's SCA at shapes (), (1,), (n,), (n, m): its points meet the budgets, it never beats the
+    exact solver's upper bound, and its infeasibility verdicts are the exact solver's."""
+    n = 4
+    problems = wide_problems(n, seed=3)
+    exact = solve_exact(jax.tree_util.tree_map(jnp.asarray, problems))
+    with jax.enable_x64(x64):
+        for dtype in ([jnp.float32, jnp.float64] if x64 else [jnp.float32]):
+            cast = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype), problems)
+            answers = [
+                solve_sca(cast, max_iters=30),
+                jax.tree_util.tree_map(lambda x: np.reshape(x, (n,) + np.shape(x)[2:]),
+                                       solve_sca(_reshape(cast, (2, n // 2)), max_iters=30)),
+                jax.tree_util.tree_map(lambda *xs: np.stack(xs), *(solve_sca(_take(cast, i), max_iters=30) for i in range(n))),
+                jax.tree_util.tree_map(lambda *xs: np.concatenate(xs),
+                                       *(solve_sca(_reshape(_take(cast, i), (1,)), max_iters=30) for i in range(n))),
+            ]
+            for sol in answers:
+                check_no_lie(problems, sol, "proposed", rtol_budget=0.0 if dtype == jnp.float64 else 1e-6)
+                status = np.asarray(sol.status)
+                feasible = (status == Status.OPTIMAL) | (status == Status.NOT_CONVERGED)
+                bound = np.asarray(exact.upper_bound) * (1 + 1e-6)
+                assert np.all(np.asarray(sol.retained_params, np.float64)[feasible] <= bound[feasible])
+                assert np.all((status == Status.INFEASIBLE) == (np.asarray(exact.status) == Status.INFEASIBLE))

@@ -518,7 +518,7 @@ def test_cli_evaluate_at_the_solvers_ratios(qa_checkpoint, squad_file, capsys, m
 @pytest.mark.parametrize("args, message", [
     ([], "give either --rho and --rho-server, or --solve"),
     (["--rho", "0.5"], "--rho and --rho-server go together"),
-    (["--solve", "--set", "delay_s=0.001"], "is infeasible"),
+    (["--solve", "--set", "delay_s=0.001"], "status infeasible"),
     (["--rho", "1.5", "--rho-server", "1"], "rho"),
 ])
 def test_cli_evaluate_argument_errors(qa_checkpoint, squad_file, capsys, monkeypatch, args, message):

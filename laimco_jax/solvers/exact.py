@@ -22,9 +22,11 @@ order flips inside the bracket (the optimal price is that flip, a kink of h, whi
 would only locate to first order). At each candidate price (0 and the polished price; at fixed
 clocks, where the knapsack's response is piecewise in the price and the secant step can miss, also
 the bracket's ends) the rates are fixed and ρ, ρ̃ solve a two-variable linear programme exactly
-(vertex enumeration), which gives a primal-feasible point. The relative gap between the least h and the best
-point's ρq + ρ̃s is the certificate. A knapsack whose pruning lower bounds alone exceed the aggregated budget
-certifies infeasibility.
+(vertex enumeration, 64 ulps inside the budgets), which gives a primal point. That point, in physical
+units, is re-evaluated with eqs. (10), (11): only if it meets both budgets is it reported feasible, and
+the relative gap between the least h and its own ρq + ρ̃s is the certificate. A knapsack whose pruning
+lower bounds alone exceed the aggregated budget, or a budget below its least possible value, certifies
+infeasibility; without a point or a proof the status is UNRESOLVED (docs/solver.md).
 
 Every operation is elementwise with a fixed iteration count, so the solver broadcasts over any batch
 shape, runs under ``jit``/``vmap`` and uses memory linear in the batch size.

@@ -72,8 +72,9 @@ rule (decrease of log2 D̂ below ε, the last AL converged) was met — a statio
 *not* a certified global optimum — NOT_CONVERGED when ``max_iters`` ran out first or the last AL did
 not converge, INFEASIBLE as above, UNRESOLVED if the returned point misses a budget when re-evaluated
 by :func:`~laimco_jax.system.evaluate` (the restored points keep 64 ulps of room, so this flags a
-numerical failure); ``certificate`` = the last decrease of log2 D̂ [bits] (the stopping quantity; for
-UNRESOLVED the relative budget excess); ``upper_bound`` = q + s (the SCA proves no tighter bound; use ``solve_exact``
+numerical failure) or if the infeasible verdict's point meets both; ``certificate`` = the last
+decrease of log2 D̂ [bits] (the stopping quantity), and for INFEASIBLE and UNRESOLVED the returned
+point's relative budget excess (a measure, not a proof: use ``solve_exact`` for one); ``upper_bound`` = q + s (the SCA proves no tighter bound; use ``solve_exact``
 for one); the multipliers of (45a) and (50a) of the last (P3.k) in the units of Solution
 (parameters per second / per joule; at a converged SCA they are those of (P1)); ``iterations`` =
 outer SCA iterations; ``objective_history`` = log2 D̂ at the start (index 0) and after each
@@ -96,7 +97,7 @@ from laimco_jax import distortion
 from laimco_jax.params import Problem
 from laimco_jax.solvers.exact import ConvexForm, convex_form, infeasible_reason
 from laimco_jax.solvers.schemes import SchemeSpec, scheme_problem, scheme_spec
-from laimco_jax.solvers.solution import InfeasibleReason, Solution, Status, budget_excess, make_solution
+from laimco_jax.solvers.solution import InfeasibleReason, Solution, Status, budget_excess, found_point, make_solution
 from laimco_jax.system import LN2, OperatingPoint
 
 __all__ = ["solve_sca", "DEFAULT_MAX_ITERS", "DEFAULT_EPS"]
@@ -756,12 +757,14 @@ def solve_sca(
     total = jnp.broadcast_to(jnp.asarray(model.params_device + model.params_server, dtype), shape)
     delay_multiplier = jnp.where(infeasible, 0.0, out.multipliers[..., 0] * total / budget.delay_s)
     energy_multiplier = jnp.where(infeasible, 0.0, out.multipliers[..., 1] * total / budget.energy_j)
-    # A point is reported feasible only if it meets both budgets when re-evaluated in physical units.
+    # Verdicts are checked on the returned point, re-evaluated in physical units: a feasible point must
+    # meet both budgets, and the infeasible verdict's point (the least workload at full clocks and
+    # power) must miss one; otherwise the status is UNRESOLVED.
     excess = budget_excess(problem, point)
     status = jnp.where(
-        infeasible,
-        Status.INFEASIBLE,
-        jnp.where(excess > 0, Status.UNRESOLVED, jnp.where(out.converged, Status.OPTIMAL, Status.NOT_CONVERGED)),
+        excess <= 0,
+        jnp.where(infeasible, Status.UNRESOLVED, jnp.where(out.converged, Status.OPTIMAL, Status.NOT_CONVERGED)),
+        jnp.where(infeasible, Status.INFEASIBLE, Status.UNRESOLVED),
     )
     # An infeasible instance reports log2 D̂ of its returned point throughout.
     final = _log2_distortion(inst, _Point(point.rho, point.rho_server, 1.0, 1.0, 1.0))
@@ -771,7 +774,7 @@ def solve_sca(
         status=status,
         infeasible_reason=jnp.where(infeasible, infeasible_reason(form, spec), InfeasibleReason.NONE),
         upper_bound=total,
-        certificate=jnp.where(~infeasible & (excess > 0), excess, out.decrease),
+        certificate=jnp.where(found_point(status), out.decrease, excess),
         delay_multiplier=delay_multiplier,
         energy_multiplier=energy_multiplier,
         iterations=out.iterations,

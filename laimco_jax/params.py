@@ -30,6 +30,7 @@ import tomli_w
 
 __all__ = [
     "ConfigError",
+    "MissingDependencyError",
     "SystemParams",
     "ModelProfile",
     "Budget",
@@ -52,6 +53,10 @@ __all__ = [
 
 class ConfigError(ValueError):
     """A configuration value is missing, malformed or outside its allowed range."""
+
+
+class MissingDependencyError(ConfigError, ImportError):
+    """A command needs an optional dependency (a pip extra of laimco_jax) that is not installed."""
 
 
 # ----------------------------------------------------------------------------- pytree dataclasses

@@ -37,7 +37,7 @@ import jax
 import numpy as np
 
 from laimco_jax import distortion
-from laimco_jax.params import ConfigError, Problem
+from laimco_jax.params import ConfigError, MissingDependencyError, Problem
 from laimco_jax.solvers.schemes import SchemeSpec, scheme_problem, scheme_spec
 from laimco_jax.solvers.solution import InfeasibleReason, Solution, Status, budget_excess, make_solution
 from laimco_jax.system import OperatingPoint, channel_gain
@@ -88,13 +88,13 @@ def _cvxpy():
     try:
         import cvxpy as cp
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "laimco_jax.reference needs CVXPY and Clarabel: pip install laimco_jax[baseline]"
+        raise MissingDependencyError(
+            "laimco_jax.reference needs CVXPY and Clarabel: pip install 'laimco_jax[baseline]'"
         ) from exc
     if not _CLARABEL_OK:
         if "CLARABEL" not in cp.installed_solvers():  # pragma: no cover
-            raise ImportError(
-                "laimco_jax.reference needs the Clarabel solver for CVXPY: pip install laimco_jax[baseline]"
+            raise MissingDependencyError(
+                "laimco_jax.reference needs the Clarabel solver for CVXPY: pip install 'laimco_jax[baseline]'"
             )
         _CLARABEL_OK.append(True)
     return cp

@@ -367,3 +367,19 @@ def test_reference_user_input_errors_are_config_errors():
 def test_repeated_set_of_one_field_is_an_error(capsys, monkeypatch, sets):
     code, _, err = run(capsys, monkeypatch, "config", *[a for s in sets for a in ("--set", s)])
     assert code == 2 and "delay_s is already set" in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_optional_dependency_is_exit_2_naming_the_extra(capsys, monkeypatch):
+    """`--method cvxpy-exact` without the baseline extra: one line naming the extra, not an internal error."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_cvxpy(name, *args, **kwargs):
+        if name == "cvxpy" or name.startswith("cvxpy."):
+            raise ImportError("No module named 'cvxpy'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_cvxpy)
+    code, _, err = run(capsys, monkeypatch, "solve", "--method", "cvxpy-exact")
+    assert code == 2 and "laimco_jax[baseline]" in err and len(err.strip().splitlines()) == 1

@@ -35,6 +35,7 @@ from laimco_jax.tasks.metrics import (
     exact_match_score,
     f1_score,
     normalize_answer,
+    rouge_module,
     rouge_scores,
     squad_scores,
 )
@@ -98,6 +99,7 @@ def evaluate_task(task: str, checkpoint: str | os.PathLike, data: str | os.PathL
     if task == "squad":
         examples = read_squad(data)
     else:
+        rouge_module()  # before hours of decoding, not after
         examples = read_summarization(data, text_key=text_key, summary_key=summary_key)
     examples = examples[:limit] if limit is not None else examples
     model = load_split_model(task, checkpoint, split=split, rho=rho, rho_server=rho_server,

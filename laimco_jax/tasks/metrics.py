@@ -17,6 +17,8 @@ import string
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
+from laimco_jax.params import MissingDependencyError
+
 #: ROUGE variants scored for summarisation.
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
@@ -69,13 +71,18 @@ def squad_scores(answers: Mapping[str, Sequence[str]], predictions: Mapping[str,
     return {"exact_match": 100.0 * em / n, "f1": 100.0 * f1 / n, "n": n}
 
 
-def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict:
-    """``{"rouge1", "rouge2", "rougeL", "n"}``: mean F-measure in percent (rouge-score, stemmed)."""
+def rouge_module():
+    """``rouge_score.rouge_scorer``, or MissingDependencyError naming the extra that installs it."""
     try:
         from rouge_score import rouge_scorer
     except ImportError:
-        raise ImportError("ROUGE needs the rouge-score package: pip install 'laimco_jax[tasks]'") from None
+        raise MissingDependencyError("ROUGE needs the rouge-score package: pip install 'laimco_jax[tasks]'") from None
+    return rouge_scorer
 
+
+def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict:
+    """``{"rouge1", "rouge2", "rougeL", "n"}``: mean F-measure in percent (rouge-score, stemmed)."""
+    rouge_scorer = rouge_module()
     if len(predictions) != len(references):
         raise ValueError(f"len(predictions)={len(predictions)} must equal "
                          f"len(references)={len(references)}")

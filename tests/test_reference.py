@@ -333,5 +333,5 @@ def test_batched_input_is_rejected():
 
 def test_import_error_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "cvxpy", None)
-    with pytest.raises(ImportError, match=r"pip install laimco_jax\[baseline\]"):
+    with pytest.raises(ImportError, match=r"pip install 'laimco_jax\[baseline\]'"):
         solve_cvxpy_exact(make_problem("paper", "bert-base"))

@@ -1,12 +1,28 @@
 """Test-wide settings: float64 JAX (the library itself never flips this) and no network."""
 
 import os
+import shutil
+import tempfile
 
 import jax
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 jax.config.update("jax_enable_x64", True)
+_CACHE = None
+
+
+def pytest_configure(config):
+    """The CLI's persistent compilation cache goes to a directory of this run, not the user's ~/.cache."""
+    global _CACHE
+    if "LAIMCO_COMPILATION_CACHE" not in os.environ:
+        _CACHE = tempfile.mkdtemp(prefix="laimco-test-jax-cache-")
+        os.environ["LAIMCO_COMPILATION_CACHE"] = _CACHE
+
+
+def pytest_unconfigure(config):
+    if _CACHE is not None:
+        shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 def run_cli(capsys, monkeypatch, *args):

@@ -2,6 +2,7 @@
 
 import json
 
+import mpmath
 import pytest
 
 from laimco_jax import make_problem
@@ -35,7 +36,13 @@ def test_bound_json(capsys, monkeypatch):
                        "--rho-server", "1", "--bits-per-weight", "8", "--entropy-bits", "-100", "--json")
     record = json.loads(out)
     assert code == 0 and record["retained_params"] == 250.0
-    assert record["log10_distortion_bound"] == pytest.approx(record["log2_distortion_bound"] * 0.30102999566, rel=1e-9)
+    # eq. (41) in mpmath: n = q + s = 300 weights, R = 250 x 8 bits, h = -100 bits
+    n, rate, h = mpmath.mpf(300), mpmath.mpf(2000), mpmath.mpf(-100)
+    log2_d = (mpmath.log(n / (mpmath.sqrt(mpmath.pi) * mpmath.e), 2) - (rate - h) / n
+              + mpmath.log(mpmath.gamma(n / 2) / (2 * mpmath.gamma(n)), 2) / n)
+    assert record["log2_distortion_bound"] == pytest.approx(float(log2_d), rel=1e-12)
+    assert record["log10_distortion_bound"] == pytest.approx(float(log2_d * mpmath.log10(2)), rel=1e-12)
+    assert record["distortion_bound"] == pytest.approx(float(mpmath.power(2, log2_d)), rel=1e-12)
 
 
 def test_solve_json_keys_and_statuses(capsys, monkeypatch):

@@ -22,7 +22,6 @@ __all__ = [
     "INFEASIBLE_REASON_TEXT",
 ]
 
-LOG10_2 = 0.30102999566398120
 
 
 class Status(enum.IntEnum):
@@ -162,7 +161,7 @@ def make_solution(
         upper_bound=upper_bound,
         certificate=certificate,
         log2_distortion_bound=log2_d,
-        log10_distortion_bound=log2_d * LOG10_2,
+        log10_distortion_bound=log2_d * distortion.LOG10_2,
         delay_multiplier=delay_multiplier,
         energy_multiplier=energy_multiplier,
         iterations=jnp.broadcast_to(jnp.asarray(iterations, jnp.int32), jnp.shape(point.rho)),

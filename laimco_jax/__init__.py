@@ -1,6 +1,7 @@
 """laimco_jax: pruning-aware co-inference of large AI models at the wireless edge, in JAX.
 
-Implements (and corrects, see DESIGN.md) Lyu et al., "The Larger the Merrier? Efficient Large AI
+Implements (and corrects, see docs/theory.md#corrections-to-the-paper)
+Lyu et al., "The Larger the Merrier? Efficient Large AI
 Model Inference in Wireless Edge Networks": the system model (eqs. 1-11), the rate-distortion bound
 on pruning distortion (Section IV) and the joint pruning / power / frequency design of problem (P1).
 """

@@ -16,7 +16,7 @@ outside them a function returns whatever IEEE arithmetic gives (inf, NaN). The c
 eagerly (so Python ints such as 10**12 parameters are fine without x64); the three parallel-Laplace
 functions are jitted, since their bisection loop would otherwise be recompiled at every eager call.
 
-Corrections to the paper (DESIGN.md):
+Corrections to the paper (docs/theory.md#corrections-to-the-paper):
 
 * slip 2: (P3.k) prints √(πe); the derivation (33) → (41) gives √π·e, used here.
 * slip 3: Φ(1) in (32)-(33) is the largest entropy under E‖z‖ ≤ 1 (as in (27) and the proof),

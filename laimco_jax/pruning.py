@@ -2,7 +2,7 @@
 
 A *mask* has the structure of the parameter tree it prunes, with a boolean
 array per leaf (True = weight kept). ρ and ρ̃ are *remaining* fractions
-(DESIGN.md slip 8): ρ = 1 keeps everything.
+(docs/theory.md#slip-8): ρ = 1 keeps everything.
 
 Which tensors are prunable is chosen by leaf name (the last key of its path):
 

@@ -346,7 +346,8 @@ class _ExactModel(NamedTuple):
 
 
 def _build_exact(cp, key: _ExactKey) -> _ExactModel:
-    """The convex form of DESIGN.md in budget-share variables (coefficients are Parameters).
+    """The convex form (docs/theory.md#convex-reformulation) in budget-share variables,
+    coefficients as Parameters.
 
     Every variable is a share of a budget, so the cone variables are O(1) where they matter whatever
     the magnitudes of the instance (with other scalings, instances whose full-clock energy is 1e12·E0
@@ -528,7 +529,8 @@ def _certificate(prob) -> float:
 
 
 def solve_cvxpy_exact(problem: Problem, scheme: str = "proposed") -> ReferenceResult:
-    """Global optimum of (P1) for ``scheme`` by CVXPY + Clarabel on the convex form of DESIGN.md.
+    """Global optimum of (P1) for ``scheme`` by CVXPY + Clarabel on its convex form
+    (docs/theory.md#convex-reformulation).
 
     The variables are ρ, ρ̃, the compute times τ, τ̃ and the uplink seconds per bit u, scaled as
     budget shares: τ/T0, τ̃/T0 and θu/T0 (= (θ u_min/T0)·u/u_min, u_min = 1/r(P_max)), with the energies
@@ -784,7 +786,7 @@ def solve_cvxpy_sca(
     """The paper's SCA for (P1) (Section V-B), each (P3.k) solved by CVXPY + Clarabel, as printed.
 
     (P1) becomes (P2) with ρ' and ρ̃' ((45a)-(45d)); iteration k solves the convex (P3.k) built at the
-    previous solution's local point (p^(k), ρ'^(k), ρ̃'^(k)): (45a) with slip 1 of DESIGN.md corrected
+    previous solution's local point (p^(k), ρ'^(k), ρ̃'^(k)): (45a) with slip 1 (docs/theory.md#slip-1) corrected
     (its third term is Ñ_FLOP/(ρ̃' f̃ c̃)), (50a) with the tangent ζ^(k)(p) of (46)-(47), the linearised
     (50b)-(50c), (1) and (44c)-(44f); see :func:`_build_sca` for the scaled form. D̂ is strictly
     decreasing in ρq + ρ̃s (log2 D̂ is affine in it with slope −b/(q+s)), so each (P3.k) maximises

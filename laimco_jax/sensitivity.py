@@ -3,7 +3,7 @@
 At an optimum found by :func:`~laimco_jax.solvers.solve_exact`, the unknowns
 z = (ρ, ρ̃, λ, μ, y) — the remaining fractions, the multipliers of the delay (44a) and energy (44b)
 budgets for the objective ρq + ρ̃s, and the uplink spectral efficiency y = ln(1 + g p/(B N0)) — solve
-a square system F(z, problem) = 0 on the active set (the convex form of DESIGN.md):
+a square system F(z, problem) = 0 on the active set (the convex form of docs/theory.md#convex-reformulation):
 
 * ρ free: q - λ T_d s - μ E_d/s² = 0 (marginal value = marginal cost); ρ at a bound: ρ = bound.
   Likewise ρ̃. The clocks follow the price: s = f_max/f = max(1, (μ/(λ ν_d))^(1/3)).

@@ -137,7 +137,7 @@ def test_small_bart_encoder_split_halves_compose(minilm, small_bart):
 
 
 def test_presets_have_the_papers_parameter_totals():
-    # Paper Sec. V-A: BERT-base 109.48M, BART-base 139.42M (DESIGN.md slip 9 gives the exact totals).
+    # Paper Sec. V-A: BERT-base 109.48M, BART-base 139.42M (docs/theory.md#slip-9 gives the exact totals).
     assert n_params(bert.param_shapes(bert.BERT_BASE)) == 109_482_240
     assert n_params(bart.param_shapes(bart.BART_BASE)) == 139_420_416
 

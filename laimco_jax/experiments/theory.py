@@ -50,7 +50,8 @@ biases. Only Lemma 3.1, ‖h^(l)‖ ≤ Π_{j≤l}‖W^(j)‖_F, needs ‖φ‖ 
 on an input (``lemma31_holds_fraction``), the paper's (19) holds on that input too. So: the printed
 bound (19) is guaranteed for bias-free nets under Assumption 1; with biases it holds on every input
 where Lemma 3.1 holds, and is otherwise unproven (``theorem_holds_fraction`` says whether it was
-violated). Corrections used (DESIGN.md): slip 5 (Ã^(l) multiplies the server layers V^(i)), slip 6
+violated). Corrections used (docs/theory.md#corrections-to-the-paper):
+slip 5 (Ã^(l) multiplies the server layers V^(i)), slip 6
 (the proof needs ‖Ŵ‖_F ≤ ‖W‖_F, true for masking), slip 7 (the norm in Remark 3.1 is unsquared).
 
 Proposition 3.2. ``G`` is the largest, over the inputs, spectral norm of the Jacobian
@@ -512,7 +513,8 @@ def weight_fit_table(models: str | os.PathLike | TheoryModel | Sequence[str | os
     [units of the weights; Laplace b = E|w − loc|, Gaussian σ], ``*_mean_loglik`` [nats per weight,
     at the MLE, from :mod:`laimco_jax.distortion`] and ``*_ks`` (Kolmogorov–Smirnov statistic against
     the fitted law, dimensionless), ``better_fit`` (higher log-likelihood), ``entropy_bits_per_weight``
-    (log2(2e·b), the h(w) estimate of DESIGN.md), ``pretrained`` (False: random init, which is
+    (log2(2e·b), the h(w) estimate of docs/theory.md#inputs-the-paper-leaves-open),
+    ``pretrained`` (False: random init, which is
     Gaussian by construction).
 
     ``table.attrs["histogram"]``: a DataFrame (``model``, ``bin_left``, ``bin_right``, ``count``,

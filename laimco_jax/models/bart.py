@@ -95,7 +95,7 @@ class BartConfig:
 
 
 #: facebook/bart-base: hidden 768, 6+6 layers; ``BartModel``: 139,420,416 parameters
-#: (DESIGN.md slip 9: the paper's text says 1024 but counts 139.42M, i.e. 768).
+#: (docs/theory.md#slip-9: the paper's text says 1024 but counts 139.42M, i.e. 768).
 BART_BASE = BartConfig()
 
 

@@ -1,6 +1,6 @@
 """Exact global solver of (P1) through its convex reformulation and a one-dimensional dual search.
 
-The reformulation (DESIGN.md, "P1 is convex in the right variables"): with the device slow-down
+The reformulation (docs/theory.md#convex-reformulation): with the device slow-down
 s = f_max/f >= 1, the server slow-down s̃ = f̃_max/f̃ >= 1 and the uplink spectral efficiency
 y = ln(1 + g p/(B N0)) in nats/s/Hz (so u = ln2/(B y) seconds per bit), the device part of a pruned
 model with remaining fraction ρ takes ρ·T_d·s seconds and ρ·E_d/s² joules, where T_d = N/(c f_max) and

@@ -8,7 +8,8 @@ stops when log2 D̂ decreases by less than ε. Each tangent upper-bounds a conca
 (P3.k) is an inner approximation of (P2): a feasible local point stays feasible and the objective
 never increases (the paper's monotonicity claim).
 
-Corrections of DESIGN.md used here: slip 1, the third term of (45a) is Ñ_FLOP/(ρ̃' f̃ c̃) (the paper
+Corrections used here (docs/theory.md#corrections-to-the-paper):
+slip 1, the third term of (45a) is Ñ_FLOP/(ρ̃' f̃ c̃) (the paper
 prints N_FLOP); slip 2, D̂ is that of (41) with √π·e (the paper's (P3.k) prints √(πe)). Neither
 changes the minimiser's form: D̂ of (41) is strictly decreasing in ρq + ρ̃s, so minimising D̂ is
 equivalent to maximising the retained fraction (ρq + ρ̃s)/(q + s), which is the (linear) objective

@@ -1,6 +1,7 @@
 """The design schemes of Sections VI-B and VI-C as transformations of one problem (P1).
 
-Every scheme is (P1) with some variables pinned, so each stays convex in the variables of DESIGN.md
+Every scheme is (P1) with some variables pinned, so each stays convex in the
+variables of docs/theory.md#convex-reformulation
 and is solved exactly by the same solver:
 
 * ``proposed``: the joint design, nothing pinned.

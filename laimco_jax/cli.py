@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from laimco_jax.params import ConfigError, Problem, dump_toml, make_problem, validate_fraction
+from laimco_jax.units import UNITS
 
 app = typer.Typer(
     add_completion=False,
@@ -148,6 +149,13 @@ def json_text(data: dict[str, Any] | list[dict[str, Any]], why: dict[str, str] |
     return json.dumps(body, indent=2, allow_nan=False)
 
 
+#: Units in the tables of ``laimco system``, ``bound`` and ``solve`` (a dimensionless quantity shown as "-").
+_TABLE_UNITS = {name: "-" if unit == "1" else unit for name, unit in UNITS.items()} | {
+    "p_watt": UNITS["p_w"],  # laimco solve's name of Solution.p_w
+    "model_bits": "bit",  # laimco bound: retained parameters x bits per weight
+}
+
+
 def _emit(record: dict[str, Any], as_json: bool, title: str, units: dict[str, str],
           why: dict[str, str] | None = None) -> None:
     """Print ``record`` as strict JSON (see :func:`json_text`, ``why``) or as a table with ``units``."""
@@ -174,19 +182,6 @@ def config_cmd(
 ) -> None:
     """Print the full configuration as TOML (save it, edit it, pass it back with --config)."""
     print(dump_toml(_problem(preset, model, config, set_)), end="")
-
-
-_SYSTEM_UNITS = {
-    "rate_bps": "bit/s",
-    "device_delay_s": "s",
-    "device_energy_j": "J",
-    "upload_delay_s": "s",
-    "upload_energy_j": "J",
-    "server_delay_s": "s",
-    "server_energy_j": "J",
-    "delay_s": "s",
-    "energy_j": "J",
-}
 
 
 @app.command("system")
@@ -224,7 +219,7 @@ def system_cmd(
     record = dict(terms._asdict())
     record["within_delay_budget"] = bool(terms.delay_s <= problem.budget.delay_s)
     record["within_energy_budget"] = bool(terms.energy_j <= problem.budget.energy_j)
-    _emit(record, as_json, "System model, eqs. (2), (4)-(11)", _SYSTEM_UNITS)
+    _emit(record, as_json, "System model, eqs. (2), (4)-(11)", _TABLE_UNITS)
 
 
 @app.command("bound")
@@ -262,24 +257,10 @@ def bound_cmd(
         "retained_params": rho * params_device + rho_server * params_server,
         "model_bits": (rho * params_device + rho_server * params_server) * bits_per_weight,
     }
-    _emit(record, as_json, "Distortion bound D̂, eq. (41)", {"retained_params": "parameters", "model_bits": "bit"},
+    _emit(record, as_json, "Distortion bound D̂, eq. (41)", _TABLE_UNITS,
           why={"distortion_bound": "2**log2_distortion_bound overflows float64"})
 
 
-_SOLVE_UNITS = {
-    "rho": "-",
-    "rho_server": "-",
-    "f_device_hz": "Hz",
-    "p_watt": "W",
-    "f_server_hz": "Hz",
-    "delay_s": "s",
-    "energy_j": "J",
-    "delay_slack_s": "s",
-    "energy_slack_j": "J",
-    "retained_params": "parameters",
-    "delay_multiplier": "parameters/s",
-    "energy_multiplier": "parameters/J",
-}
 METHODS = ("exact", "sca", "cvxpy-exact", "cvxpy-sca")
 
 
@@ -354,7 +335,7 @@ def solve_cmd(
         print(json_text(record))
         return
     record.pop("objective_history", None)
-    _emit(record, False, f"(P1) solved by {method}, scheme {scheme}", _SOLVE_UNITS)
+    _emit(record, False, f"(P1) solved by {method}, scheme {scheme}", _TABLE_UNITS)
 
 
 @app.command("sweep")
@@ -379,7 +360,7 @@ def sweep_cmd(
 
     Ctrl-C exits with status 130 and one line on stderr: the chunks written and how to resume.
     """
-    from laimco_jax.sweep import run_sweep_from_cli
+    from laimco_jax.cli_sweep import run_sweep_from_cli
 
     path = run_sweep_from_cli(
         preset=preset, model=model, config=config, overrides=_parse_sets(set_), grids=grid, points=points,

@@ -24,6 +24,7 @@ import xarray as xr
 import zarr
 
 from laimco_jax import sweep
+from laimco_jax.cli_sweep import run_sweep_from_cli
 from laimco_jax.params import ConfigError, make_problem
 from laimco_jax.solvers import SCHEMES, Status, solve_exact
 
@@ -277,13 +278,13 @@ def test_cli_entry_with_spec_file_and_resume_only(tmp_path, reference):
     (tmp_path / "sweep.toml").write_text('split = "0,3,6,9"\nout = "cli.zarr"\npoints = "points.csv"\n[grid]\n'
                                          'delay_s = "0.0001:0.5:5"\nenergy_j = [1.0, 2.0]\n')
     # a --grid option replaces the file's axis of the same field, in place
-    out = sweep.run_sweep_from_cli(spec=tmp_path / "sweep.toml", grids=["energy_j=0.004,0.01,0.03"],
+    out = run_sweep_from_cli(spec=tmp_path / "sweep.toml", grids=["energy_j=0.004,0.01,0.03"],
                                    chunk_size=CHUNK, progress=False)
     assert out == tmp_path / "cli.zarr"
     xr.testing.assert_identical(sweep.open_sweep(out).load(), reference)
-    assert sweep.run_sweep_from_cli(out=out, resume=True, progress=False) == out  # nothing left to do
+    assert run_sweep_from_cli(out=out, resume=True, progress=False) == out  # nothing left to do
     with pytest.raises(ConfigError, match="holds no sweep to resume"):
-        sweep.run_sweep_from_cli(out=tmp_path / "absent.zarr", resume=True, progress=False)
+        run_sweep_from_cli(out=tmp_path / "absent.zarr", resume=True, progress=False)
 
 
 def test_sharded_over_four_devices_equals_one_device(sharded_run, reference):

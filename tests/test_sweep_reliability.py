@@ -25,6 +25,7 @@ import zarr
 from conftest import run_cli
 
 from laimco_jax import sweep
+from laimco_jax.cli_sweep import run_sweep_from_cli
 from laimco_jax.experiments import reproduce as reproduce_module
 from laimco_jax.params import ConfigError
 
@@ -93,7 +94,7 @@ def test_interrupt_says_what_was_written_and_store_is_incomplete_until_resumed(t
 def test_cli_interrupt_exits_130_with_one_line(tmp_path, capsys, monkeypatch, reference):
     """The CLI's side of an interrupt (the real SIGINT is the slow test below)."""
     writes = []
-    original = sweep._write_chunk
+    original = sweep.driver.write_chunk
 
     def write_then_interrupt(*args):
         writes.append(original(*args))
@@ -101,13 +102,13 @@ def test_cli_interrupt_exits_130_with_one_line(tmp_path, capsys, monkeypatch, re
             raise KeyboardInterrupt
         return writes[-1]
 
-    monkeypatch.setattr(sweep, "_write_chunk", write_then_interrupt)
+    monkeypatch.setattr(sweep.driver, "write_chunk", write_then_interrupt)
     out = tmp_path / "cli.zarr"
     code, _, err = run_cli(capsys, monkeypatch, "sweep", "--spec", _spec_file(tmp_path), "--chunk-size", CHUNK,
                            "--out", out)
     assert code == 130, err
     assert _one_line(err).startswith("interrupted: ") and f"laimco sweep --resume --out {out}" in err
-    monkeypatch.setattr(sweep, "_write_chunk", original)
+    monkeypatch.setattr(sweep.driver, "write_chunk", original)
     code, _, err = run_cli(capsys, monkeypatch, "sweep", "--resume", "--out", out)
     assert code == 0 and _complete(out) is True
     xr.testing.assert_identical(sweep.open_sweep(out).load(), reference)
@@ -236,7 +237,7 @@ def test_store_killed_mid_creation_leaves_no_store_and_resume_starts_it(tmp_path
     monkeypatch.setattr(zarr.Group, "create_array", die_on_third)
     monkeypatch.setattr(shutil, "rmtree", lambda *a, **k: None)  # nor any cleanup
     with pytest.raises(SystemExit):
-        sweep._create_store(out, spec, layout, np.float64)
+        sweep.store.create_store(out, spec, layout, np.float64)
     monkeypatch.undo()
     assert not out.exists() and (tmp_path / ".k.zarr.partial").exists()
     sweep.run_sweep(spec, out, chunk_size=CHUNK, resume=True)
@@ -287,7 +288,7 @@ def test_lock_of_another_host_is_stale_only_when_its_heartbeat_stopped(tmp_path,
         sweep.run_sweep(sweep.build_spec(**SPEC), out, chunk_size=CHUNK)
     old = time.time() - sweep.LOCK_STALE_S - 1
     os.utime(lock, (old, old))
-    monkeypatch.setattr(sweep, "LOCK_HEARTBEAT_S", 0.01)
+    monkeypatch.setattr(sweep.lock, "LOCK_HEARTBEAT_S", 0.01)
     touched = []
 
     def check_heartbeat(chunk, instances):  # while this sweep holds the lock, it keeps it fresh
@@ -333,7 +334,7 @@ def test_nc_output_resumes_from_its_work_store(tmp_path, reference):
     with pytest.raises(sweep.Interrupted, match=f"written to {out}.zarr; resume with: laimco sweep --resume --out {out}$"):
         sweep.run_sweep(sweep.build_spec(**SPEC), out, chunk_size=CHUNK, on_chunk=_stop_after(1))
     assert not out.exists()
-    sweep.run_sweep_from_cli(out=out, resume=True, progress=False)
+    run_sweep_from_cli(out=out, resume=True, progress=False)
     xr.testing.assert_equal(sweep.open_sweep(out).load(), reference)
 
 
@@ -364,18 +365,18 @@ def test_size_estimate_bounds_the_store_and_counts_only_chunks_left(tmp_path, mo
     out = tmp_path / "size.zarr"
     sweep.run_sweep(spec, out, chunk_size=CHUNK)
     layout = sweep.chunk_layout(spec.shape, CHUNK // 2)
-    sizes = sweep._variable_bytes(spec, layout, np.float64)
+    sizes = sweep.store.variable_bytes(spec, layout, np.float64)
     per_chunk = sum(chunk for chunk, _ in sizes.values())
     stored = sum(f.stat().st_size for name in sizes for f in (out / name).iterdir() if f.name[0].isdigit())
     assert 0 < stored <= NUM_CHUNKS * per_chunk
-    monkeypatch.setattr(sweep, "_free_bytes", lambda path: (path, 0))
+    monkeypatch.setattr(sweep.store, "_free_bytes", lambda path: (path, 0))
     for left in (NUM_CHUNKS, 1):
         with pytest.raises(ConfigError, match=f"needs up to {left * per_chunk / 1e9:.3g} GB .* {left} chunks to write"):
-            sweep._check_size(out, spec, layout, np.float64, left)
+            sweep.store.check_size(out, spec, layout, np.float64, left)
 
 
 def test_netcdf_over_its_variable_limit_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(sweep, "_compute", lambda *args, **kwargs: pytest.fail("a 9e8-instance sweep started"))
+    monkeypatch.setattr(sweep.driver, "_compute", lambda *args, **kwargs: pytest.fail("a 9e8-instance sweep started"))
     spec = sweep.build_spec(grid={"delay_s": "0.1:0.6:30000", "energy_j": "0.004:0.03:30000"})
     with pytest.raises(ConfigError, match="over netCDF-3's 4 GiB per variable; use a .zarr output"):
         sweep.run_sweep(spec, tmp_path / "huge.nc")

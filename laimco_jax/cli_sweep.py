@@ -1,0 +1,83 @@
+"""``laimco sweep``: a sweep from a spec file and/or command-line options, run or resumed
+(:mod:`laimco_jax.sweep`), optionally as one process of a multi-host run (:mod:`jax.distributed`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from laimco_jax.params import ConfigError
+from laimco_jax.sweep import (
+    DEFAULT_CHUNK_SIZE,
+    build_spec,
+    parse_grid_option,
+    read_spec_file,
+    run_sweep,
+    stored_spec,
+)
+
+
+def _grid_options(items: Sequence[str] | None) -> dict[str, np.ndarray]:
+    """``--grid FIELD=SPEC`` items -> ``{field: values}``; ConfigError if a field is given twice."""
+    grid: dict[str, np.ndarray] = {}
+    for item in items or ():
+        name, values = parse_grid_option(item)
+        if name in grid:
+            raise ConfigError(f"--grid {item!r}: field {name!r} already has an axis from an earlier --grid; "
+                              "give each field once")
+        grid[name] = values
+    return grid
+
+
+def run_sweep_from_cli(
+    *,
+    preset: str | None = None,
+    model: str | None = None,
+    config: Path | None = None,
+    overrides: Mapping[str, str] | None = None,
+    grids: Sequence[str] | None = None,
+    points: Path | None = None,
+    splits: str | None = None,
+    schemes: str | None = None,
+    out: Path | None = None,
+    spec: Path | None = None,
+    resume: bool = False,
+    chunk_size: int | None = None,
+    distributed: bool = False,
+    progress: bool = True,
+    gradients: Sequence[str] | None = None,
+    force: bool = False,
+) -> Path:
+    """``laimco sweep``: build the spec from a spec file and/or options, then run or resume it.
+
+    Options given (not None) override the spec file's (``grids`` per field, ``overrides`` per key);
+    ``gradients`` are ``OUTPUT/FIELD`` items (spec file key ``gradient``, a list);
+    ``preset`` and ``model`` default to the file's, else ``paper`` and ``bert-base``. ``resume`` with
+    none of preset/model/config/overrides/grids/points/splits/schemes/spec continues the sweep stored
+    in ``out`` as it was started. ``distributed`` calls ``jax.distributed.initialize()`` first (SLURM and other
+    clusters: see the module docstring). ``out`` defaults to ``sweep.zarr``; ``force`` skips the disk
+    space check (see :func:`run_sweep`). Returns ``out``.
+    """
+    if distributed:
+        jax.distributed.initialize()
+    options = read_spec_file(spec) if spec is not None else {}
+    out = Path(out or options.pop("out", None) or "sweep.zarr")
+    file_chunk_size = options.pop("chunk_size", DEFAULT_CHUNK_SIZE)
+    chunk_size = file_chunk_size if chunk_size is None else chunk_size
+    options.pop("out", None)
+    given = dict(preset=preset, model=model, config=config, points=points, splits=splits, schemes=schemes,
+                 gradients=gradients)
+    grid = _grid_options(grids)
+    if resume and not options and not grid and not overrides and all(v is None for v in given.values()):
+        sweep = stored_spec(out)
+    else:
+        options.update({k: v for k, v in given.items() if v is not None})
+        options["overrides"] = {**options.get("overrides", {}), **(overrides or {})}
+        options["grid"] = {**options.get("grid", {}), **grid}
+        sweep = build_spec(**options)
+    return run_sweep(sweep, out, chunk_size=chunk_size, resume=resume, dtype=jnp.float64, progress=progress,
+                     force=force)

@@ -1,0 +1,185 @@
+"""Chunk evaluation: the grid cut into chunks, one jitted function per scheme solving a chunk's
+instances sharded over the local devices, and the best split reduced inside it."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from laimco_jax.solvers import Status, solve_exact
+from laimco_jax.sweep.schema import SOLUTION_VARIABLES, gradient_variable
+from laimco_jax.sweep.spec import SweepSpec, configuration
+
+#: Default most (P1) instances per chunk (fits a CPU's caches reasonably; use ~1e6 on a GPU).
+DEFAULT_CHUNK_SIZE = 65536
+#: Relative tolerance within which splits tie on retained parameters (the solver's gap tolerance).
+BEST_SPLIT_RTOL = 1e-9
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkLayout:
+    """The grid (``shape``) cut into hyper-rectangular chunks of ``block`` grid points (C order)."""
+
+    shape: tuple[int, ...]
+    block: tuple[int, ...]
+
+    @property
+    def chunk_grid(self) -> tuple[int, ...]:
+        return tuple(-(-n // b) for n, b in zip(self.shape, self.block))
+
+    @property
+    def num_chunks(self) -> int:
+        return math.prod(self.chunk_grid)
+
+    @property
+    def block_points(self) -> int:
+        return math.prod(self.block)
+
+    def region(self, chunk: int) -> tuple[slice, ...]:
+        """The grid region of chunk number ``chunk`` (edge chunks are cut at the grid's end)."""
+        index = np.unravel_index(chunk, self.chunk_grid) if self.shape else ()
+        return tuple(slice(i * b, min((i + 1) * b, n)) for i, b, n in zip(index, self.block, self.shape))
+
+
+def chunk_layout(shape: Sequence[int], max_points: int) -> ChunkLayout:
+    """Chunks of at most ``max_points`` (at least one) grid points: whole along the innermost dims,
+    then the next dim cut into equal pieces (so edge chunks waste little storage), then one.
+    """
+    block, room = [], max(1, int(max_points))
+    for n in reversed(tuple(shape)):
+        take = n if n <= room else -(-n // -(-n // room))
+        block.append(take)
+        room = room // n if take == n else 1
+    return ChunkLayout(tuple(shape), tuple(reversed(block)))
+
+
+def best_split(status, retained_params, log10_bound, splits, rtol=BEST_SPLIT_RTOL):
+    """Best split over the last axis: ``(best_split, best_log10_distortion_bound)``.
+
+    The first split (a value of ``splits``) among OPTIMAL statuses whose ``retained_params`` is
+    within ``rtol`` (relative) of the largest OPTIMAL one; -1 and NaN where no split is OPTIMAL.
+    The tolerance makes ties (e.g. several splits that need no pruning) go to the smallest split
+    rather than to rounding noise.
+    """
+    optimal = status == Status.OPTIMAL
+    score = jnp.where(optimal, retained_params, -jnp.inf)
+    best_value = jnp.max(score, axis=-1, keepdims=True)
+    index = jnp.argmax(optimal & (score >= best_value * (1.0 - rtol)), axis=-1)
+    found = jnp.any(optimal, axis=-1)
+    at_best = jnp.take_along_axis(log10_bound, index[..., None], axis=-1)[..., 0]
+    return (
+        jnp.where(found, jnp.asarray(splits, jnp.int32)[index], -1),
+        jnp.where(found, at_best, jnp.nan),
+    )
+
+
+class _Plan(NamedTuple):
+    """The static structure of one scheme's chunk computation (the jit cache key, with the inputs' structure).
+
+    One compiled function per scheme: compile time grows linearly in the schemes swept, and a
+    persistent compilation cache serves any later sweep that includes the scheme.
+    """
+
+    shape: tuple[int, ...]  # grid shape
+    block: tuple[int, ...]  # chunk shape
+    scheme: str
+    splits: tuple[int, ...] | None
+    mesh: Mesh  # local devices, one axis "chunk"
+    gradients: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def padded_points(self) -> int:
+        """Grid points of a block rounded up to a multiple of the device count."""
+        return -(-math.prod(self.block) // self.mesh.size) * self.mesh.size
+
+
+def _solve_scheme(problem, plan: _Plan) -> dict[str, jax.Array]:
+    """Every stored variable for one scheme: Solution fields (chunk[, split]) and the best split (chunk).
+
+    ``problem`` holds one instance per (grid point, split) pair, flat (the split fastest): one-dimensional
+    arrays compile faster and run faster on CPU than (point, split) ones.
+    """
+    instances = plan.padded_points * len(plan.splits or (None,))
+    shape = (plan.padded_points,) + (() if plan.splits is None else (len(plan.splits),))
+    solution = solve_exact(problem, plan.scheme)
+    values = {stored: getattr(solution, field) for field, (stored, *_) in SOLUTION_VARIABLES.items()}
+    if plan.gradients:
+        from laimco_jax.sensitivity import field_derivatives
+
+        fields = tuple(dict.fromkeys(field for _, field in plan.gradients))
+        derivatives = field_derivatives(problem, solution, plan.scheme, fields)
+        for output, field in plan.gradients:
+            values[gradient_variable(output, field)] = getattr(derivatives[field], output)
+    out = {name: jnp.broadcast_to(v, (instances,)).reshape(shape) for name, v in values.items()}
+    if plan.splits is None:
+        return out
+    best, best_log10 = best_split(out["status"], out["retained_params"], out["log10_distortion_bound"], plan.splits)
+    return {**out, "best_split": best, "best_log10_distortion_bound": best_log10}
+
+
+@functools.partial(jax.jit, static_argnames=("plan",))
+def _evaluate_chunk(origin, base, axis_values, split_values, plan: _Plan) -> dict[str, jax.Array]:
+    """All variables of one scheme at the chunk at grid index ``origin``, sharded along the (padded) chunk axis.
+
+    ``base`` is the configuration dict with array leaves, ``axis_values`` a tuple (one per grid dim)
+    of ``{field: values}``, ``split_values`` ``{field: values (splits,)}``. Padding repeats the last
+    grid point of the block (and is dropped on writing); edge blocks are clamped to the grid likewise.
+    """
+    sharded = NamedSharding(plan.mesh, PartitionSpec("chunk"))
+    n_block, n_splits = math.prod(plan.block), len(plan.splits or (None,))
+    instance = jax.lax.with_sharding_constraint(jnp.arange(plan.padded_points * n_splits), sharded)
+    local = jnp.minimum(instance // n_splits, n_block - 1)  # the grid point in the block
+    swept = {name: v[instance % n_splits] for name, v in split_values.items()}
+    for d, values in enumerate(axis_values):
+        stride = math.prod(plan.block[d + 1 :])
+        index = jnp.minimum(origin[d] + local // stride % plan.block[d], plan.shape[d] - 1)
+        swept.update({name: v[index] for name, v in values.items()})
+    return jax.lax.with_sharding_constraint(_solve_scheme(configuration(base, swept), plan), sharded)
+
+
+def local_mesh() -> Mesh:
+    return Mesh(np.array(jax.local_devices()), ("chunk",))
+
+
+class _Evaluator(NamedTuple):
+    """``evaluate(chunk)``: a dict of variables (padded chunk[, split]) per scheme, dispatched asynchronously;
+    ``compile_jobs``: one callable per scheme that compiles its chunk function ahead of time (so that
+    compiling can overlap preparing the store; a later ``evaluate`` reuses the compiled program).
+    """
+
+    evaluate: Callable[[int], list[dict]]
+    compile_jobs: tuple[Callable[[], Any], ...]
+
+
+def chunk_evaluator(spec: SweepSpec, layout: ChunkLayout, mesh: Mesh, dtype) -> _Evaluator:
+    """The chunk evaluation of ``spec``. All values (base configuration, axes, splits) are arguments,
+    so sweeps of the same structure share one compilation per scheme.
+    """
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def cast(tree):
+        return jax.device_put(jax.tree_util.tree_map(lambda v: np.asarray(v, dtype), tree), replicated)
+
+    base = cast(spec.base)
+    axis_values = cast(tuple(dict(axis.values) for axis in spec.axes))
+    split_values = cast(spec.split_values())
+    plans = [_Plan(layout.shape, layout.block, scheme, spec.splits, mesh, spec.gradients) for scheme in spec.schemes]
+
+    def origin(chunk: int) -> np.ndarray:
+        return np.array([r.start for r in layout.region(chunk)], np.int32)
+
+    def evaluate(chunk: int) -> list[dict]:
+        return [_evaluate_chunk(origin(chunk), base, axis_values, split_values, plan=plan) for plan in plans]
+
+    def compile_job(plan: _Plan):
+        return lambda: _evaluate_chunk.lower(origin(0), base, axis_values, split_values, plan=plan).compile()
+
+    return _Evaluator(evaluate, tuple(map(compile_job, plans)))

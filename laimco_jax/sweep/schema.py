@@ -1,0 +1,76 @@
+"""What a sweep stores: every variable's name, dims, dtype, fill value and attrs (units from
+:mod:`laimco_jax.units`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from laimco_jax.solvers import Status
+from laimco_jax.sweep.spec import SweepSpec
+from laimco_jax.units import SOLUTION_UNITS
+
+_STATUS_FLAGS = {"flag_values": [int(s) for s in Status], "flag_meanings": " ".join(s.name.lower() for s in Status)}
+_REASON_FLAGS = {"flag_values": [0, 1, 2, 3], "flag_meanings": "none delay energy joint"}
+
+#: Solution field -> (stored variable name, description, extra attrs); the units are SOLUTION_UNITS'.
+SOLUTION_VARIABLES: dict[str, tuple[str, str, dict]] = {
+    "status": ("status", "solve status (-1: not computed)", _STATUS_FLAGS),
+    "infeasible_reason": ("infeasible_reason", "why an instance is infeasible", _REASON_FLAGS),
+    "rho": ("rho", "device part's remaining fraction ρ", {}),
+    "f_device_hz": ("f_device_hz", "device clock f", {}),
+    "p_w": ("p_w", "transmit power p", {}),
+    "rho_server": ("rho_server", "server part's remaining fraction ρ̃", {}),
+    "f_server_hz": ("f_server_hz", "server clock f̃", {}),
+    "delay_s": ("total_delay_s", "total delay T, eq. (10)", {}),
+    "energy_j": ("total_energy_j", "total energy E, eq. (11)", {}),
+    "delay_slack_s": ("delay_slack_s", "T0 - T", {}),
+    "energy_slack_j": ("energy_slack_j", "E0 - E", {}),
+    "f_device_slack_hz": ("f_device_slack_hz", "f_max - f", {}),
+    "f_server_slack_hz": ("f_server_slack_hz", "f̃_max - f̃", {}),
+    "p_slack_w": ("p_slack_w", "P_max - p", {}),
+    "retained_params": ("retained_params", "ρq + ρ̃s", {}),
+    "upper_bound": ("upper_bound", "dual upper bound on ρq + ρ̃s", {}),
+    "certificate": ("certificate", "relative duality gap (infeasible: relative overload)", {}),
+    "log2_distortion_bound": ("log2_distortion_bound", "log2 of the distortion bound D̂, eq. (41)", {}),
+    "log10_distortion_bound": ("log10_distortion_bound", "log10 of the distortion bound D̂, eq. (41)", {}),
+    "delay_multiplier": ("delay_multiplier", "d(ρq + ρ̃s)*/dT0", {}),
+    "energy_multiplier": ("energy_multiplier", "d(ρq + ρ̃s)*/dE0", {}),
+    "iterations": ("iterations", "solver iterations", {}),
+}
+_INT_FIELDS = ("status", "infeasible_reason", "iterations")
+_BEST_VARIABLES = {
+    "best_split": ("layers", "split retaining the most parameters among OPTIMAL splits (-1: none)"),
+    "best_log10_distortion_bound": ("log10", "log10 D̂ at best_split (NaN: none)"),
+}
+
+
+def gradient_variable(output: str, field: str) -> str:
+    """Name of the stored derivative d output/d field."""
+    return f"d_{output}_d_{field}"
+
+
+def variables(spec: SweepSpec, dtype) -> dict[str, tuple[tuple[str, ...], Any, Any, dict]]:
+    """Stored variable -> (dims, dtype, fill value, attrs)."""
+    dims = tuple(a.dim for a in spec.axes) + ("scheme",)
+    inner = dims + (() if spec.splits is None else ("split",))
+    out = {}
+    for field, (stored, text, extra) in SOLUTION_VARIABLES.items():
+        integer = field in _INT_FIELDS
+        out[stored] = (inner, np.int32 if integer else dtype, -1 if integer else np.nan,
+                       {"units": SOLUTION_UNITS[field], "long_name": text, **extra})
+    for output, field in spec.gradients:
+        out[gradient_variable(output, field)] = (
+            inner, dtype, np.nan, {"long_name": f"implicit derivative d {output} / d {field} at the optimum"}
+        )
+    if spec.splits is not None:
+        for name, (units, text) in _BEST_VARIABLES.items():
+            integer = name == "best_split"
+            out[name] = (dims, np.int32 if integer else dtype, -1 if integer else np.nan, {"units": units, "long_name": text})
+    return out
+
+
+def dim_sizes(spec: SweepSpec) -> dict[str, int]:
+    """Length of every dim of the stored variables."""
+    return dict(zip((a.dim for a in spec.axes), spec.shape), scheme=len(spec.schemes), split=len(spec.splits or ()))

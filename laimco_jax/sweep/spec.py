@@ -179,7 +179,7 @@ def _range_values(where: str, parts: list[str]) -> np.ndarray:
 
 
 def parse_grid_values(field: str, spec: str | float | Sequence[float]) -> np.ndarray:
-    """The values of one grid axis from its spec (see the module docstring), as float64.
+    """The values of one grid axis from its spec (see :mod:`laimco_jax.sweep`), as float64.
 
     Raises ConfigError naming the field, the spec and the allowed forms.
     """
@@ -382,8 +382,9 @@ def build_spec(
         output of :class:`~laimco_jax.sensitivity.OptimumOutputs` w.r.t. a field, stored per instance.
     """
     base = problem_to_dict(make_problem(preset, model, config=config, overrides=overrides or {}))
-    if overrides and splits is not None:
-        clash = [k for k in overrides if k.rpartition(".")[2] in SPLIT_FIELDS]
+    fixed = {key: field_name(key, f"--set {key}") for key in overrides or {}}  # key -> bare field name
+    if fixed and splits is not None:
+        clash = [key for key, name in fixed.items() if name in SPLIT_FIELDS]
         if clash:
             raise ConfigError(f"--set {', '.join(clash)}: the split axis sets {', '.join(SPLIT_FIELDS)}; drop one")
     axes = []
@@ -393,7 +394,7 @@ def build_spec(
         name = field_name(key.strip(), f"grid {key}")
         axes.append(Axis(name, {name: parse_grid_values(name, values)}))
     swept = {name for axis in axes for name in axis.values}
-    fixed_and_swept = [k for k in overrides or {} if k.rpartition(".")[2] in swept]
+    fixed_and_swept = [key for key, name in fixed.items() if name in swept]
     if fixed_and_swept:
         raise ConfigError(f"--set {', '.join(fixed_and_swept)}: the field is also swept (--grid or points), "
                           "which would override it; give each field one value or one axis")
@@ -421,7 +422,7 @@ _SPEC_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
 
 
 def read_spec_file(path: str | Path) -> dict[str, Any]:
-    """The options of a TOML spec file (format in the module docstring), paths resolved against it.
+    """The options of a TOML spec file (format in :mod:`laimco_jax.sweep`), paths resolved against it.
 
     Returns ``{"preset", "model", "config", "overrides", "grid", "points", "splits", "schemes",
     "out", "chunk_size"}`` (absent keys omitted): the keywords of :func:`build_spec` plus ``out``

@@ -23,7 +23,7 @@ from laimco_jax.sweep.spec import OUT_SUFFIXES, POINT_DIM, SPLIT_FIELDS, SweepSp
 from laimco_jax.units import FIELD_UNITS
 
 _ZARR_FORMAT = 2
-PROGRESS = "_progress/done"
+PROGRESS = "_progress/done"  # progress markers: 1 once a sweep chunk is written (one Zarr chunk each)
 _NETCDF3_MAX_VARIABLE_BYTES = 2**32 - 4  # netCDF-3 64-bit offset format: per variable [B]
 
 

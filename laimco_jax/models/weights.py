@@ -57,7 +57,10 @@ def is_checkpoint(directory: Path) -> bool:
 
 
 def cache_root() -> Path:
-    """laimco's cache directory: ``$LAIMCO_CACHE``, else ``$XDG_CACHE_HOME/laimco_jax``, else ``~/.cache/laimco_jax``."""
+    """laimco's cache directory.
+
+    ``$LAIMCO_CACHE``, else ``$XDG_CACHE_HOME/laimco_jax``, else ``~/.cache/laimco_jax``.
+    """
     if os.environ.get("LAIMCO_CACHE"):
         return Path(os.environ["LAIMCO_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "laimco_jax"

@@ -83,7 +83,13 @@ def _pytree_dataclass(cls):
     jax.tree_util.register_pytree_with_keys(
         cls, flatten_with_keys, unflatten, flatten_func=lambda o: ([getattr(o, n) for n in names], None)
     )
+    def derive(self, **changes):
+        """A copy with ``changes`` that skips validation: for values derived from an already validated
+        object (e.g. a scheme's re-split, whose q + s may exceed the range of q alone)."""
+        return unflatten(None, [changes.get(n, getattr(self, n)) for n in names])
+
     cls.replace = lambda self, **changes: dataclasses.replace(self, **changes)
+    cls.derive = derive
     return cls
 
 

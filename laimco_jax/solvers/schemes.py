@@ -56,7 +56,7 @@ def scheme_problem(problem: Problem, scheme: str) -> Problem:
     scheme_spec(scheme)
     model = problem.model
     if scheme == "on-device":
-        model = model.replace(
+        model = model.derive(
             params_device=model.params_device + model.params_server,
             params_server=0.0 * model.params_server,
             flops_device=model.flops_device + model.flops_server,
@@ -64,7 +64,7 @@ def scheme_problem(problem: Problem, scheme: str) -> Problem:
             embedding_bits=0.0 * model.embedding_bits,
         )
     elif scheme == "on-server":
-        model = model.replace(
+        model = model.derive(
             params_device=0.0 * model.params_device,
             params_server=model.params_device + model.params_server,
             flops_device=0.0 * model.flops_device,

@@ -41,6 +41,8 @@ __all__ = [
     "ModelPresetSpec",
     "make_problem",
     "model_preset_fields",
+    "RAW_INPUT_SPLIT",
+    "split_upload_bits",
     "apply_overrides",
     "field_name",
     "problem_to_dict",
@@ -370,6 +372,18 @@ SYSTEM_PRESETS: dict[str, dict[str, float]] = {
 }
 
 
+#: The split at which nothing runs on the device and the raw input is uploaded (the on-server scheme).
+RAW_INPUT_SPLIT = 0
+
+
+def split_upload_bits(embedding_bits: Any, input_bits: Any, raw_input: Any) -> Any:
+    """θ [bits] uploaded at a split (eqs. (6), (7)): ``input_bits`` where ``raw_input`` is 1 (split 0,
+    :data:`RAW_INPUT_SPLIT`: nothing runs on the device, so the raw input is uploaded, as the on-server
+    scheme does), else ``embedding_bits``. Elementwise on floats, arrays and tracers; ``raw_input`` is
+    0/1 (bool or array), and either value is returned exactly."""
+    return input_bits * raw_input + embedding_bits * (1 - raw_input)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelPresetSpec:
     """A preset model's measured per-split profile (``laimco_jax/data/model_profiles.json``).
@@ -397,19 +411,24 @@ class ModelPresetSpec:
     def entropy_bits_per_weight(self) -> float:
         return math.log2(2.0 * math.e * self.laplace_scale)
 
-    def profile_fields(self, split: int | None = None) -> dict[str, float]:
-        """The ``[model]`` fields at ``split`` (default ``default_split``)."""
+    def check_split(self, split: int | None) -> int:
+        """``split`` (default ``default_split``) as an int; ConfigError outside [0, ``num_layers``]."""
         split = self.default_split if split is None else split
         if isinstance(split, bool) or not isinstance(split, (int, np.integer)) or not 0 <= split <= self.num_layers:
             raise ConfigError(f"split = {split!r} is outside the allowed range [0, {self.num_layers}] of {self.name}")
-        record = self.splits[int(split)]
+        return int(split)
+
+    def profile_fields(self, split: int | None = None) -> dict[str, float]:
+        """The ``[model]`` fields at ``split`` (default ``default_split``); θ = ``input_bits`` at split 0."""
+        split = self.check_split(split)
+        record = self.splits[split]
         total = record["params_device"] + record["params_server"]
         return dict(
             params_device=float(record["params_device"]),
             params_server=float(record["params_server"]),
             flops_device=float(record["flops_device"]),
             flops_server=float(record["flops_server"]),
-            embedding_bits=float(record["embedding_bits"]),
+            embedding_bits=float(split_upload_bits(record["embedding_bits"], self.input_bits, split == RAW_INPUT_SPLIT)),
             bits_per_weight=self.bits_per_weight,
             entropy_bits=total * self.entropy_bits_per_weight,
             input_bits=float(self.input_bits),
@@ -615,8 +634,17 @@ def make_problem(
     (an unknown name is a ConfigError listing the allowed ones).
 
     ``split`` picks the preset model's split layer (0 = on-server ... L: BERT-base 12 = on-device, BART-base 6 =
-    whole encoder on the device; default 4).
+    whole encoder on the device; default 4). At split 0 the upload θ is ``input_bits`` (after the
+    overrides, so ``input_bits=...`` moves it; ``embedding_bits=...`` there is a ConfigError).
     """
     presets = preset_dict(preset, model, split)  # unknown names are errors even when ``config`` replaces them
     base = problem_to_dict(load_toml(config)) if config is not None else presets
-    return problem_from_dict(apply_overrides(base, overrides or {}))
+    data = apply_overrides(base, overrides or {})
+    if config is None and MODEL_SPECS[model].check_split(split) == RAW_INPUT_SPLIT:
+        given = [key for key in overrides or {} if field_name(key, f"--set {key}") == "embedding_bits"]
+        if given:
+            raise ConfigError(f"--set {given[0]}: at split {RAW_INPUT_SPLIT} the upload is the raw input; "
+                              "set input_bits instead")
+        model_fields = data["model"]
+        model_fields["embedding_bits"] = split_upload_bits(model_fields["embedding_bits"], model_fields["input_bits"], 1)
+    return problem_from_dict(data)

@@ -19,6 +19,7 @@ import numpy as np
 from laimco_jax.params import (
     FIELD_SECTION,
     MODEL_SPECS,
+    RAW_INPUT_SPLIT,
     ConfigError,
     SystemParams,
     apply_overrides,
@@ -28,11 +29,14 @@ from laimco_jax.params import (
     problem_from_dict,
     problem_to_dict,
     read_toml_file,
+    split_upload_bits,
 )
 from laimco_jax.solvers import SCHEMES
 
 #: Model fields that depend on the split point; a split axis sets them from the preset model profile.
 SPLIT_FIELDS = ("params_device", "params_server", "flops_device", "flops_server", "embedding_bits")
+#: The split axis' flag (not a field): 1 at split 0, where θ is ``input_bits`` (swept or not).
+RAW_INPUT = "raw_input"
 POINT_DIM = "point"
 #: Output suffix -> format: ``.zarr`` is the resumable store itself; ``.nc`` is netCDF (3, 64-bit
 #: offset, scipy's writer) converted at the end from the Zarr work store ``OUT.zarr`` next to it.
@@ -84,11 +88,13 @@ class SweepSpec:
         return math.prod(self.shape) * math.prod(self.inner_shape)
 
     def split_values(self) -> dict[str, np.ndarray]:
-        """The split-dependent model fields at each split, ``{field: array of len(splits)}``."""
+        """The split-dependent model fields at each split, ``{field: array of len(splits)}``, and
+        :data:`RAW_INPUT` (1 at split 0, where :func:`configuration` uploads ``input_bits``)."""
         if self.splits is None:
             return {}
         rows = [model_preset_fields(self.split_model, s) for s in self.splits]
-        return {name: np.array([row[name] for row in rows], np.float64) for name in SPLIT_FIELDS}
+        values = {name: np.array([row[name] for row in rows], np.float64) for name in SPLIT_FIELDS}
+        return {**values, RAW_INPUT: np.array([s == RAW_INPUT_SPLIT for s in self.splits], np.float64)}
 
     def to_json(self) -> str:
         """Canonical JSON (exact float round trip), stored in the results and compared on resume."""
@@ -318,11 +324,18 @@ def points_axis(points: Sequence[Mapping[str, float]] | Mapping[str, Sequence[fl
 
 
 def configuration(base: Mapping, values: Mapping[str, Any]):
-    """The Problem of ``base`` with fields set to ``values`` (arrays or tracers; channel form switched)."""
-    data = apply_overrides(base, values)
-    if any(n not in data[FIELD_SECTION[n]] for n in values):
-        channel = [n for n in values if n == "channel_gain" or n in SystemParams.PATHLOSS_FIELDS]
+    """The Problem of ``base`` with fields set to ``values`` (arrays or tracers; channel form switched).
+
+    ``values`` may hold the split axis' :data:`RAW_INPUT` flag: where it is 1 (split 0) the upload θ is
+    the (base or swept) ``input_bits``, as in :func:`~laimco_jax.params.make_problem`."""
+    fields = {name: v for name, v in values.items() if name != RAW_INPUT}
+    data = apply_overrides(base, fields)
+    if any(n not in data[FIELD_SECTION[n]] for n in fields):
+        channel = [n for n in fields if n == "channel_gain" or n in SystemParams.PATHLOSS_FIELDS]
         raise ConfigError(f"swept fields {', '.join(channel)} set both forms of the channel; sweep one form only")
+    if RAW_INPUT in values:
+        model = data["model"]
+        model["embedding_bits"] = split_upload_bits(model["embedding_bits"], model["input_bits"], values[RAW_INPUT])
     return problem_from_dict(data)
 
 

@@ -39,6 +39,8 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import gammaln
 
+from laimco_jax.system import LN2
+
 __all__ = [
     "DistributionFit",
     "distortion_bound",
@@ -56,7 +58,6 @@ __all__ = [
     "weight_entropy_bits",
 ]
 
-LN2 = math.log(2.0)
 LOG2_PI = math.log2(math.pi)
 LOG2_SQRT_PI_E = math.log2(math.sqrt(math.pi) * math.e)
 LOG10_2 = math.log10(2.0)

@@ -40,7 +40,7 @@ from laimco_jax import distortion
 from laimco_jax.params import ConfigError, MissingDependencyError, Problem
 from laimco_jax.solvers.schemes import SchemeSpec, scheme_problem, scheme_spec
 from laimco_jax.solvers.solution import InfeasibleReason, Solution, Status, budget_excess, make_solution
-from laimco_jax.system import OperatingPoint, channel_gain
+from laimco_jax.system import LN2, OperatingPoint, channel_gain
 
 __all__ = [
     "CLARABEL_SETTINGS",
@@ -53,7 +53,6 @@ __all__ = [
     "DEFAULT_SCA_MAX_ITERS",
 ]
 
-LN2 = math.log(2.0)
 DEFAULT_SCA_RHO0 = 1e-3
 DEFAULT_SCA_EPS = 1e-6
 DEFAULT_SCA_MAX_ITERS = 50
@@ -115,7 +114,7 @@ def _scalar(value, name: str) -> float:
 
 @dataclass(frozen=True)
 class _Coef:
-    """Python-float coefficients of one (scheme-transformed) problem, as in exact.ConvexForm."""
+    """Python-float coefficients of one (scheme-transformed) problem, as in convex_form.ConvexForm."""
 
     q: float
     s: float

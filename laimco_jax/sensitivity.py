@@ -28,19 +28,22 @@ from __future__ import annotations
 import functools
 from typing import Any, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from laimco_jax import distortion
 from laimco_jax.params import FIELD_SECTION, ConfigError, Problem
-from laimco_jax.solvers.exact import ConvexForm, convex_form, solve_exact
+from laimco_jax.solvers.convex_form import ConvexForm, convex_form, link_rates, link_stationarity, slowdown
+from laimco_jax.solvers.exact import solve_exact
+from laimco_jax.solvers.numerics import broadcast_leaves, cbrt, safe_div, solve_small
 from laimco_jax.solvers.schemes import SchemeSpec, scheme_problem, scheme_spec
 from laimco_jax.solvers.solution import found_point
 from laimco_jax.system import LN2
 
 __all__ = [
-    "OUTPUTS", "OptimumOutputs", "optimum_outputs", "sensitivities", "sensitivities_at", "field_derivatives", "elasticities",
+    "OUTPUTS", "SINGULAR", "OptimumOutputs", "optimum_outputs", "sensitivities", "sensitivities_at", "field_derivatives", "elasticities",
 ]
 
 #: A bound is active when the variable is within this relative distance of it.
@@ -60,6 +63,8 @@ class OptimumOutputs(NamedTuple):
 
 
 OUTPUTS = OptimumOutputs._fields
+#: Key of the flag, in the dicts of derivatives, of optima whose KKT system is singular.
+SINGULAR = "singular"
 
 
 class _ActiveSet(NamedTuple):
@@ -79,17 +84,10 @@ class _ActiveSet(NamedTuple):
 
 
 def _slowdown(free_price, lam, mu, pinned, fixed_frequency: bool):
-    """f_max/f = max(1, (ν/ν_free)^(1/3)) at the price ν = μ/λ; the solver's value where λ = 0."""
-    if fixed_frequency:
-        return jnp.ones_like(lam)
-    price = mu / jnp.where(lam > 0, lam, 1.0)
-    return jnp.where(lam > 0, jnp.maximum(1.0, jnp.cbrt(price / free_price)), pinned)
-
-
-def _link(form: ConvexForm, y):
-    """Seconds per bit and joules per bit at efficiency y (eqs. (6), (7) per bit)."""
-    seconds_per_bit = LN2 / (form.bandwidth_hz * y)
-    return seconds_per_bit, form.link_power_w * jnp.expm1(y) * seconds_per_bit
+    """f_max/f of :func:`~laimco_jax.solvers.convex_form.slowdown` at the price ν = μ/λ; the solver's
+    value where λ = 0."""
+    ratio = safe_div(mu, lam, 0.0) / free_price
+    return jnp.where(lam > 0, slowdown(cbrt(ratio), 1.0, fixed_frequency), pinned)
 
 
 def _optimality(z, problem: Problem, active: _ActiveSet, spec: SchemeSpec):
@@ -99,13 +97,13 @@ def _optimality(z, problem: Problem, active: _ActiveSet, spec: SchemeSpec):
     s_dev = _slowdown(form.free_price_device, lam, mu, active.slowdown_device, spec.fixed_frequency)
     s_srv = _slowdown(form.free_price_server, lam, mu, active.slowdown_server, spec.fixed_frequency)
     total = form.value_device + form.value_server
-    seconds_per_bit, joules_per_bit = _link(form, y)
+    expm1_y = jnp.expm1(y)
+    seconds_per_bit, joules_per_bit = link_rates(form, y, expm1_y)
     delay = rho * form.delay_device_s * s_dev + rho_srv * form.delay_server_s * s_srv + form.bits * seconds_per_bit
     energy = rho * form.energy_device_j / s_dev**2 + rho_srv * form.energy_server_j / s_srv**2 + form.bits * joules_per_bit
     marginal_dev = form.value_device - lam * form.delay_device_s * s_dev - mu * form.energy_device_j / s_dev**2
     marginal_srv = form.value_server - lam * form.delay_server_s * s_srv - mu * form.energy_server_j / s_srv**2
-    expm1_y = jnp.expm1(y)
-    link_stationarity = mu * form.link_power_w * (y + (y - 1.0) * expm1_y) - lam
+    link_balance = mu * form.link_power_w * link_stationarity(y, expm1_y) - lam
     lam_scale = total / form.delay_budget_s
     return jnp.stack([
         jnp.where(active.rho_free > 0, marginal_dev / total, rho - active.rho_pinned),
@@ -114,32 +112,10 @@ def _optimality(z, problem: Problem, active: _ActiveSet, spec: SchemeSpec):
         jnp.where(active.energy_active > 0, energy / form.energy_budget_j - 1.0, mu * form.energy_budget_j / total),
         jnp.where(
             active.link_free > 0,
-            link_stationarity / lam_scale,
+            link_balance / lam_scale,
             y - jnp.where(active.link_at_max > 0, form.max_efficiency, active.efficiency),
         ),
     ])
-
-
-def _solve_small(a, b):
-    """x with a x = b for one small square system (n = 5 here): Gaussian elimination with partial
-    pivoting, unrolled into elementwise operations (vmapped over instances by the callers).
-
-    Not ``jnp.linalg.solve``: on CPU (jaxlib 0.10.2) two batched LAPACK solves that XLA runs
-    concurrently in one program deadlock its thread pool (two stored gradients in a sweep hung), and
-    for 5 x 5 systems a batched LAPACK call is slower than these few vector operations anyway.
-    A singular ``a`` gives non-finite entries (the caller maps them to 0).
-    """
-    n = a.shape[-1]
-    m = jnp.concatenate([a, b.reshape(n, -1)], axis=1)
-    for k in range(n):
-        pivot = k + jnp.argmax(jnp.abs(m[k:, k]))
-        row_k, row_pivot = m[k], m[pivot]
-        m = m.at[pivot].set(row_k).at[k].set(row_pivot)
-        m = m.at[k + 1 :].add(-(m[k + 1 :, k] / m[k, k])[:, None] * m[k])
-    x = jnp.zeros_like(m[:, n:])
-    for k in reversed(range(n)):
-        x = x.at[k].set((m[k, n:] - m[k, k + 1 : n] @ x[k + 1 :]) / m[k, k])
-    return x.reshape(b.shape)
 
 
 @functools.lru_cache(maxsize=None)
@@ -147,7 +123,8 @@ def _kkt_point(scheme: str):
     """z* as a function of the problem, differentiated by the implicit function theorem.
 
     Returns ``z0`` (the solver's optimum, passed in); its tangent is -(∂F/∂z)^-1 (∂F/∂problem)·dproblem,
-    a linear map, so forward and reverse mode both work.
+    a linear map, so forward and reverse mode both work. Where ∂F/∂z is singular the tangent is 0
+    (finite in both modes) and :func:`_kkt_singular` flags the instance.
     """
     spec = scheme_spec(scheme)
 
@@ -160,11 +137,9 @@ def _kkt_point(scheme: str):
     def kkt_point_jvp(primals, tangents):
         z0, problem, active = primals
         _, d_problem, _ = tangents
-        jac_z = jax.jacfwd(_optimality)(z0, problem, active, spec)
         _, d_residual = jax.jvp(lambda p: _optimality(z0, p, active, spec), (problem,), (d_problem,))
-        d_z = -_solve_small(jac_z, d_residual)
-        # A singular system (degenerate or infeasible instance) gives no derivative, never NaN.
-        return z0, jnp.where(jnp.all(jnp.isfinite(d_z)), d_z, 0.0)
+        solved = solve_small(jax.jacfwd(lambda z: _optimality(z, problem, active, spec))(z0), d_residual)
+        return z0, jnp.where(solved.singular, 0.0, -solved.x)
 
     return kkt_point
 
@@ -181,9 +156,6 @@ def _active_set(form: ConvexForm, system, solution, spec: SchemeSpec) -> _Active
     link_free = (form.bits > 0) & (solution.delay_multiplier > 0) & ~at_max
     dtype = form.value_device.dtype
 
-    def slowdown(f_max, f):
-        return jnp.where(f > 0, f_max / jnp.where(f > 0, f, 1.0), 1.0)
-
     return _ActiveSet(
         rho_free=free(solution.rho, form.rho_min) * (form.value_device > 0),
         rho_server_free=free(solution.rho_server, form.rho_server_min) * (form.value_server > 0),
@@ -194,20 +166,44 @@ def _active_set(form: ConvexForm, system, solution, spec: SchemeSpec) -> _Active
         link_free=link_free.astype(dtype),
         link_at_max=at_max.astype(dtype),
         efficiency=y,
-        slowdown_device=slowdown(system.f_max_device_hz, solution.f_device_hz),
-        slowdown_server=slowdown(system.f_max_server_hz, solution.f_server_hz),
+        slowdown_device=safe_div(system.f_max_device_hz, solution.f_device_hz, 1.0),
+        slowdown_server=safe_div(system.f_max_server_hz, solution.f_server_hz, 1.0),
     )
 
 
-def _outputs_at(problem: Problem, solution, scheme: str) -> OptimumOutputs:
-    """The outputs at ``solution`` (solve_exact's, not differentiated), differentiable in ``problem``."""
+class _Kkt(NamedTuple):
+    """The KKT system at a solution of one instance (see :func:`_kkt`)."""
+
+    spec: SchemeSpec
+    problem: Problem  # re-split for the scheme
+    form: ConvexForm
+    active: _ActiveSet
+    z0: Any  # the solver's (ρ, ρ̃, λ, μ, y)
+
+
+def _kkt(problem: Problem, solution, scheme: str) -> _Kkt:
+    """The scheme's problem, its convex form, and the active set and unknowns at ``solution``
+    (solve_exact's, not differentiated)."""
     spec = scheme_spec(scheme)
     solved = scheme_problem(problem, scheme)
     form = convex_form(solved, spec)
     solution = jax.lax.stop_gradient(solution)
-    constant_form = jax.lax.stop_gradient(form)
-    active = _active_set(constant_form, jax.lax.stop_gradient(solved.system), solution, spec)
+    active = _active_set(jax.lax.stop_gradient(form), jax.lax.stop_gradient(solved.system), solution, spec)
     z0 = jnp.stack([solution.rho, solution.rho_server, solution.delay_multiplier, solution.energy_multiplier, active.efficiency])
+    return _Kkt(spec, solved, form, active, z0)
+
+
+def _kkt_singular(problem: Problem, solution, scheme: str):
+    """Whether ``solution`` is a point whose KKT Jacobian ∂F/∂z is (numerically) singular: its
+    derivatives are then reported as 0 though they are not known (a degenerate active set)."""
+    kkt = _kkt(jax.lax.stop_gradient(problem), solution, scheme)
+    jac_z = jax.jacfwd(lambda z: _optimality(z, kkt.problem, kkt.active, kkt.spec))(kkt.z0)
+    return found_point(solution.status) & solve_small(jac_z, jnp.zeros_like(kkt.z0)).singular
+
+
+def _outputs_at(problem: Problem, solution, scheme: str) -> OptimumOutputs:
+    """The outputs at ``solution`` (solve_exact's, not differentiated), differentiable in ``problem``."""
+    spec, solved, form, active, z0 = _kkt(problem, solution, scheme)
     rho, rho_srv, lam, mu, y = _kkt_point(scheme)(z0, solved, active)
     s_dev = _slowdown(form.free_price_device, lam, mu, active.slowdown_device, spec.fixed_frequency)
     s_srv = _slowdown(form.free_price_server, lam, mu, active.slowdown_server, spec.fixed_frequency)
@@ -237,19 +233,12 @@ def optimum_outputs(problem: Problem, scheme: str = "proposed") -> OptimumOutput
     return _outputs_at(problem, solve_exact(problem, scheme), scheme)
 
 
-def _broadcast(problem: Problem) -> Problem:
-    """Every leaf as an array of the problem's common batch shape (so it can be vmapped)."""
-    problem = jax.tree_util.tree_map(jnp.asarray, problem)
-    batch_shape = jnp.broadcast_shapes(*(jnp.shape(x) for x in jax.tree_util.tree_leaves(problem)))
-    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, batch_shape), problem)
-
-
 def _per_instance(fn, problem: Problem, solution):
     """``fn(problem, solution)`` for one scalar instance, vmapped over the (broadcast) batch.
 
     The KKT Jacobian of :func:`_kkt_point` is per instance; without the vmap it would couple the batch.
     """
-    problem = _broadcast(problem)
+    problem = broadcast_leaves(problem)
     for _ in range(jnp.ndim(solution.rho)):
         fn = jax.vmap(fn)
     return fn(problem, solution)
@@ -257,23 +246,24 @@ def _per_instance(fn, problem: Problem, solution):
 
 @functools.partial(jax.jit, static_argnames=("scheme",))
 def _jacobians_at(problem: Problem, solution, scheme: str):
-    """The outputs and their Jacobian at a (batched) solution, vmapped over the batch."""
+    """The outputs, their Jacobian and the singular flag at a (batched) solution, vmapped over the batch."""
 
     def one(p, sol):
         # Forward mode over the raveled fields: one vmapped JVP.
         flat, unravel = ravel_pytree(p)
         columns = jax.jacfwd(lambda v: _outputs_at(unravel(v), sol, scheme))(flat)
-        return jax.tree_util.tree_map(unravel, columns), _outputs_at(p, sol, scheme)
+        return jax.tree_util.tree_map(unravel, columns), _outputs_at(p, sol, scheme), _kkt_singular(p, sol, scheme)
 
     return _per_instance(one, problem, solution)
 
 
 @functools.partial(jax.jit, static_argnames=("scheme", "fields"))
-def field_derivatives(problem: Problem, solution, scheme: str, fields: tuple[str, ...]) -> dict[str, OptimumOutputs]:
+def field_derivatives(problem: Problem, solution, scheme: str, fields: tuple[str, ...]) -> dict[str, Any]:
     """d(output)/d(field) of every output at a known ``solve_exact(problem, scheme)``, for a few fields.
 
     One forward-mode JVP per field (a sweep storing a few derivatives needs no full Jacobian).
-    Returns ``{field: OptimumOutputs of derivatives}``, in the field's units as :func:`sensitivities`.
+    Returns ``{field: OptimumOutputs of derivatives}``, in the field's units as :func:`sensitivities`,
+    and ``{"singular": flag}`` (bool, batch shape; see :func:`sensitivities`).
     Raises ConfigError for a name that is not a configuration field (it would differentiate nothing).
     """
     unknown = [field for field in fields if field not in FIELD_SECTION]
@@ -287,36 +277,46 @@ def field_derivatives(problem: Problem, solution, scheme: str, fields: tuple[str
             )
             return jax.jvp(lambda q: _outputs_at(q, sol, scheme), (p,), (tangent,))[1]
 
-        return {field: along(field) for field in fields}
+        return {**{field: along(field) for field in fields}, SINGULAR: _kkt_singular(p, sol, scheme)}
 
     return _per_instance(one, problem, solution)
 
 
-def sensitivities_at(problem: Problem, solution, scheme: str = "proposed") -> dict[str, Problem]:
+def sensitivities_at(problem: Problem, solution, scheme: str = "proposed") -> dict[str, Any]:
     """:func:`sensitivities` at a known ``solve_exact(problem, scheme)`` (e.g. inside a sweep)."""
-    jacobian, _ = _jacobians_at(problem, solution, scheme)
-    return {name: getattr(jacobian, name) for name in OUTPUTS}
+    jacobian, _, singular = _jacobians_at(problem, solution, scheme)
+    return {**{name: getattr(jacobian, name) for name in OUTPUTS}, SINGULAR: singular}
 
 
-def sensitivities(problem: Problem, scheme: str = "proposed") -> dict[str, Problem]:
+def _checked(problem: Problem) -> Problem:
+    """``problem`` with every leaf broadcast to the batch shape; asserts floating leaves."""
+    problem = broadcast_leaves(problem)
+    chex.assert_type(jax.tree_util.tree_leaves(problem), float)
+    return problem
+
+
+def sensitivities(problem: Problem, scheme: str = "proposed") -> dict[str, Any]:
     """d(output)/d(field) for every output of :class:`OptimumOutputs` and every problem field.
 
     Returns ``{output name: Problem-shaped pytree of derivatives}`` in the problem's units (e.g.
-    ``result["rho"].budget.delay_s`` is dρ*/dT0 in 1/s). Leaves may carry a batch shape: the
-    problem is solved once for the whole batch and the implicit Jacobian vmapped over it.
+    ``result["rho"].budget.delay_s`` is dρ*/dT0 in 1/s), and under ``"singular"`` a bool array of the
+    batch shape: True where the optimum was found but its KKT system is singular, so that the
+    derivatives reported there (0) are not known. Leaves may carry a batch shape: the problem is
+    solved once for the whole batch and the implicit Jacobian vmapped over it.
     """
-    problem = _broadcast(problem)
+    problem = _checked(problem)
     return sensitivities_at(problem, solve_exact(problem, scheme), scheme)
 
 
-def elasticities(problem: Problem, scheme: str = "proposed") -> dict[str, Problem]:
+def elasticities(problem: Problem, scheme: str = "proposed") -> dict[str, Any]:
     """d ln(output)/d ln(field) = (field/output)·d(output)/d(field), dimensionless.
 
     For ``log2_distortion_bound`` the elasticity of D̂ itself is returned: ln2·field·d log2 D̂/d field.
-    Where the output is 0 the elasticity is reported as 0.
+    Where the output is 0 the elasticity is reported as 0. ``"singular"`` as in :func:`sensitivities`.
     """
-    problem = _broadcast(problem)
-    jacobian, values = _jacobians_at(problem, solve_exact(problem, scheme), scheme)
+    problem = _checked(problem)
+    jacobian, values, singular = _jacobians_at(problem, solve_exact(problem, scheme), scheme)
+    chex.assert_trees_all_equal_shapes(jacobian.rho, problem)
     out = {
         "log2_distortion_bound": jax.tree_util.tree_map(
             lambda g, x: LN2 * g * x, jacobian.log2_distortion_bound, problem
@@ -324,8 +324,6 @@ def elasticities(problem: Problem, scheme: str = "proposed") -> dict[str, Proble
     }
     for name in OUTPUTS[1:]:
         value = getattr(values, name)
-        safe = jnp.where(value != 0, value, 1.0)
-        out[name] = jax.tree_util.tree_map(
-            lambda g, x: jnp.where(value != 0, g * x / safe, 0.0), getattr(jacobian, name), problem
-        )
+        out[name] = jax.tree_util.tree_map(lambda g, x: safe_div(g * x, value, 0.0), getattr(jacobian, name), problem)
+    out[SINGULAR] = singular
     return out

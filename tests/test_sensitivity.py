@@ -110,22 +110,43 @@ def test_batched_equals_pointwise_and_infeasible_is_zero():
         assert all(np.isfinite(v) and v == 0.0 for v in leaves), out
 
 
-def test_small_solver_matches_lapack_and_flags_singular_systems():
-    """The unrolled elimination of the KKT systems against numpy's LAPACK solve (pivoting needed)."""
-    from laimco_jax.sensitivity import _solve_small
+def test_regular_optima_are_not_flagged():
+    for index in range(len(CASES)):
+        assert not bool(case(index)[3]["singular"]), CASES[index]
 
-    rng = np.random.default_rng(7)
-    a = rng.normal(size=(500, 5, 5)) + 3.0 * np.eye(5)
-    a[:100, 0, 0] = 0.0  # a zero leading pivot: only a row swap gets past it
-    rhs = rng.normal(size=(500, 5, 3))
-    expected = np.linalg.solve(a, rhs)
-    got = np.asarray(jax.vmap(_solve_small)(jnp.asarray(a), jnp.asarray(rhs)))
-    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9 * np.abs(expected).max())
-    vector = np.asarray(jax.vmap(_solve_small)(jnp.asarray(a), jnp.asarray(rhs[..., 0])))
-    np.testing.assert_allclose(vector, expected[..., 0], rtol=1e-9, atol=1e-9 * np.abs(expected).max())
-    singular = a[:1].copy()
-    singular[0, :, 2] = singular[0, :, 4]  # two equal columns
-    assert not np.all(np.isfinite(np.asarray(jax.vmap(_solve_small)(jnp.asarray(singular), jnp.asarray(rhs[:1, :, 0])))))
+
+def test_singular_kkt_system_is_flagged_not_silent():
+    """Both parts interior on a tie of their values per second (an LP with a face of optima): the KKT
+    system is singular, the derivatives are reported as 0 and the instance is flagged."""
+    from laimco_jax.sensitivity import SINGULAR, field_derivatives, sensitivities_at
+    from laimco_jax.solvers.convex_form import convex_form
+    from laimco_jax.solvers.schemes import scheme_spec
+
+    scheme = "fixed-frequency"
+    problem = make_problem("paper", "bert-base", overrides={"energy_j": 1e3}).astype(jnp.float64)
+    form = convex_form(problem, scheme_spec(scheme))
+    # Ñ such that s/T̃_d = q/T_d: any split of the delay budget between the parts is optimal.
+    t_server = float(form.delay_device_s) * float(form.value_server) / float(form.value_device)
+    system = problem.system
+    flops_server = t_server * float(system.flops_per_cycle_server) * float(system.f_max_server_hz)
+    problem = problem.replace(model=problem.model.replace(flops_server=flops_server))
+    form = convex_form(problem, scheme_spec(scheme))
+    solution = solve_exact(problem, scheme)
+    assert int(solution.status) == Status.OPTIMAL and float(solution.energy_multiplier) == 0.0
+    # Move along the face ρ T_d + ρ̃ T̃_d = const to a point with both ratios interior.
+    td, ts = float(form.delay_device_s), float(form.delay_server_s)
+    load = float(solution.rho) * td + float(solution.rho_server) * ts
+    rho = 0.5 * load / td if load / td < 1.0 else 0.5
+    rho_server = (load - rho * td) / ts
+    assert 0.0 < rho < 1.0 and 0.0 < rho_server < 1.0
+    face = solution._replace(rho=jnp.asarray(rho), rho_server=jnp.asarray(rho_server))
+    grads = sensitivities_at(problem, face, scheme)
+    assert bool(grads[SINGULAR])
+    for out in OUTPUTS:
+        assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(grads[out]))
+    assert float(grads["rho"].budget.delay_s) == 0.0
+    assert bool(field_derivatives(problem, face, scheme, ("delay_s",))[SINGULAR])
+    assert not bool(sensitivities_at(problem, solution, scheme)[SINGULAR])
 
 
 def test_field_derivatives_reject_unknown_fields():

@@ -9,8 +9,6 @@ points found by brute force.
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,8 +20,7 @@ from laimco_jax.solvers import SCHEMES, Status, solve_exact
 from laimco_jax.solvers.instances import random_problems
 from laimco_jax.solvers.sca import solve_sca
 from laimco_jax.solvers.schemes import scheme_problem, scheme_spec
-
-LN2 = math.log(2.0)
+from laimco_jax.system import LN2
 
 
 def _np(problem):

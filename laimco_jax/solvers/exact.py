@@ -37,15 +37,18 @@ from __future__ import annotations
 import functools
 from typing import Any, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 
 from laimco_jax.params import Problem
+from laimco_jax.solvers.convex_form import ConvexForm, convex_form, link_rates, link_stationarity, slowdown
+from laimco_jax.solvers.numerics import cbrt, float_bits, safe_div
 from laimco_jax.solvers.schemes import SchemeSpec, scheme_problem, scheme_spec
 from laimco_jax.solvers.solution import InfeasibleReason, Solution, Status, budget_excess, budget_margin, make_solution
-from laimco_jax.system import LN2, OperatingPoint, channel_gain
+from laimco_jax.system import LN2, OperatingPoint
 
-__all__ = ["ConvexForm", "convex_form", "infeasible_reason", "solve_exact", "DEFAULT_ITERATIONS", "DEFAULT_GAP_TOL"]
+__all__ = ["infeasible_reason", "solve_exact", "DEFAULT_ITERATIONS", "DEFAULT_GAP_TOL"]
 
 DEFAULT_ITERATIONS = 28
 DEFAULT_GAP_TOL = 1e-9
@@ -54,85 +57,18 @@ DEFAULT_GAP_TOL = 1e-9
 _PRICE_SPAN = 1e30
 
 
-class ConvexForm(NamedTuple):
-    """(P1) in the normalised variables of the module docstring (all arrays of one batch shape)."""
-
-    value_device: Any  # q
-    value_server: Any  # s
-    delay_device_s: Any  # T_d = N/(c f_max), ρ = 1 at full clock
-    energy_device_j: Any  # E_d = η φ N f_max²/c
-    free_price_device: Any  # ν_d = 1/(2 η φ f_max³) [s/J]: above it the device slows down
-    delay_server_s: Any
-    energy_server_j: Any
-    free_price_server: Any
-    bits: Any  # θ
-    link_power_w: Any  # k = B N0/g
-    bandwidth_hz: Any  # B
-    max_efficiency: Any  # y_max = ln(1 + g P_max/(B N0)) [nats/s/Hz]
-    rho_min: Any
-    rho_server_min: Any
-    delay_budget_s: Any  # T0
-    energy_budget_j: Any  # E0
-
-
-def convex_form(problem: Problem, spec: SchemeSpec) -> ConvexForm:
-    """Normalised coefficients of ``problem`` (already re-split for its scheme)."""
-    system, model, budget = problem.system, problem.model, problem.budget
-    gain = channel_gain(system)
-    noise = system.bandwidth_hz * system.noise_psd_w_per_hz
-    # η φ f² and η φ f³ multiplied out from the left: f³ alone overflows float32 above 7e12 Hz
-    chip_device = system.pue_device * system.power_coeff_device * system.f_max_device_hz * system.f_max_device_hz
-    chip_server = system.pue_server * system.power_coeff_server * system.f_max_server_hz * system.f_max_server_hz
-    fields = dict(
-        value_device=model.params_device,
-        value_server=model.params_server,
-        delay_device_s=model.flops_device / (system.flops_per_cycle_device * system.f_max_device_hz),
-        energy_device_j=chip_device * model.flops_device / system.flops_per_cycle_device,
-        free_price_device=0.5 / (chip_device * system.f_max_device_hz),
-        delay_server_s=model.flops_server / (system.flops_per_cycle_server * system.f_max_server_hz),
-        energy_server_j=chip_server * model.flops_server / system.flops_per_cycle_server,
-        free_price_server=0.5 / (chip_server * system.f_max_server_hz),
-        bits=model.embedding_bits,
-        link_power_w=noise / gain,
-        bandwidth_hz=system.bandwidth_hz,
-        max_efficiency=jnp.log1p(gain * system.p_max_w / noise),
-        rho_min=spec.rho_min,
-        rho_server_min=spec.rho_server_min,
-        delay_budget_s=budget.delay_s,
-        energy_budget_j=budget.energy_j,
-    )
-    arrays = [jnp.asarray(v) for v in fields.values()]
-    dtype = jnp.result_type(*arrays)
-    shape = jnp.broadcast_shapes(*(a.shape for a in arrays))
-    return ConvexForm(*(jnp.broadcast_to(a.astype(dtype), shape) for a in arrays))
-
-
 # ----------------------------------------------------------------------------- rates at a price
-
-
-def _link_stationarity(y, expm1_y):
-    """Λ(y) = e^y (y - 1) + 1 = Σ_{n>=2} (n-1) y^n/n!, with the series where it cancels (small y)."""
-    small = y < 1e-3
-    ys = jnp.where(small, y, 0.0)
-    series = ys**2 * (0.5 + ys * (1 / 3 + ys * (1 / 8 + ys * (1 / 30 + ys / 144))))
-    return jnp.where(small, series, y + (y - 1.0) * expm1_y)
 
 
 def _price_at(form: ConvexForm, y):
     """The energy price ν(y) = 1/(k Λ(y)) [s/J] at which the free link picks efficiency y (decreasing)."""
-    return 1.0 / (form.link_power_w * _link_stationarity(y, jnp.expm1(y)))
-
-
-def _link_rates(form: ConvexForm, y, expm1_y):
-    """Seconds per bit u = ln2/(B y) and joules per bit e = p u, p = k (e^y - 1), at efficiency y."""
-    seconds_per_bit = LN2 / (form.bandwidth_hz * y)
-    return seconds_per_bit, form.link_power_w * expm1_y * seconds_per_bit
+    return 1.0 / (form.link_power_w * link_stationarity(y, jnp.expm1(y)))
 
 
 def _min_joules_per_bit(form: ConvexForm, fixed_power: bool):
     """The least energy per bit the link can spend: at P_max if pinned, else k ln2/B (y -> 0)."""
     if fixed_power:
-        return _link_rates(form, form.max_efficiency, jnp.expm1(form.max_efficiency))[1]
+        return link_rates(form, form.max_efficiency, jnp.expm1(form.max_efficiency))[1]
     return form.link_power_w * LN2 / form.bandwidth_hz
 
 
@@ -169,25 +105,6 @@ class _Rates(NamedTuple):
     energy_link: Any  # θ e(y) [J]
 
 
-def _cbrt(a):
-    """Cube root of a >= 0 (0 and inf map to themselves): a bit-pattern guess (3% off) and Halley steps.
-
-    About 10x cheaper than ``jnp.cbrt`` on XLA CPU; three steps reach a few ulps in float64, two the
-    float32 rounding. The ratio r = x³/a stays near 1, so no intermediate overflows.
-    """
-    dtype = a.dtype
-    wide = dtype == jnp.float64
-    bits = jax.lax.bitcast_convert_type(a, jnp.int64 if wide else jnp.int32)
-    x = jax.lax.bitcast_convert_type(jax.lax.div(bits, jnp.asarray(3, bits.dtype)) + (0x2A9F7893782DA1CE if wide else 0x2A5137A0), dtype)
-    regular = (a > 0) & (a < jnp.inf)
-    a_safe = jnp.where(regular, a, 1.0)
-    x = jnp.where(regular, x, 1.0)
-    for _ in range(3 if wide else 2):
-        r = x * x * (x / a_safe)
-        x = x * (r + 2.0) / (2.0 * r + 1.0)
-    return jnp.where(regular, x, a)
-
-
 class _Fixed(NamedTuple):
     """Price-independent terms of the rates (computed once, outside the price search)."""
 
@@ -198,8 +115,8 @@ class _Fixed(NamedTuple):
 
 def _fixed_terms(form: ConvexForm) -> _Fixed:
     return _Fixed(
-        inv_cbrt_free_device=1.0 / _cbrt(form.free_price_device),
-        inv_cbrt_free_server=1.0 / _cbrt(form.free_price_server),
+        inv_cbrt_free_device=1.0 / cbrt(form.free_price_device),
+        inv_cbrt_free_server=1.0 / cbrt(form.free_price_server),
         expm1_max_efficiency=jnp.expm1(form.max_efficiency),
     )
 
@@ -209,13 +126,8 @@ def _rates_at(form: ConvexForm, y, spec: SchemeSpec, fixed: _Fixed | None = None
     if fixed is None:
         fixed = _fixed_terms(form)
     expm1_y = jnp.expm1(y)
-    price = 1.0 / (form.link_power_w * _link_stationarity(y, expm1_y))
-    cbrt_price = _cbrt(price)
-
-    def slowdown(inv_cbrt_free_price):  # argmin_s>=1 of s T + ν E/s²: s = (ν/ν_free)^(1/3)
-        if spec.fixed_frequency:
-            return jnp.ones_like(price)
-        return jnp.maximum(1.0, cbrt_price * inv_cbrt_free_price)
+    price = 1.0 / (form.link_power_w * link_stationarity(y, expm1_y))
+    cbrt_price = cbrt(price)
 
     if spec.fixed_power:
         efficiency = form.max_efficiency
@@ -223,8 +135,9 @@ def _rates_at(form: ConvexForm, y, spec: SchemeSpec, fixed: _Fixed | None = None
     else:
         efficiency = jnp.minimum(y, form.max_efficiency)
         expm1_eff = jnp.minimum(expm1_y, fixed.expm1_max_efficiency)
-    s_dev, s_srv = slowdown(fixed.inv_cbrt_free_device), slowdown(fixed.inv_cbrt_free_server)
-    seconds_per_bit, joules_per_bit = _link_rates(form, efficiency, expm1_eff)
+    s_dev = slowdown(cbrt_price, fixed.inv_cbrt_free_device, spec.fixed_frequency)
+    s_srv = slowdown(cbrt_price, fixed.inv_cbrt_free_server, spec.fixed_frequency)
+    seconds_per_bit, joules_per_bit = link_rates(form, efficiency, expm1_eff)
     full = functools.partial(jnp.broadcast_to, shape=price.shape)  # every field of the batch's shape
     return _Rates(
         price=price,
@@ -241,11 +154,6 @@ def _rates_at(form: ConvexForm, y, spec: SchemeSpec, fixed: _Fixed | None = None
 
 
 # ----------------------------------------------------------------------------- knapsack (dual)
-
-
-def _safe_div(numerator, denominator, if_zero):
-    zero = denominator == 0
-    return jnp.where(zero, if_zero, numerator / jnp.where(zero, 1.0, denominator))
 
 
 class _Knapsack(NamedTuple):
@@ -268,12 +176,12 @@ def _knapsack(form: ConvexForm, r: _Rates) -> _Knapsack:
     capacity = form.delay_budget_s + r.price * form.energy_budget_j - (r.delay_link + r.price * r.energy_link)
     left = capacity - form.rho_min * cost_dev - form.rho_server_min * cost_srv
     feasible = left >= 0
-    eff_dev = _safe_div(form.value_device, cost_dev, jnp.inf)
-    eff_srv = _safe_div(form.value_server, cost_srv, jnp.inf)
+    eff_dev = safe_div(form.value_device, cost_dev, jnp.inf)
+    eff_srv = safe_div(form.value_server, cost_srv, jnp.inf)
     device_first = eff_dev >= eff_srv
 
     def take(cost, room, budget):
-        return jnp.clip(_safe_div(budget, cost, jnp.inf), 0.0, room)
+        return jnp.clip(safe_div(budget, cost, jnp.inf), 0.0, room)
 
     room_dev, room_srv = 1.0 - form.rho_min, 1.0 - form.rho_server_min
     budget = jnp.maximum(left, 0.0)
@@ -299,7 +207,7 @@ def _knapsack(form: ConvexForm, r: _Rates) -> _Knapsack:
         energy_violated=energy > form.energy_budget_j,
         energy_excess=energy / form.energy_budget_j - 1.0,
         device_first=device_first,
-        order_margin=_safe_div(form.value_device * cost_srv - form.value_server * cost_dev,
+        order_margin=safe_div(form.value_device * cost_srv - form.value_server * cost_dev,
                                form.value_device * cost_srv + form.value_server * cost_dev, 0.0),
     )
 
@@ -331,14 +239,14 @@ def _primal_at(form: ConvexForm, r: _Rates, margin) -> _Primal:
     energy_left = keep * form.energy_budget_j - r.energy_link
 
     def largest(t_fixed, e_fixed, x, t_free, e_free):
-        by_delay = _safe_div(delay_left - t_fixed * x, t_free, jnp.inf)
-        by_energy = _safe_div(energy_left - e_fixed * x, e_free, jnp.inf)
+        by_delay = safe_div(delay_left - t_fixed * x, t_free, jnp.inf)
+        by_energy = safe_div(energy_left - e_fixed * x, e_free, jnp.inf)
         return jnp.minimum(1.0, jnp.minimum(by_delay, by_energy))
 
     td, ed, ts, es = r.delay_device, r.energy_device, r.delay_server, r.energy_server
     det = td * es - ts * ed
-    cross_rho = _safe_div(delay_left * es - ts * energy_left, det, -jnp.inf)
-    cross_srv = _safe_div(td * energy_left - ed * delay_left, det, -jnp.inf)
+    cross_rho = safe_div(delay_left * es - ts * energy_left, det, -jnp.inf)
+    cross_srv = safe_div(td * energy_left - ed * delay_left, det, -jnp.inf)
     candidates = [  # (ρ, ρ̃, relative allowance beyond the shrunk budgets)
         (form.rho_min, form.rho_server_min, margin),
         (form.rho_min, largest(td, ed, form.rho_min, ts, es), half),
@@ -400,11 +308,6 @@ def infeasible_reason(form: ConvexForm, spec: SchemeSpec):
     )
 
 
-def _float_bits(x):
-    """The IEEE bit pattern of positive floats as integers: monotone, so bisecting it is geometric."""
-    return jax.lax.bitcast_convert_type(x, jnp.int64 if x.dtype == jnp.float64 else jnp.int32)
-
-
 def _solve_form(form: ConvexForm, spec: SchemeSpec, iterations: int):
     y_end, y_top = _search_interval(form)
     dtype = form.value_device.dtype
@@ -420,8 +323,8 @@ def _solve_form(form: ConvexForm, spec: SchemeSpec, iterations: int):
         too_cheap = _knapsack(form, _rates_at(form, jax.lax.bitcast_convert_type(mid, dtype), spec, fixed)).energy_violated
         return jnp.where(too_cheap, lo, mid), width - half
 
-    lo0 = _float_bits(y_end)
-    lo, width = jax.lax.fori_loop(0, iterations, bisect, (lo0, _float_bits(y_top) - lo0))
+    lo0 = float_bits(y_end)
+    lo, width = jax.lax.fori_loop(0, iterations, bisect, (lo0, float_bits(y_top) - lo0))
     hi = lo + width
     low, high = (jax.lax.bitcast_convert_type(b, dtype) for b in (lo, hi))
     # One secant step inside the bracket: on the order margin where the item order flips inside it
@@ -433,7 +336,7 @@ def _solve_form(form: ConvexForm, spec: SchemeSpec, iterations: int):
     flip = k_low.device_first != k_high.device_first
     f_low = jnp.where(flip, k_low.order_margin, k_low.energy_excess)
     f_high = jnp.where(flip, k_high.order_margin, k_high.energy_excess)
-    t = jnp.clip(_safe_div(f_low, f_low - f_high, 0.5), 0.0, 1.0)
+    t = jnp.clip(safe_div(f_low, f_low - f_high, 0.5), 0.0, 1.0)
     polished = low + t * (high - low)
     # Candidates: price 0 (y = inf: everything flat out; first, so it wins ties: μ = 0 where E0 is
     # slack) and the polished price, each with its dual bound and primal point. The bracket's ends
@@ -494,6 +397,8 @@ def solve_exact(
     spec = scheme_spec(scheme)
     problem = scheme_problem(problem, scheme)
     form = convex_form(problem, spec)
+    chex.assert_type(list(form), float)  # trace-time checks: every coefficient floating, one shape
+    chex.assert_equal_shape(list(form))
     if gap_tol is None:
         gap_tol = max(DEFAULT_GAP_TOL, 1e3 * float(jnp.finfo(form.value_device.dtype).eps))
     rates, primal, dual, dual_bound, certified_infeasible, overload = _solve_form(form, spec, iterations)

@@ -90,15 +90,22 @@ import functools
 import math
 from typing import Any, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from laimco_jax import distortion
 from laimco_jax.params import Problem
-from laimco_jax.solvers.exact import ConvexForm, convex_form, infeasible_reason
+from laimco_jax.solvers.convex_form import ConvexForm, convex_form, slowdown
+from laimco_jax.solvers.exact import infeasible_reason
+from laimco_jax.solvers.numerics import (
+    broadcast_leaves, cbrt, golden_section, projected_newton_step, safe_div, tolerance,
+)
 from laimco_jax.solvers.schemes import SchemeSpec, scheme_problem, scheme_spec
-from laimco_jax.solvers.solution import InfeasibleReason, Solution, Status, budget_excess, found_point, make_solution
+from laimco_jax.solvers.solution import (
+    InfeasibleReason, Solution, Status, budget_excess, budget_margin, found_point, make_solution,
+)
 from laimco_jax.system import LN2, OperatingPoint
 
 __all__ = ["solve_sca", "DEFAULT_MAX_ITERS", "DEFAULT_EPS"]
@@ -150,12 +157,12 @@ class _Instance(NamedTuple):
 
 def _instance(form: ConvexForm, problem: Problem) -> _Instance:
     """Scaled coefficients of ``problem`` (already re-split for its scheme) from its convex form
-    (:func:`~laimco_jax.solvers.exact.convex_form`), broadcast to one shape."""
+    (:func:`~laimco_jax.solvers.convex_form.convex_form`), broadcast to one shape."""
     t0, e0 = form.delay_budget_s, form.energy_budget_j
     total = form.value_device + form.value_server
     p_max, model = problem.system.p_max_w, problem.model
     upload_delay = form.bits * LN2 / (form.bandwidth_hz * t0)
-    fields = (
+    return broadcast_leaves(_Instance(
         form.value_device / total, form.value_server / total,
         form.delay_device_s / t0, form.energy_device_j / e0, form.delay_server_s / t0, form.energy_server_j / e0,
         upload_delay, form.bits * LN2 * p_max / (form.bandwidth_hz * e0), p_max / form.link_power_w,
@@ -163,11 +170,7 @@ def _instance(form: ConvexForm, problem: Problem) -> _Instance:
         distortion.log2_distortion_bound(0.0, 0.0, form.value_device, form.value_server,
                                          model.bits_per_weight, model.entropy_bits),
         model.bits_per_weight,
-    )
-    arrays = [jnp.asarray(v) for v in fields]
-    dtype = jnp.result_type(*arrays)
-    shape = jnp.broadcast_shapes(*(a.shape for a in arrays))
-    return _Instance(*(jnp.broadcast_to(a.astype(dtype), shape) for a in arrays))
+    ), promote=True)
 
 
 def _upload_delay(inst: _Instance, power):
@@ -318,67 +321,9 @@ def _augmented_lagrangian_model(sub: _Subproblem, multipliers, penalty, x):
     return value, grad, hessian
 
 
-def _solve_spd(matrix, rhs):
-    """matrix⁻¹ rhs for a small symmetric positive-definite matrix: Gaussian elimination without
-    pivoting, unrolled (stable for SPD; cheaper than a batched LAPACK call on 5×5 systems)."""
-    size = rhs.shape[0]
-    rows, b = [matrix[i] for i in range(size)], [rhs[i] for i in range(size)]
-    for k in range(size):
-        for i in range(k + 1, size):
-            factor = rows[i][k] / rows[k][k]
-            rows[i] = rows[i] - factor * rows[k]
-            b[i] = b[i] - factor * b[k]
-    x = [None] * size
-    for k in reversed(range(size)):
-        tail = sum((rows[k][j] * x[j] for j in range(k + 1, size)), jnp.zeros_like(b[k]))
-        x[k] = (b[k] - tail) / rows[k][k]
-    return jnp.stack(x)
-
-
 def _ratios(local: _Local, x):
     """ρ = (2 - z)/ρ'^(k) and ρ̃ = (2 - z̃)/ρ̃'^(k): (50b)-(50c) held with equality."""
     return (2.0 - jnp.exp(x[_Z])) / local.rho_aux, (2.0 - jnp.exp(x[_Z_SERVER])) / local.rho_server_aux
-
-
-def _tolerance(base: float, dtype) -> float:
-    """``base`` (meant for float64), or 64 machine epsilons where the dtype cannot reach it."""
-    return max(base, 64.0 * float(jnp.finfo(dtype).eps))
-
-
-def _newton_step(fun, model, x, lower, upper):
-    """One step of Bertsekas' projected Newton method for a smooth convex function over a box.
-
-    ``fun(x)`` returns the value (for a stack of points x (..., 5)), ``model(x)`` the value,
-    gradient and Hessian. Variables at a bound whose gradient pushes outwards (within ε of it) are
-    held there; the others take a regularised Newton step with the Hessian restricted to them (ridge
-    ∝ ‖∇f‖); the step along the projection arc x(t) = clip(x + t d) is the largest of t = 1, 1/4,
-    ..., 4^-(_STEPS-1) meeting Armijo's condition (all tried at once). Returns the new point and
-    whether the minimisation is over: the projected gradient ‖x - clip(x - ∇f)‖∞ is below tolerance,
-    the Newton decrement is below the rounding of f (the step just taken is the last one that
-    matters), or no trial step decreases f.
-    """
-    tiny = 8.0 * jnp.finfo(x.dtype).eps
-    tolerance = _tolerance(_NEWTON_TOL, x.dtype)
-    x = jnp.clip(x, lower, upper)  # a warm start may lie outside a new subproblem's box
-    value, grad, hessian = model(x)
-    gap = jnp.max(jnp.abs(x - jnp.clip(x - grad, lower, upper)))
-    eps = jnp.minimum(_ACTIVE_EPS, gap)
-    free = ~(((x <= lower + eps) & (grad > 0)) | ((x >= upper - eps) & (grad < 0)))
-    h = jnp.where(free[:, None] & free[None, :], hessian, 0.0)
-    # Ridge ∝ ‖∇f‖ (regularised Newton): steps stay O(1) where the Hessian is nearly singular, and
-    # vanish near the minimiser so convergence stays quadratic.
-    ridge = (_NEWTON_RIDGE * (1.0 + jnp.max(jnp.abs(jnp.diag(h))))
-             + jnp.max(jnp.abs(jnp.where(free, grad, 0.0))))
-    direction = -_solve_spd(h + jnp.diag(jnp.where(free, ridge, 1.0)), grad)
-    steps = 0.25 ** jnp.arange(_STEPS, dtype=x.dtype)
-    trials = jnp.clip(x + steps[:, None] * direction, lower, upper)
-    values = fun(trials)
-    predicted = (trials - x) @ grad  # first-order change of f, ≤ 0
-    armijo = values <= value + _ARMIJO * predicted + tiny * jnp.abs(value)
-    best = jnp.argmax(armijo)  # the first (largest) step meeting Armijo's condition
-    moved = armijo[best]
-    small = -predicted[0] <= jnp.finfo(x.dtype).eps * (1.0 + jnp.abs(value))
-    return jnp.where(moved, trials[best], x), (gap <= tolerance) | small | ~moved
 
 
 # ----------------------------------------------------------------------------- (P1) points
@@ -403,25 +348,19 @@ def _delay_energy(inst: _Instance, pt: _Point, rho, rho_server):
     return delay, energy
 
 
-def _margin(dtype):
-    """Relative safety margin kept below T0 and E0 by restored points: 64 machine epsilons."""
-    return 64.0 * jnp.finfo(dtype).eps
-
-
 def _restore(inst: _Instance, pt: _Point):
     """Scale the free parts of ρ, ρ̃ down until T ≤ T0 and E ≤ E0 (affine in ρ, ρ̃ at fixed clocks).
 
     Returns the restored point and whether it is feasible (the pinned parts and the upload alone
     fit both budgets).
     """
-    keep = 1.0 - _margin(pt.rho.dtype)
+    keep = 1.0 - budget_margin(pt.rho.dtype)
     fixed = _delay_energy(inst, pt, inst.rho_min, inst.rho_server_min)
     total = _delay_energy(inst, pt, pt.rho, pt.rho_server)
 
     def room(budget_fixed, budget_total):
-        free = budget_total - budget_fixed
         left = keep - budget_fixed
-        return jnp.where(free > 0, left / jnp.where(free > 0, free, 1.0), jnp.inf), left >= 0
+        return safe_div(left, jnp.maximum(budget_total - budget_fixed, 0.0), jnp.inf), left >= 0
 
     (scale_t, ok_t), (scale_e, ok_e) = room(fixed[0], total[0]), room(fixed[1], total[1])
     scale = jnp.clip(jnp.minimum(scale_t, scale_e), 0.0, 1.0)
@@ -448,16 +387,14 @@ def _start_at_price(inst: _Instance, price, kappa, spec: SchemeSpec):
     """
 
     def clock(free_price):
-        if spec.fixed_frequency:
-            return jnp.ones_like(price)
-        return 1.0 / jnp.maximum(1.0, jnp.cbrt(price / free_price))
+        return 1.0 / slowdown(cbrt(price / free_price), 1.0, spec.fixed_frequency)
 
     rho = inst.rho_min + kappa * (1.0 - inst.rho_min)
     rho_server = inst.rho_server_min + kappa * (1.0 - inst.rho_server_min)
     a, a_server = clock(inst.free_price_device), clock(inst.free_price_server)
-    keep = 1.0 - _margin(price.dtype)
+    keep = 1.0 - budget_margin(price.dtype)
     # Aim one margin below the test, so that rounding cannot push the delay above it.
-    left = keep - _margin(price.dtype) - rho * inst.delay_device / a - rho_server * inst.delay_server / a_server
+    left = keep - budget_margin(price.dtype) - rho * inst.delay_device / a - rho_server * inst.delay_server / a_server
     if spec.fixed_power:
         power = jnp.ones_like(price)
     else:
@@ -470,20 +407,6 @@ def _start_at_price(inst: _Instance, price, kappa, spec: SchemeSpec):
     violation = jnp.maximum(delay, energy) - keep
     feasible = (left > 0) & (violation <= 0)
     return pt, feasible, jnp.where(left > 0, violation, jnp.inf)
-
-
-def _golden_section(fun, low, high, steps: int):
-    """Minimiser of a unimodal ``fun`` on [low, high] by golden-section search (elementwise)."""
-    shrink = (math.sqrt(5.0) - 1.0) / 2.0
-
-    def body(_, bracket):
-        lo, hi = bracket
-        left, right = hi - shrink * (hi - lo), lo + shrink * (hi - lo)
-        keep_left = fun(left) <= fun(right)
-        return jnp.where(keep_left, lo, left), jnp.where(keep_left, right, hi)
-
-    lo, hi = jax.lax.fori_loop(0, steps, body, (low, high))
-    return 0.5 * (lo + hi)
 
 
 def _default_start(inst: _Instance, spec: SchemeSpec):
@@ -501,7 +424,7 @@ def _default_start(inst: _Instance, spec: SchemeSpec):
         return _start_at_price(inst, jnp.exp(log_price), jnp.zeros_like(log_price), spec)[2]
 
     nearest = jnp.argmin(violation_at_zero(grid))
-    refined = _golden_section(
+    refined = golden_section(
         violation_at_zero, grid[jnp.maximum(nearest - 1, 0)], grid[jnp.minimum(nearest + 1, _PRICE_POINTS - 1)],
         _BISECTION_STEPS,
     )
@@ -630,10 +553,11 @@ def _step(inst: _Instance, eps, spec: SchemeSpec, max_iters: int, s: _State) -> 
     """One pass: a Newton step on the AL of (P3.k); an AL update if the Newton solve ended; an SCA
     update if the AL ended (residual within tolerance, or out of updates)."""
     sub = _subproblem(inst, s.local, spec)
-    x, newton_over = _newton_step(
+    x, newton_over = projected_newton_step(
         functools.partial(_augmented_lagrangian, sub, s.multipliers, s.penalty),
         functools.partial(_augmented_lagrangian_model, sub, s.multipliers, s.penalty),
         s.x, sub.lower, sub.upper,
+        tol=_NEWTON_TOL, ridge=_NEWTON_RIDGE, active_eps=_ACTIVE_EPS, armijo=_ARMIJO, steps=_STEPS,
     )
     newton_over = newton_over | (s.newton_steps + 1 >= _NEWTON_ITERS)
     c = _values(sub, x)[1:]
@@ -648,7 +572,7 @@ def _step(inst: _Instance, eps, spec: SchemeSpec, max_iters: int, s: _State) -> 
         newton_steps=jnp.zeros_like(s.newton_steps),
         al_updates=s.al_updates + 1,
     )
-    settled = residual <= _tolerance(_AL_TOL, c.dtype)
+    settled = residual <= tolerance(_AL_TOL, c.dtype)
     al_over = newton_over & (settled | (s.al_updates + 1 >= _AL_ITERS))
     after_sca = _sca_update(inst, eps, max_iters, after_al, x, settled)
     after_newton = s._replace(x=x, newton_steps=s.newton_steps + 1)
@@ -731,6 +655,8 @@ def solve_sca(
     problem = scheme_problem(problem, scheme)
     form = convex_form(problem, spec)
     inst = _instance(form, problem)
+    chex.assert_type(list(inst), float)  # trace-time checks: every coefficient floating, one shape
+    chex.assert_equal_shape(list(inst))
     shape, dtype = inst.snr_max.shape, inst.snr_max.dtype
     system, model, budget = problem.system, problem.model, problem.budget
     scaled_start = None

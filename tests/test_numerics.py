@@ -1,0 +1,155 @@
+"""The generic numerics of laimco_jax.solvers.numerics against numpy and scipy, with and without jit."""
+
+import functools
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+
+from laimco_jax.solvers import numerics
+from laimco_jax.solvers.instances import random_problems
+
+
+def ulps(got, want):
+    """|got - want| in units in the last place of ``want`` (0 where they are equal, inf included)."""
+    with np.errstate(invalid="ignore"):
+        return np.where(got == want, 0.0, np.abs(got - want) / np.spacing(np.abs(want)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cbrt_matches_numpy_within_a_few_ulps(dtype):
+    finfo = np.finfo(dtype)
+    rng = np.random.default_rng(0)
+    normal = np.exp(rng.uniform(np.log(finfo.tiny), np.log(finfo.max), 100_000))
+    subnormal = rng.uniform(0.0, 1.0, 1000) * finfo.tiny
+    special = [0.0, np.inf, finfo.smallest_subnormal, finfo.tiny, finfo.max, 1.0, 8.0, 27.0, 1e-30, 1e30]
+    a = np.concatenate([normal, subnormal, special]).astype(dtype)
+    got = np.asarray(numerics.cbrt(jnp.asarray(a)))
+    assert got.dtype == dtype
+    assert ulps(got, np.cbrt(a)).max() <= 3
+    assert got[-10] == 0.0 and got[-9] == np.inf
+
+
+def test_cbrt_passes_nan_and_differentiates():
+    assert np.isnan(float(numerics.cbrt(jnp.asarray(np.nan))))
+    np.testing.assert_allclose(jax.grad(numerics.cbrt)(8.0), 1.0 / 12.0, rtol=1e-15)
+    assert float(jax.grad(numerics.cbrt)(0.0)) == 0.0  # infinite in truth; 0 keeps masked branches finite
+
+
+def test_safe_div_gives_the_fallback_and_finite_gradients_at_zero():
+    num, den = jnp.asarray([1.0, 2.0, -3.0]), jnp.asarray([2.0, 0.0, 0.0])
+    np.testing.assert_array_equal(numerics.safe_div(num, den, jnp.inf), [0.5, np.inf, np.inf])
+    grad = jax.grad(lambda d: jnp.sum(numerics.safe_div(num, d, 7.0)))(den)
+    np.testing.assert_array_equal(grad, [-0.25, 0.0, 0.0])
+
+
+def test_broadcast_leaves_shapes_and_dtypes():
+    tree = {"a": 1.0, "b": jnp.ones((3, 1), jnp.float32), "c": np.zeros(4)}
+    out = numerics.broadcast_leaves(tree)
+    assert all(v.shape == (3, 4) for v in out.values()) and out["b"].dtype == jnp.float32
+    promoted = numerics.broadcast_leaves(tree, promote=True)
+    assert {v.dtype for v in promoted.values()} == {jnp.result_type(*[jnp.asarray(v) for v in tree.values()])}
+
+
+def test_solve_small_matches_lapack_including_pivoting():
+    rng = np.random.default_rng(7)
+    a = rng.normal(size=(500, 5, 5)) + 3.0 * np.eye(5)
+    a[:100, 0, 0] = 0.0  # a zero leading pivot: only a row swap gets past it
+    rhs = rng.normal(size=(500, 5, 3))
+    expected = np.linalg.solve(a, rhs)
+    solved = jax.vmap(numerics.solve_small)(jnp.asarray(a), jnp.asarray(rhs))
+    np.testing.assert_allclose(solved.x, expected, rtol=1e-9, atol=1e-9 * np.abs(expected).max())
+    assert not np.any(solved.singular)
+    vector = jax.vmap(numerics.solve_small)(jnp.asarray(a), jnp.asarray(rhs[..., 0]))
+    np.testing.assert_allclose(vector.x, expected[..., 0], rtol=1e-9, atol=1e-9 * np.abs(expected).max())
+
+
+def test_solve_small_on_spd_systems():
+    rng = np.random.default_rng(3)
+    m = rng.normal(size=(500, 5, 5))
+    spd = m @ np.swapaxes(m, 1, 2) + 1e-3 * np.eye(5)
+    rhs = rng.normal(size=(500, 5))
+    expected = np.linalg.solve(spd, rhs[..., None])[..., 0]
+    solved = jax.vmap(numerics.solve_small)(jnp.asarray(spd), jnp.asarray(rhs))
+    np.testing.assert_allclose(solved.x, expected, rtol=1e-7, atol=1e-9 * np.abs(expected).max())
+    assert not np.any(solved.singular)
+
+
+def test_solve_small_flags_singular_systems():
+    rng = np.random.default_rng(11)
+    a = rng.normal(size=(4, 5, 5))
+    a[0, :, 2] = a[0, :, 4]  # two equal columns
+    a[1, 3] = 2.0 * a[1, 1]  # dependent rows
+    a[2] = 0.0
+    a[3] = np.outer(rng.normal(size=5), rng.normal(size=5))  # rank one
+    for system in a:
+        with pytest.raises(np.linalg.LinAlgError):
+            np.linalg.solve(system, np.ones(5))
+    solved = jax.vmap(numerics.solve_small)(jnp.asarray(a), jnp.ones((4, 5)))
+    assert np.all(solved.singular)
+
+
+def test_golden_section_matches_scipy_on_a_unimodal_function():
+    def fun(x):
+        return (x - 1.3) ** 2 + jnp.exp(0.3 * x)
+
+    got = float(numerics.golden_section(fun, jnp.asarray(-4.0), jnp.asarray(5.0), 80))
+    want = scipy.optimize.minimize_scalar(lambda x: float(fun(x)), bounds=(-4.0, 5.0), method="bounded",
+                                          options={"xatol": 1e-12}).x
+    assert abs(got - want) < 1e-7
+
+
+def test_projected_newton_step_reaches_a_box_constrained_minimum():
+    center = jnp.asarray([0.5, -2.0, 3.0])
+    lower, upper = -jnp.ones(3), jnp.ones(3)
+
+    def fun(x):
+        return jnp.sum((x - center) ** 2, axis=-1)
+
+    def model(x):
+        return fun(x), 2.0 * (x - center), 2.0 * jnp.eye(3)
+
+    x, done, steps = jnp.zeros(3), False, 0
+    while not done and steps < 50:  # the ridge ∝ ‖∇f‖ shortens the first steps
+        steps += 1
+        x, done = numerics.projected_newton_step(fun, model, x, lower, upper,
+                                                 tol=1e-12, ridge=1e-12, active_eps=1e-6, armijo=1e-4, steps=12)
+    np.testing.assert_allclose(x, jnp.clip(center, lower, upper), atol=1e-12)
+    assert bool(done)
+
+
+class SolversWithAndWithoutJit(chex.TestCase):
+    """The numerics and the exact solver's core run alike traced by ``jit`` and eagerly."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_cbrt(self):
+        a = jnp.asarray([0.0, 1e-310, 2.0, 1e300, jnp.inf])
+        np.testing.assert_array_less(ulps(np.asarray(self.variant(numerics.cbrt)(a)), np.cbrt(np.asarray(a))), 3.0)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_solve_small(self):
+        a = jnp.asarray(np.random.default_rng(1).normal(size=(5, 5))) + 3.0 * jnp.eye(5)
+        b = jnp.arange(5.0)
+        solved = self.variant(numerics.solve_small)(a, b)
+        np.testing.assert_allclose(solved.x, np.linalg.solve(a, b), rtol=1e-12)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_exact_solver_core(self):
+        from laimco_jax.solvers.convex_form import convex_form
+        from laimco_jax.solvers.exact import _solve_form
+        from laimco_jax.solvers.schemes import scheme_spec
+
+        spec = scheme_spec("proposed")
+        form = convex_form(random_problems(64, seed=2), spec)
+        solve = self.variant(functools.partial(_solve_form, spec=spec, iterations=28))
+        _, primal, _, bound, infeasible, _ = solve(form)
+        chex.assert_shape([primal.rho, bound, infeasible], (64,))
+        found = np.asarray(primal.feasible)
+        assert found.any() and not np.any(found & np.asarray(infeasible))
+        total = np.asarray(form.value_device + form.value_server)[found]
+        gap = (np.asarray(bound)[found] - np.asarray(primal.value)[found]) / total
+        assert np.all(gap <= 1e-9) and math.isfinite(float(np.max(gap)))

@@ -25,7 +25,7 @@ import pandas as pd
 from laimco_jax.experiments.plots import figure_grid, save_figure
 from laimco_jax.params import BUDGET_PRESETS, MODEL_SPECS, Problem, make_problem
 from laimco_jax.sensitivity import elasticities
-from laimco_jax.solvers import solve_exact, solve_sca
+from laimco_jax.solvers import scheme_problem, solve_exact, solve_sca
 from laimco_jax.solvers.solution import Status, found_point
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "FigureGrids",
     "figure_points",
     "points_problem",
+    "absent_parts",
     "solve_points",
     "sca_against_exact",
     "sensitivity_table",
@@ -108,7 +109,20 @@ def points_problem(points: pd.DataFrame, preset: str = "paper", dtype=jnp.float6
     return jax.tree_util.tree_map(lambda *leaves: jnp.asarray(np.array(leaves), dtype), *problems)
 
 
-def _solution_frame(points: pd.DataFrame, solution, scheme: str, method: str) -> pd.DataFrame:
+#: Columns that describe one part (device, server): blank where the part is absent.
+PART_COLUMNS: dict[str, tuple[str, ...]] = {"device": ("rho", "f_device_hz"), "server": ("rho_server", "f_server_hz")}
+
+
+def absent_parts(problem: Problem, scheme: str = "proposed") -> dict[str, np.ndarray]:
+    """``{"device": mask, "server": mask}``: where the scheme's split leaves a part nothing to run
+    (q = N_FLOP = 0, e.g. split 0 or on-server; s = Ñ_FLOP = 0, BERT's split L or on-device). Its
+    pruning ratio and clock are then arbitrary and are not reported."""
+    model = scheme_problem(problem, scheme).model
+    return {"device": np.asarray((model.params_device == 0) & (model.flops_device == 0)),
+            "server": np.asarray((model.params_server == 0) & (model.flops_server == 0))}
+
+
+def _solution_frame(points: pd.DataFrame, solution, scheme: str, method: str, problem: Problem) -> pd.DataFrame:
     frame = points.copy()
     frame["scheme"], frame["method"] = scheme, method
     frame["status"] = [Status(int(s)).name.lower() for s in np.asarray(solution.status)]
@@ -118,13 +132,15 @@ def _solution_frame(points: pd.DataFrame, solution, scheme: str, method: str) ->
     frame["iterations"] = np.asarray(solution.iterations)
     # Infeasible points carry the solver's violating point: blank the values a plot would show.
     frame.loc[~frame["feasible"], list(SOLUTION_COLUMNS)] = np.nan
+    for part, absent in absent_parts(problem, scheme).items():
+        frame.loc[np.broadcast_to(absent, len(frame)), list(PART_COLUMNS[part])] = np.nan
     return frame
 
 
 def solve_points(points: pd.DataFrame, schemes: Sequence[str], preset: str = "paper") -> pd.DataFrame:
     """Exact optimum of every point under every scheme: ``points`` x ``schemes`` rows."""
     problem = points_problem(points, preset)
-    return pd.concat([_solution_frame(points, solve_exact(problem, s), s, "exact") for s in schemes],
+    return pd.concat([_solution_frame(points, solve_exact(problem, s), s, "exact", problem) for s in schemes],
                      ignore_index=True)
 
 
@@ -135,8 +151,8 @@ def sca_against_exact(points: pd.DataFrame, preset: str = "paper") -> pd.DataFra
     up to the exact solver's certificate, ``sca_iterations``, and both statuses.
     """
     problem = points_problem(points, preset)
-    exact = _solution_frame(points, solve_exact(problem), "proposed", "exact")
-    sca = _solution_frame(points, solve_sca(problem), "proposed", "sca")
+    exact = _solution_frame(points, solve_exact(problem), "proposed", "exact", problem)
+    sca = _solution_frame(points, solve_sca(problem), "proposed", "sca", problem)
     frame = points.copy()
     frame["status_exact"], frame["status_sca"] = exact["status"], sca["status"]
     frame["log10_exact"] = exact["log10_distortion_bound"]
@@ -271,7 +287,8 @@ def plot_budget_figure(table: pd.DataFrame, figure: str, path) -> None:
 
 
 def plot_split_figure(table: pd.DataFrame, path) -> None:
-    """Fig. 6: per model, log10 D̂ and ρ, ρ̃ of the proposed design against the split, best split starred."""
+    """Fig. 6: per model, log10 D̂ and ρ, ρ̃ of the proposed design against the split, best split starred.
+    The ratio of an absent part (ρ at split 0, ρ̃ at BERT's split L) is NaN in the table and not drawn."""
     rows = table[(table.figure == "fig6") & (table.scheme == "proposed")]
     best = best_splits(table).set_index("model")
     models = list(dict.fromkeys(rows.model))

@@ -21,6 +21,21 @@ the piece the solution lies on. At an active box constraint the pinned variable 
 (ρ = 1 stays 1), f = f_max moves only with f_max, p = P_max only with P_max. Where both budgets are
 slack (the unpruned model fits), the clocks and power are not unique and their derivatives are 0.
 By the envelope theorem, d(ρq + ρ̃s)*/dT0 = λ and d(ρq + ρ̃s)*/dE0 = μ (tested).
+
+Singular systems. Where ∂F/∂z is numerically singular at a found optimum (a degenerate active set,
+e.g. both ratios interior on a tie of their values per second: a face of optima), the derivatives
+are not known. They are reported as 0 (finite, so reverse mode through a masked batch stays free of
+NaN) and the instance is flagged: every dict of derivatives carries a bool array under
+:data:`SINGULAR` ("singular"), True exactly there.
+
+Why a hand-written ``custom_jvp`` and not ``jaxopt.implicit_diff.custom_root``. ``custom_root``
+attaches a ``custom_vjp``, so it supports reverse mode only: ``jax.jvp``/``jax.jacfwd`` through it
+raise "can't apply forward-mode autodiff (jvp) to a custom_vjp function" (tried with jaxopt 0.8.5).
+This module needs forward mode: a sweep stores d(output)/d(field) for a few fields (one JVP each,
+:func:`field_derivatives`), and the full Jacobian has 7 outputs but 25 fields. Its linear solves
+would also go through a matrix-free solver (normal-equation CG by default), where the 5 x 5 KKT
+systems are solved exactly by :func:`~laimco_jax.solvers.numerics.solve_small` (no batched LAPACK,
+which deadlocks on CPU, see there), whose pivots also give the singular flag.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
 """Test-wide settings: float64 JAX (the library itself never flips this) and no network."""
 
+import functools
 import os
 import shutil
 import tempfile
 
 import jax
+import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -39,3 +41,9 @@ def run_cli(capsys, monkeypatch, *args):
         code = exc.code or 0
     out, err = capsys.readouterr()
     return code, out, err
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """``cli(*args)`` runs ``laimco ARGS`` in-process and returns ``(exit code, stdout, stderr)``."""
+    return functools.partial(run_cli, capsys, monkeypatch)

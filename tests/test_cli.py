@@ -6,21 +6,20 @@ import mpmath
 import pytest
 
 from laimco_jax import make_problem
-from conftest import run_cli as run
 
 
 
-def test_config_prints_toml_that_loads_back(capsys, monkeypatch, tmp_path):
-    code, out, _ = run(capsys, monkeypatch, "config", "--preset", "paper", "--model", "bert-base", "--set", "budget.delay_s=0.4")
+def test_config_prints_toml_that_loads_back(cli, tmp_path):
+    code, out, _ = cli("config", "--preset", "paper", "--model", "bert-base", "--set", "budget.delay_s=0.4")
     assert code == 0 and "[system]" in out and "delay_s = 0.4" in out
     path = tmp_path / "c.toml"
     path.write_text(out)
-    code, out2, _ = run(capsys, monkeypatch, "config", "--config", str(path))
+    code, out2, _ = cli("config", "--config", str(path))
     assert code == 0 and out2 == out
 
 
-def test_system_json_matches_the_formulas(capsys, monkeypatch):
-    code, out, _ = run(capsys, monkeypatch, "system", "--rho", "1", "--f-device", "1e9", "--p-watt", "0.5",
+def test_system_json_matches_the_formulas(cli):
+    code, out, _ = cli("system", "--rho", "1", "--f-device", "1e9", "--p-watt", "0.5",
                        "--rho-server", "1", "--f-server", "4e9", "--json")
     record = json.loads(out)
     assert code == 0
@@ -31,8 +30,8 @@ def test_system_json_matches_the_formulas(capsys, monkeypatch):
     assert {"energy_j", "upload_energy_j", "server_energy_j", "device_energy_j"} <= set(record)
 
 
-def test_bound_json(capsys, monkeypatch):
-    code, out, _ = run(capsys, monkeypatch, "bound", "--params-device", "100", "--params-server", "200", "--rho", "0.5",
+def test_bound_json(cli):
+    code, out, _ = cli("bound", "--params-device", "100", "--params-server", "200", "--rho", "0.5",
                        "--rho-server", "1", "--bits-per-weight", "8", "--entropy-bits", "-100", "--json")
     record = json.loads(out)
     assert code == 0 and record["retained_params"] == 250.0
@@ -45,15 +44,15 @@ def test_bound_json(capsys, monkeypatch):
     assert record["distortion_bound"] == pytest.approx(float(mpmath.power(2, log2_d)), rel=1e-12)
 
 
-def test_solve_json_keys_and_statuses(capsys, monkeypatch):
-    code, out, _ = run(capsys, monkeypatch, "solve", "--preset", "paper", "--model", "bert-base", "--json")
+def test_solve_json_keys_and_statuses(cli):
+    code, out, _ = cli("solve", "--preset", "paper", "--model", "bert-base", "--json")
     record = json.loads(out)
     assert code == 0 and record["status"] == "optimal"
     for key in ("status", "rho", "rho_server", "f_device_hz", "p_watt", "f_server_hz", "delay_s", "energy_j",
                 "log2_distortion_bound", "certificate", "method", "scheme"):
         assert key in record
     assert record["delay_s"] <= 0.35 * (1 + 1e-9) and record["energy_j"] <= 0.015 * (1 + 1e-9)
-    code, out, _ = run(capsys, monkeypatch, "solve", "--set", "delay_s=0.001", "--json")
+    code, out, _ = cli("solve", "--set", "delay_s=0.001", "--json")
     assert code == 0 and json.loads(out)["status"] == "infeasible"
 
 
@@ -75,13 +74,13 @@ def test_solve_json_keys_and_statuses(capsys, monkeypatch):
     (("profile", "--splits", "a"), "--splits = 'a'"),
     (("sensitivity", "--scheme", "magic"), "scheme = 'magic'"),
 ])
-def test_bad_input_exits_2_with_one_line(capsys, monkeypatch, args, fragment):
-    code, out, err = run(capsys, monkeypatch, *args)
+def test_bad_input_exits_2_with_one_line(cli, args, fragment):
+    code, out, err = cli(*args)
     assert code == 2
     assert fragment in err and err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_sensitivity_json_ranks_elasticities(capsys, monkeypatch):
+def test_sensitivity_json_ranks_elasticities(cli):
     import math
 
     import jax.numpy as jnp
@@ -89,7 +88,7 @@ def test_sensitivity_json_ranks_elasticities(capsys, monkeypatch):
     from laimco_jax import make_problem
     from laimco_jax.sensitivity import sensitivities
 
-    code, out, _ = run(capsys, monkeypatch, "sensitivity", "--json")
+    code, out, _ = cli("sensitivity", "--json")
     record = json.loads(out)
     assert code == 0 and record["status"] == "optimal" and record["scheme"] == "proposed"
     rows = record["elasticities"]

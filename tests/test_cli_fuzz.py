@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from laimco_jax.params import FIELD_SECTION, MODEL_PRESETS, SYSTEM_PRESETS, preset_dict
-from conftest import run_cli as run
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -113,22 +112,22 @@ def assert_outcome(code, err, valid):
 
 @FUZZ
 @given(changes=st.lists(mutations(), min_size=1, max_size=3), command=st.sampled_from(["config", "config", "system", "solve"]))
-def test_fuzzed_config_files(capsys, monkeypatch, tmp_path, changes, command):
+def test_fuzzed_config_files(cli, tmp_path, changes, command):
     sections = base_config()
     changes = sorted(changes, key=lambda change: not change[1])  # valid first: an invalid change is never undone
     top = "".join(apply(sections) or "" for apply, _ in changes)
     path = tmp_path / "fuzz.toml"
     path.write_text(toml_text(sections, top))
-    code, _, err = run(capsys, monkeypatch, command, *COMMANDS[command], "--config", path)
+    code, _, err = cli(command, *COMMANDS[command], "--config", path)
     assert_outcome(code, err, all(valid for _, valid in changes))
 
 
 @FUZZ
 @given(content=st.one_of(st.binary(max_size=40), st.text(max_size=40).map(str.encode)))
-def test_fuzzed_garbage_files(capsys, monkeypatch, tmp_path, content):
+def test_fuzzed_garbage_files(cli, tmp_path, content):
     path = tmp_path / "garbage.toml"
     path.write_bytes(content)  # never all the required fields
-    code, _, err = run(capsys, monkeypatch, "config", "--config", path)
+    code, _, err = cli("config", "--config", path)
     assert_outcome(code, err, valid=False)
 
 
@@ -188,13 +187,13 @@ def _options(command):
 
 @FUZZ
 @given(args=bad_arguments())
-def test_fuzzed_arguments(capsys, monkeypatch, args):
-    code, _, err = run(capsys, monkeypatch, *args)
+def test_fuzzed_arguments(cli, args):
+    code, _, err = cli(*args)
     assert_outcome(code, err, valid=False)
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_unfuzzed_commands_are_valid(capsys, monkeypatch, command):
+def test_unfuzzed_commands_are_valid(cli, command):
     """The base of every fuzzed input is valid: each failure above comes from its one change."""
-    code, _, err = run(capsys, monkeypatch, command, *COMMANDS[command])
+    code, _, err = cli(command, *COMMANDS[command])
     assert_outcome(code, err, valid=True)

@@ -10,7 +10,6 @@ import typer
 
 from laimco_jax import Budget, ConfigError, ModelProfile, SystemParams, make_problem
 from laimco_jax.params import MODEL_PRESETS, SYSTEM_PRESETS, validate_fraction
-from conftest import run_cli as run
 
 
 def one_line_error(code, err, *fragments):
@@ -22,9 +21,9 @@ def one_line_error(code, err, *fragments):
 
 
 @pytest.fixture
-def config_file(tmp_path, capsys, monkeypatch):
+def config_file(tmp_path, cli):
     """A valid TOML config (the paper preset) and a writer of variants with one line replaced."""
-    code, text, _ = run(capsys, monkeypatch, "config")
+    code, text, _ = cli("config")
     assert code == 0
 
     def write(old_prefix=None, new_line=None, name="c.toml"):
@@ -41,34 +40,34 @@ def config_file(tmp_path, capsys, monkeypatch):
 # ----------------------------------------------------------------------------- item 9: config errors
 
 
-def test_config_that_is_a_directory_is_one_line_error(capsys, monkeypatch, tmp_path):
-    code, _, err = run(capsys, monkeypatch, "config", "--config", tmp_path)
+def test_config_that_is_a_directory_is_one_line_error(cli, tmp_path):
+    code, _, err = cli("config", "--config", tmp_path)
     one_line_error(code, err, repr(str(tmp_path)), "is a directory")
 
 
-def test_section_that_is_not_a_table(capsys, monkeypatch, tmp_path):
+def test_section_that_is_not_a_table(cli, tmp_path):
     path = tmp_path / "s.toml"
     path.write_text("system = 5\n")
-    code, _, err = run(capsys, monkeypatch, "config", "--config", path)
+    code, _, err = cli("config", "--config", path)
     one_line_error(code, err, str(path), "[system]", "5", "table")
 
 
 @pytest.mark.parametrize("command", [("config",), ("solve",)])
-def test_toml_array_is_refused_by_every_command(capsys, monkeypatch, config_file, command):
+def test_toml_array_is_refused_by_every_command(cli, config_file, command):
     path = config_file("bandwidth_hz = ", "bandwidth_hz = [1e6, 2e6]")
-    code, _, err = run(capsys, monkeypatch, *command, "--config", path)
+    code, _, err = cli(*command, "--config", path)
     one_line_error(code, err, str(path), "system.bandwidth_hz", "[1000000.0, 2000000.0]", "single number",
                    SystemParams._RULES["bandwidth_hz"].text())
 
 
-def test_toml_boolean_is_refused(capsys, monkeypatch, config_file):
+def test_toml_boolean_is_refused(cli, config_file):
     path = config_file("delay_s = ", "delay_s = true")
-    code, _, err = run(capsys, monkeypatch, "config", "--config", path)
+    code, _, err = cli("config", "--config", path)
     one_line_error(code, err, str(path), "budget.delay_s = True (bool)", Budget._RULES["delay_s"].text())
 
 
-def test_set_boolean_is_refused(capsys, monkeypatch):
-    code, _, err = run(capsys, monkeypatch, "config", "--set", "delay_s=true")
+def test_set_boolean_is_refused(cli):
+    code, _, err = cli("config", "--set", "delay_s=true")
     one_line_error(code, err, "delay_s", "'true'", "number")
 
 
@@ -93,37 +92,37 @@ def test_python_api_message_names_field_value_and_range():
 
 
 @pytest.mark.parametrize("content", [b"\xff\xfe[system]\n", b"[system\n", b"delay_s = = 1\n"])
-def test_undecodable_or_invalid_toml_names_the_file(capsys, monkeypatch, tmp_path, content):
+def test_undecodable_or_invalid_toml_names_the_file(cli, tmp_path, content):
     path = tmp_path / "bad.toml"
     path.write_bytes(content)
-    code, _, err = run(capsys, monkeypatch, "config", "--config", path)
+    code, _, err = cli("config", "--config", path)
     one_line_error(code, err, repr(str(path)))
 
 
-def test_undecodable_toml_says_utf8(capsys, monkeypatch, tmp_path):
+def test_undecodable_toml_says_utf8(cli, tmp_path):
     path = tmp_path / "latin1.toml"
     path.write_bytes("[system]\nbandwidth_hz = 5e6 # \xb5\n".encode("latin-1"))
-    code, _, err = run(capsys, monkeypatch, "config", "--config", path)
+    code, _, err = cli("config", "--config", path)
     one_line_error(code, err, str(path), "UTF-8")
 
 
-def test_unknown_section_and_field_are_named_with_the_allowed_ones(capsys, monkeypatch, config_file):
+def test_unknown_section_and_field_are_named_with_the_allowed_ones(cli, config_file):
     path = config_file("[budget]", "[budgets]")
-    code, _, err = run(capsys, monkeypatch, "config", "--config", path)
+    code, _, err = cli("config", "--config", path)
     one_line_error(code, err, str(path), "budgets", "allowed: system, model, budget")
     path = config_file("delay_s = ", "delay = 0.3")
-    code, _, err = run(capsys, monkeypatch, "config", "--config", path)
+    code, _, err = cli("config", "--config", path)
     one_line_error(code, err, str(path), "delay", "[budget]", "allowed: delay_s, energy_j")
 
 
 # ----------------------------------------------------------------------------- item 10: presets and --config
 
 
-def test_unknown_preset_with_config_is_an_error(capsys, monkeypatch, config_file):
+def test_unknown_preset_with_config_is_an_error(cli, config_file):
     path = config_file()
-    code, _, err = run(capsys, monkeypatch, "config", "--config", path, "--preset", "foo")
+    code, _, err = cli("config", "--config", path, "--preset", "foo")
     one_line_error(code, err, "unknown system preset 'foo'", "allowed: paper")
-    code, _, err = run(capsys, monkeypatch, "config", "--config", path, "--model", "gpt-9")
+    code, _, err = cli("config", "--config", path, "--model", "gpt-9")
     one_line_error(code, err, "unknown model preset 'gpt-9'", "allowed: bart-base, bert-base")
 
 
@@ -139,8 +138,8 @@ EVALUATE = ("evaluate", "--task", "squad", "--checkpoint", "ckpt", "--data", "d.
                                      ("system", "--rho", "1", "--f-device", "1e9", "--p-watt", "0.5",
                                       "--rho-server", "1", "--f-server", "4e9")])
 @pytest.mark.parametrize("option", [("--preset", "paper"), ("--model", "bart-base")])
-def test_explicit_preset_or_model_with_config_is_refused(capsys, monkeypatch, config_file, command, option):
-    code, _, err = run(capsys, monkeypatch, *command, "--config", config_file(), *option)
+def test_explicit_preset_or_model_with_config_is_refused(cli, config_file, command, option):
+    code, _, err = cli(*command, "--config", config_file(), *option)
     one_line_error(code, err, f"{option[0]} {option[1]}", "--config", "replaces the presets")
 
 
@@ -154,45 +153,45 @@ def strict_json(text):
     return json.loads(text, parse_constant=refuse)
 
 
-def test_bound_json_overflow_is_null_with_a_reason(capsys, monkeypatch):
-    code, out, _ = run(capsys, monkeypatch, "bound", "--params-device", "1e300", "--params-server", "1e300",
+def test_bound_json_overflow_is_null_with_a_reason(cli):
+    code, out, _ = cli("bound", "--params-device", "1e300", "--params-server", "1e300",
                        "--rho", "1", "--rho-server", "1", "--bits-per-weight", "1e300", "--entropy-bits", "1e300",
                        "--json")
     record = strict_json(out)
     assert code == 0 and record["model_bits"] is None
     assert record["nonfinite"]["model_bits"] == "inf"
-    code, out, _ = run(capsys, monkeypatch, "bound", "--params-device", "100", "--params-server", "200",
+    code, out, _ = cli("bound", "--params-device", "100", "--params-server", "200",
                        "--rho", "1", "--rho-server", "1", "--bits-per-weight", "1", "--entropy-bits", "1e6", "--json")
     record = strict_json(out)
     assert code == 0 and record["distortion_bound"] is None and record["log2_distortion_bound"] > 1024
     assert record["nonfinite"]["distortion_bound"].startswith("inf: ") and "float64" in record["nonfinite"]["distortion_bound"]
 
 
-def test_system_json_with_zero_power_is_strict(capsys, monkeypatch):
-    code, out, _ = run(capsys, monkeypatch, "system", "--rho", "1", "--f-device", "1e9", "--p-watt", "0",
+def test_system_json_with_zero_power_is_strict(cli):
+    code, out, _ = cli("system", "--rho", "1", "--f-device", "1e9", "--p-watt", "0",
                        "--rho-server", "1", "--f-server", "4e9", "--json")
     record = strict_json(out)
     assert code == 0 and record["upload_delay_s"] is None and record["nonfinite"]["upload_delay_s"] == "inf"
 
 
-def test_solve_json_strict_when_infeasible_and_nonfinite(capsys, monkeypatch):
-    from laimco_jax import cli
+def test_solve_json_strict_when_infeasible_and_nonfinite(cli, monkeypatch):
+    from laimco_jax import cli as cli_module
 
-    code, out, _ = run(capsys, monkeypatch, "solve", "--set", "delay_s=0.001", "--json")
+    code, out, _ = cli("solve", "--set", "delay_s=0.001", "--json")
     assert code == 0 and strict_json(out)["status"] == "infeasible"
-    original = cli.solution_record
+    original = cli_module.solution_record
 
     def poisoned(*args, **kwargs):
         return {**original(*args, **kwargs), "certificate": math.nan, "objective_history": [1.0, -math.inf]}
 
-    monkeypatch.setattr(cli, "solution_record", poisoned)
-    code, out, _ = run(capsys, monkeypatch, "solve", "--method", "sca", "--json")
+    monkeypatch.setattr(cli_module, "solution_record", poisoned)
+    code, out, _ = cli("solve", "--method", "sca", "--json")
     record = strict_json(out)
     assert code == 0 and record["certificate"] is None and record["objective_history"] == [1.0, None]
     assert record["nonfinite"] == {"certificate": "nan", "objective_history[1]": "-inf"}
 
 
-def test_sensitivity_json_strict(capsys, monkeypatch):
+def test_sensitivity_json_strict(cli, monkeypatch):
     import jax
 
     from laimco_jax import sensitivity
@@ -200,25 +199,25 @@ def test_sensitivity_json_strict(capsys, monkeypatch):
     original = sensitivity.elasticities
     monkeypatch.setattr(sensitivity, "elasticities",
                         lambda *a: jax.tree_util.tree_map(lambda x: x * math.nan, original(*a)))
-    code, out, _ = run(capsys, monkeypatch, "sensitivity", "--json")
+    code, out, _ = cli("sensitivity", "--json")
     record = strict_json(out)
     assert code == 0 and record["elasticities"][0]["elasticity_rho"] is None
     assert record["elasticities"][0]["nonfinite"]["elasticity_rho"] == "nan"
 
 
-def test_profile_json_strict(capsys, monkeypatch):
+def test_profile_json_strict(cli, monkeypatch):
     from laimco_jax.models import profile
 
     monkeypatch.setattr(profile, "split_profiles", lambda *a, **k: [{"split": 0, "entropy_bits": math.inf}])
-    code, out, _ = run(capsys, monkeypatch, "profile", "--json")
+    code, out, _ = cli("profile", "--json")
     assert code == 0 and strict_json(out) == [{"split": 0, "entropy_bits": None, "nonfinite": {"entropy_bits": "inf"}}]
 
 
-def test_evaluate_json_strict(capsys, monkeypatch):
+def test_evaluate_json_strict(cli, monkeypatch):
     import laimco_jax.tasks
 
     monkeypatch.setattr(laimco_jax.tasks, "evaluate_task", lambda *a, **k: {"exact_match": math.nan, "f1": 50.0})
-    code, out, _ = run(capsys, monkeypatch, "evaluate", "--task", "squad", "--checkpoint", "c", "--data", "d",
+    code, out, _ = cli("evaluate", "--task", "squad", "--checkpoint", "c", "--data", "d",
                        "--split", "2", "--rho", "1", "--rho-server", "1", "--json")
     assert code == 0 and strict_json(out) == {"exact_match": None, "f1": 50.0, "nonfinite": {"exact_match": "nan"}}
 
@@ -241,9 +240,9 @@ def _help_texts():
 
 
 @pytest.mark.parametrize("name, texts", list(_help_texts()), ids=lambda v: str(v) if not isinstance(v, list) else "")
-def test_help_keeps_every_word(capsys, monkeypatch, name, texts):
+def test_help_keeps_every_word(cli, name, texts):
     """Nothing is eaten by markup (rich: "[system]"; Markdown: "<model>") or cut short ("Fig." summaries)."""
-    code, out, _ = run(capsys, monkeypatch, *([name] if name else []), "--help")
+    code, out, _ = cli(*([name] if name else []), "--help")
     assert code == 0
 
     def squeeze(text):  # wrapping (also at hyphens) only changes whitespace
@@ -265,8 +264,8 @@ def test_broken_pipe_is_not_an_internal_error():
     assert proc.wait() == 1 and err == ""
 
 
-def test_solve_help_shows_the_toml_sections(capsys, monkeypatch):
-    code, out, _ = run(capsys, monkeypatch, "solve", "--help")
+def test_solve_help_shows_the_toml_sections(cli):
+    code, out, _ = cli("solve", "--help")
     assert code == 0 and "[system], [model], [budget]" in out
 
 
@@ -280,47 +279,47 @@ def _raise(exc):
 
 
 @pytest.mark.parametrize("exc", [RuntimeError("boom"), ValueError("boom"), KeyError("boom")])
-def test_internal_error_exits_1_with_one_line(capsys, monkeypatch, exc):
-    from laimco_jax import cli
+def test_internal_error_exits_1_with_one_line(cli, monkeypatch, exc):
+    from laimco_jax import cli as cli_module
 
     monkeypatch.delenv("LAIMCO_DEBUG", raising=False)
-    monkeypatch.setattr(cli, "dump_toml", _raise(exc))
-    code, _, err = run(capsys, monkeypatch, "config")
+    monkeypatch.setattr(cli_module, "dump_toml", _raise(exc))
+    code, _, err = cli("config")
     assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith(f"internal error: {type(exc).__name__}: ") and "boom" in err
     assert "--debug" in err and "LAIMCO_DEBUG=1" in err and "report" in err
 
 
 @pytest.mark.parametrize("how", ["option", "env"])
-def test_debug_prints_the_traceback(capsys, monkeypatch, how):
-    from laimco_jax import cli
+def test_debug_prints_the_traceback(cli, monkeypatch, how):
+    from laimco_jax import cli as cli_module
 
-    monkeypatch.setattr(cli, "dump_toml", _raise(RuntimeError("boom")))
+    monkeypatch.setattr(cli_module, "dump_toml", _raise(RuntimeError("boom")))
     if how == "env":
         monkeypatch.setenv("LAIMCO_DEBUG", "1")
-        code, _, err = run(capsys, monkeypatch, "config")
+        code, _, err = cli("config")
     else:
         monkeypatch.delenv("LAIMCO_DEBUG", raising=False)
-        code, _, err = run(capsys, monkeypatch, "--debug", "config")
+        code, _, err = cli("--debug", "config")
     assert code == 1 and "Traceback" in err and "RuntimeError: boom" in err
     assert err.rstrip("\n").splitlines()[-1].startswith("internal error: RuntimeError: boom")
 
 
-def test_config_error_subclass_exits_2(capsys, monkeypatch):
-    from laimco_jax import cli
+def test_config_error_subclass_exits_2(cli, monkeypatch):
+    from laimco_jax import cli as cli_module
 
     class CheckpointLikeError(ConfigError):
         pass
 
-    monkeypatch.setattr(cli, "dump_toml", _raise(CheckpointLikeError("bad checkpoint\nsecond line")))
-    code, _, err = run(capsys, monkeypatch, "config")
+    monkeypatch.setattr(cli_module, "dump_toml", _raise(CheckpointLikeError("bad checkpoint\nsecond line")))
+    code, _, err = cli("config")
     one_line_error(code, err, "bad checkpoint second line")
 
 
-def test_usage_errors_exit_2(capsys, monkeypatch):
-    code, _, err = run(capsys, monkeypatch, "solve", "--no-such-option")
+def test_usage_errors_exit_2(cli):
+    code, _, err = cli("solve", "--no-such-option")
     one_line_error(code, err, "--no-such-option")
-    code, _, err = run(capsys, monkeypatch, "no-such-command")
+    code, _, err = cli("no-such-command")
     one_line_error(code, err, "no-such-command")
 
 
@@ -336,18 +335,18 @@ class MessageInterrupt(KeyboardInterrupt):
      "interrupted: 12 of 40 chunks written; resume with --resume"),
     (MessageInterrupt("interrupted: chunk 3"), "interrupted: chunk 3"),
 ])
-def test_keyboard_interrupt_exits_130(capsys, monkeypatch, exc, line):
-    from laimco_jax import cli
+def test_keyboard_interrupt_exits_130(cli, monkeypatch, exc, line):
+    from laimco_jax import cli as cli_module
 
-    monkeypatch.setattr(cli, "dump_toml", _raise(exc))
-    code, _, err = run(capsys, monkeypatch, "config")
+    monkeypatch.setattr(cli_module, "dump_toml", _raise(exc))
+    code, _, err = cli("config")
     assert code == 130 and err == line + "\n"
 
 
-def test_success_exits_0_and_help_works(capsys, monkeypatch):
-    code, out, err = run(capsys, monkeypatch, "config")
+def test_success_exits_0_and_help_works(cli):
+    code, out, err = cli("config")
     assert code == 0 and "[budget]" in out and err == ""
-    code, out, _ = run(capsys, monkeypatch, "--help")
+    code, out, _ = cli("--help")
     assert code == 0 and "--debug" in out and "solve" in out
 
 
@@ -364,12 +363,12 @@ def test_reference_user_input_errors_are_config_errors():
 
 
 @pytest.mark.parametrize("sets", [["delay_s=1", "delay_s=2"], ["budget.delay_s=1", "delay_s=1"]])
-def test_repeated_set_of_one_field_is_an_error(capsys, monkeypatch, sets):
-    code, _, err = run(capsys, monkeypatch, "config", *[a for s in sets for a in ("--set", s)])
+def test_repeated_set_of_one_field_is_an_error(cli, sets):
+    code, _, err = cli("config", *[a for s in sets for a in ("--set", s)])
     assert code == 2 and "delay_s is already set" in err and len(err.strip().splitlines()) == 1
 
 
-def test_missing_optional_dependency_is_exit_2_naming_the_extra(capsys, monkeypatch):
+def test_missing_optional_dependency_is_exit_2_naming_the_extra(cli, monkeypatch):
     """`--method cvxpy-exact` without the baseline extra: one line naming the extra, not an internal error."""
     import builtins
 
@@ -381,5 +380,5 @@ def test_missing_optional_dependency_is_exit_2_naming_the_extra(capsys, monkeypa
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_cvxpy)
-    code, _, err = run(capsys, monkeypatch, "solve", "--method", "cvxpy-exact")
+    code, _, err = cli("solve", "--method", "cvxpy-exact")
     assert code == 2 and "laimco_jax[baseline]" in err and len(err.strip().splitlines()) == 1

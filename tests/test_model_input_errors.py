@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from conftest import run_cli
 from laimco_jax import pruning
 from laimco_jax.experiments import theory
 from laimco_jax.models import bart, bert, checkpoints, fcdnn, profile
@@ -78,9 +77,9 @@ def edit_tensors(directory, edit):
     save_file(tensors, path)
 
 
-def cli_error(capsys, monkeypatch, *args) -> str:
+def cli_error(cli, *args) -> str:
     """Run ``laimco ARGS``; assert exit 2 with one line on stderr and no traceback; return that line."""
-    code, _, err = run_cli(capsys, monkeypatch, *args)
+    code, _, err = cli(*args)
     assert code == 2, err
     assert "Traceback" not in err
     lines = err.strip().splitlines()
@@ -88,8 +87,8 @@ def cli_error(capsys, monkeypatch, *args) -> str:
     return lines[0]
 
 
-def profile_error(capsys, monkeypatch, directory) -> str:
-    return cli_error(capsys, monkeypatch, "profile", "--model", directory, "--seq-len", 4, "--no-entropy")
+def profile_error(cli, directory) -> str:
+    return cli_error(cli, "profile", "--model", directory, "--seq-len", 4, "--no-entropy")
 
 
 def assert_names(line: str, *fragments):
@@ -106,17 +105,17 @@ def assert_names(line: str, *fragments):
     (b'{"model_type": "b\xe9rt"}', "not UTF-8 text"),
     (b"", "malformed JSON at line 1"),
 ])
-def test_unreadable_config_json_is_one_line_naming_the_file(capsys, monkeypatch, bert_dir, content, message):
+def test_unreadable_config_json_is_one_line_naming_the_file(cli, bert_dir, content, message):
     (bert_dir / "config.json").write_bytes(content)
-    assert_names(profile_error(capsys, monkeypatch, bert_dir), bert_dir / "config.json", message)
+    assert_names(profile_error(cli, bert_dir), bert_dir / "config.json", message)
     with pytest.raises(checkpoints.CheckpointError, match=re.escape(message)):
         checkpoints.read_config(bert_dir)
 
 
-def test_config_json_that_is_a_directory(capsys, monkeypatch, bert_dir):
+def test_config_json_that_is_a_directory(cli, bert_dir):
     os.remove(bert_dir / "config.json")
     os.mkdir(bert_dir / "config.json")
-    assert_names(profile_error(capsys, monkeypatch, bert_dir), bert_dir / "config.json", "cannot be read")
+    assert_names(profile_error(cli, bert_dir), bert_dir / "config.json", "cannot be read")
 
 
 @pytest.mark.parametrize("field, value, allowed", [
@@ -135,10 +134,9 @@ def test_config_json_that_is_a_directory(capsys, monkeypatch, bert_dir):
     ("hidden_act", "tanh", "allowed: ['gelu'"),
     ("hidden_size", 9, "multiple of num_attention_heads=2"),
 ])
-def test_bad_bert_config_field_names_file_field_value_and_range(capsys, monkeypatch, bert_dir, field, value,
-                                                                allowed):
+def test_bad_bert_config_field_names_file_field_value_and_range(cli, bert_dir, field, value, allowed):
     edit_config(bert_dir, **{field: value})
-    line = profile_error(capsys, monkeypatch, bert_dir)
+    line = profile_error(cli, bert_dir)
     assert_names(line, bert_dir / "config.json", f"{field}={value!r}", allowed)
     with pytest.raises(ConfigError):
         checkpoints.read_config(bert_dir)
@@ -192,11 +190,11 @@ def make_sharded(directory):
     ({"weight_map": {QUERY: "missing.safetensors"}}, "lists 'missing.safetensors', which is not a file"),
     ([], "the top level must be a JSON object, got list"),
 ])
-def test_bad_sharded_index(capsys, monkeypatch, bert_dir, index, message):
+def test_bad_sharded_index(cli, bert_dir, index, message):
     path = make_sharded(bert_dir)
     checkpoints.load_checkpoint(bert_dir)  # the sharded layout itself is fine
     path.write_text(json.dumps(index))
-    assert_names(profile_error(capsys, monkeypatch, bert_dir), path, message)
+    assert_names(profile_error(cli, bert_dir), path, message)
 
 
 def test_tensor_in_two_shards(bert_dir):
@@ -213,16 +211,16 @@ def test_tensor_in_two_shards(bert_dir):
     (lambda t: t.pop(QUERY), f"missing tensors: ['{QUERY}']"),
     (lambda t: t.update({QUERY: np.zeros((8, 7), np.float32)}), f"{QUERY}: shape (8, 7), expected (8, 8)"),
 ])
-def test_missing_or_misshaped_tensor_is_one_line(capsys, monkeypatch, bert_dir, edit, message):
+def test_missing_or_misshaped_tensor_is_one_line(cli, bert_dir, edit, message):
     edit_tensors(bert_dir, edit)
-    assert_names(profile_error(capsys, monkeypatch, bert_dir), bert_dir, message)
+    assert_names(profile_error(cli, bert_dir), bert_dir, message)
     with pytest.raises(ConfigError):
         checkpoints.load_checkpoint(bert_dir)
 
 
-def test_config_that_disagrees_with_the_weights_is_one_line(capsys, monkeypatch, bert_dir):
+def test_config_that_disagrees_with_the_weights_is_one_line(cli, bert_dir):
     edit_config(bert_dir, num_hidden_layers=12)
-    line = profile_error(capsys, monkeypatch, bert_dir)
+    line = profile_error(cli, bert_dir)
     assert_names(line, "missing tensors: ['encoder.layer.10.", "and 150 more")
     assert len(line) < 1500
 
@@ -231,19 +229,19 @@ def test_config_that_disagrees_with_the_weights_is_one_line(capsys, monkeypatch,
     (np.nan, "1 non-finite value (NaN or inf)"),
     (-np.inf, "1 non-finite value (NaN or inf)"),
 ])
-def test_non_finite_weight_is_refused_by_profile(capsys, monkeypatch, bert_dir, value, message):
+def test_non_finite_weight_is_refused_by_profile(cli, bert_dir, value, message):
     def poison(tensors):
         tensors[QUERY][2, 3] = value
 
     edit_tensors(bert_dir, poison)
-    line = profile_error(capsys, monkeypatch, bert_dir)
+    line = profile_error(cli, bert_dir)
     assert_names(line, bert_dir / "model.safetensors", repr(QUERY), message)
 
 
 @pytest.mark.parametrize("dtype", [np.int8, np.int32, np.bool_, np.uint8])
-def test_non_floating_weight_is_refused(capsys, monkeypatch, bert_dir, dtype):
+def test_non_floating_weight_is_refused(cli, bert_dir, dtype):
     edit_tensors(bert_dir, lambda t: t.update({QUERY: np.ones((8, 8), dtype)}))
-    line = profile_error(capsys, monkeypatch, bert_dir)
+    line = profile_error(cli, bert_dir)
     assert_names(line, bert_dir / "model.safetensors", repr(QUERY), f"dtype {np.dtype(dtype)}", "floating-point")
 
 
@@ -259,10 +257,10 @@ def test_integer_buffers_and_half_precision_load(bert_dir):
     assert params["layers_0"]["attn"]["q"]["kernel"].dtype == np.float32
 
 
-def test_non_finite_weight_is_refused_by_theory_commands(capsys, monkeypatch, bert_dir, tmp_path):
+def test_non_finite_weight_is_refused_by_theory_commands(cli, bert_dir, tmp_path):
     edit_tensors(bert_dir, lambda t: t[QUERY].__setitem__((0, 0), np.nan))
     for command in ("bound-check", "weight-fit"):
-        line = cli_error(capsys, monkeypatch, command, "--model", bert_dir, "--out", tmp_path / "out", "--quick")
+        line = cli_error(cli, command, "--model", bert_dir, "--out", tmp_path / "out", "--quick")
         assert_names(line, repr(QUERY), "non-finite")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
@@ -272,13 +270,13 @@ def test_non_finite_weight_is_refused_by_theory_commands(capsys, monkeypatch, be
     (lambda t: t.update({"dense_0.bias": np.zeros(64, np.int8)}), "'dense_0.bias' has dtype int8"),
     (lambda t: t.pop("dense_8.bias"), "missing tensors: ['dense_8.bias']"),
 ])
-def test_bad_fcdnn_file(capsys, monkeypatch, tmp_path, edit, message):
+def test_bad_fcdnn_file(cli, tmp_path, edit, message):
     path = tmp_path / "net.safetensors"
     fcdnn.save(path, "fcdnn-8", fcdnn.init("fcdnn-8", jax.random.key(0)))
     tensors = load_file(path)
     edit(tensors)
     save_file(tensors, path, metadata={"model": "fcdnn-8"})
-    line = cli_error(capsys, monkeypatch, "bound-check", "--model", path, "--out", tmp_path / "out", "--quick")
+    line = cli_error(cli, "bound-check", "--model", path, "--out", tmp_path / "out", "--quick")
     assert_names(line, path, message)
 
 
@@ -295,29 +293,29 @@ def test_fcdnn_file_without_metadata_or_unreadable(tmp_path):
 # ----------------------------------------------------------------------------- tokenizer and generation config
 
 
-def test_malformed_tokenizer_json(capsys, monkeypatch, bert_dir, tmp_path):
+def test_malformed_tokenizer_json(cli, bert_dir, tmp_path):
     (bert_dir / "tokenizer.json").write_text('{"version": "1.0", "model": 3}')
-    line = cli_error(capsys, monkeypatch, "bound-check", "--model", bert_dir, "--out", tmp_path / "out", "--quick")
+    line = cli_error(cli, "bound-check", "--model", bert_dir, "--out", tmp_path / "out", "--quick")
     assert_names(line, bert_dir / "tokenizer.json", "cannot be read")
     with pytest.raises(ConfigError, match="tokenizer.json.*cannot be read"):
         checkpoints.load_tokenizer(bert_dir)
 
 
-def test_tokenizer_larger_than_the_vocabulary(capsys, monkeypatch, tmp_path):
+def test_tokenizer_larger_than_the_vocabulary(cli, tmp_path):
     small = dataclasses.replace(BERT, vocab_size=len(WORDS) - 1)
     directory = tmp_path / "small"
     checkpoints.save_checkpoint(directory, small, bert.init(small, jax.random.key(0)))
     write_tokenizer(directory)
     message = f"token id {len(WORDS) - 1} is outside the model's vocabulary of {len(WORDS) - 1}"
-    line = cli_error(capsys, monkeypatch, "bound-check", "--model", directory, "--out", tmp_path / "out", "--quick")
+    line = cli_error(cli, "bound-check", "--model", directory, "--out", tmp_path / "out", "--quick")
     assert_names(line, directory / "tokenizer.json", message)
     with pytest.raises(checkpoints.CheckpointError, match=re.escape(message)):
         checkpoints.load_tokenizer(directory, small.vocab_size)
     checkpoints.load_tokenizer(directory, len(WORDS))
 
 
-def test_valid_tiny_checkpoint_runs_bound_check(capsys, monkeypatch, bert_dir, tmp_path):
-    code, _, err = run_cli(capsys, monkeypatch, "bound-check", "--model", bert_dir, "--out", tmp_path / "out",
+def test_valid_tiny_checkpoint_runs_bound_check(cli, bert_dir, tmp_path):
+    code, _, err = cli("bound-check", "--model", bert_dir, "--out", tmp_path / "out",
                            "--quick", "--pruning", "magnitude", "--ratios", "0.5,1", "--iterations", "2")
     assert code == 0, err
 

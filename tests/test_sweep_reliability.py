@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from conftest import run_cli
 
 from laimco_jax import sweep
 from laimco_jax.cli_sweep import run_sweep_from_cli
@@ -91,7 +90,7 @@ def test_interrupt_says_what_was_written_and_store_is_incomplete_until_resumed(t
     xr.testing.assert_identical(sweep.open_sweep(out).load(), reference)
 
 
-def test_cli_interrupt_exits_130_with_one_line(tmp_path, capsys, monkeypatch, reference):
+def test_cli_interrupt_exits_130_with_one_line(cli, tmp_path, monkeypatch, reference):
     """The CLI's side of an interrupt (the real SIGINT is the slow test below)."""
     writes = []
     original = sweep.driver.write_chunk
@@ -104,12 +103,12 @@ def test_cli_interrupt_exits_130_with_one_line(tmp_path, capsys, monkeypatch, re
 
     monkeypatch.setattr(sweep.driver, "write_chunk", write_then_interrupt)
     out = tmp_path / "cli.zarr"
-    code, _, err = run_cli(capsys, monkeypatch, "sweep", "--spec", _spec_file(tmp_path), "--chunk-size", CHUNK,
+    code, _, err = cli("sweep", "--spec", _spec_file(tmp_path), "--chunk-size", CHUNK,
                            "--out", out)
     assert code == 130, err
     assert _one_line(err).startswith("interrupted: ") and f"laimco sweep --resume --out {out}" in err
     monkeypatch.setattr(sweep.driver, "write_chunk", original)
-    code, _, err = run_cli(capsys, monkeypatch, "sweep", "--resume", "--out", out)
+    code, _, err = cli("sweep", "--resume", "--out", out)
     assert code == 0 and _complete(out) is True
     xr.testing.assert_identical(sweep.open_sweep(out).load(), reference)
 
@@ -130,7 +129,7 @@ def _done_chunks(out: Path) -> int:
 
 
 @pytest.mark.slow
-def test_sigint_to_laimco_sweep_exits_130_and_resume_completes(tmp_path, capsys, monkeypatch):
+def test_sigint_to_laimco_sweep_exits_130_and_resume_completes(cli, tmp_path):
     out = tmp_path / "big.zarr"
     args = ["sweep", "--grid", "delay_s=0.01:0.5:400", "--grid", "energy_j=0.004:0.03:50", "--chunk-size", "50",
             "--out", str(out)]
@@ -147,7 +146,7 @@ def test_sigint_to_laimco_sweep_exits_130_and_resume_completes(tmp_path, capsys,
     done = _done_chunks(out)
     assert line == f"interrupted: {done} of 400 chunks written to {out}; resume with: laimco sweep --resume --out {out}"
     assert done < 400 and _complete(out) is False, "the sweep finished before it was interrupted"
-    code, _, err = run_cli(capsys, monkeypatch, "sweep", "--resume", "--out", out)
+    code, _, err = cli("sweep", "--resume", "--out", out)
     assert code == 0 and _complete(out) is True and _done_chunks(out) == 400
 
 
@@ -168,24 +167,24 @@ def _fake_parts(calls: list[str], interrupt: str | None = None, pause: float = 0
     return {"a": part("a"), "b": part("b")}
 
 
-def test_reproduce_interrupt_exits_130_naming_finished_parts(tmp_path, capsys, monkeypatch):
+def test_reproduce_interrupt_exits_130_naming_finished_parts(cli, tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(reproduce_module, "PARTS", _fake_parts(calls, interrupt="b"))
-    code, _, err = run_cli(capsys, monkeypatch, "reproduce", "--quick", "--out", tmp_path, "--parts", "a,b")
+    code, _, err = cli("reproduce", "--quick", "--out", tmp_path, "--parts", "a,b")
     assert code == 130
     assert _one_line(err) == (f"interrupted: parts finished in {tmp_path}: a (of a, b); "
                               f"resume with: laimco reproduce --out {tmp_path} --quick --parts a,b")
     monkeypatch.setattr(reproduce_module, "PARTS", _fake_parts(calls))
-    code, _, err = run_cli(capsys, monkeypatch, "reproduce", "--quick", "--out", tmp_path, "--parts", "a,b")
+    code, _, err = cli("reproduce", "--quick", "--out", tmp_path, "--parts", "a,b")
     assert code == 0 and calls == ["a", "b", "b"]  # a was reused
 
 
-def test_reproduce_bad_output_and_empty_parts_are_one_line_exit_2(tmp_path, capsys, monkeypatch):
+def test_reproduce_bad_output_and_empty_parts_are_one_line_exit_2(cli, tmp_path):
     (tmp_path / "file").write_text("")
     cases = ((["--out", tmp_path / "file"], f"--out '{tmp_path / 'file'}': cannot create the directory"),
              (["--out", tmp_path, "--parts", ","], "parts=[] names no part; allowed: systems"))
     for args, expected in cases:
-        code, _, err = run_cli(capsys, monkeypatch, "reproduce", *args)
+        code, _, err = cli("reproduce", *args)
         assert code == 2 and expected in _one_line(err)
 
 
@@ -260,12 +259,12 @@ def test_resume_of_a_half_created_store_says_so(tmp_path):
 # ----------------------------------------------------------------------------- 6: two sweeps into one store
 
 
-def test_second_sweep_into_a_locked_store_is_refused_naming_the_holder(tmp_path, capsys, monkeypatch):
+def test_second_sweep_into_a_locked_store_is_refused_naming_the_holder(cli, tmp_path):
     out = tmp_path / "l.zarr"
     lock = tmp_path / "l.zarr.lock"
     holder = os.getppid()  # alive, and not this process
     lock.write_text(json.dumps({"pid": holder, "host": socket.gethostname()}))
-    code, _, err = run_cli(capsys, monkeypatch, "sweep", "--spec", _spec_file(tmp_path), "--out", out)
+    code, _, err = cli("sweep", "--spec", _spec_file(tmp_path), "--out", out)
     assert code == 2
     assert f"process {holder} on host {socket.gethostname()}" in _one_line(err) and str(lock) in err
     assert lock.exists() and not out.exists()
@@ -339,8 +338,8 @@ def test_nc_output_resumes_from_its_work_store(tmp_path, reference):
 
 
 @pytest.mark.parametrize("name", ["result.txt", "result", "result.zarr.bak"])
-def test_other_output_suffixes_are_refused(tmp_path, capsys, monkeypatch, name):
-    code, _, err = run_cli(capsys, monkeypatch, "sweep", "--grid", "delay_s=0.1,0.2", "--out", tmp_path / name)
+def test_other_output_suffixes_are_refused(cli, tmp_path, name):
+    code, _, err = cli("sweep", "--grid", "delay_s=0.1,0.2", "--out", tmp_path / name)
     assert code == 2 and "allowed: .zarr" in _one_line(err) and ".nc" in err and name in err
     assert list(tmp_path.iterdir()) == []
 
@@ -348,14 +347,14 @@ def test_other_output_suffixes_are_refused(tmp_path, capsys, monkeypatch, name):
 # ----------------------------------------------------------------------------- 8: size
 
 
-def test_sweep_that_does_not_fit_is_refused_unless_forced(tmp_path, capsys, monkeypatch):
+def test_sweep_that_does_not_fit_is_refused_unless_forced(cli, tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9, free=1000))
     out = tmp_path / "big.zarr"
-    code, _, err = run_cli(capsys, monkeypatch, "sweep", "--spec", _spec_file(tmp_path), "--chunk-size", CHUNK,
+    code, _, err = cli("sweep", "--spec", _spec_file(tmp_path), "--chunk-size", CHUNK,
                            "--out", out)
     assert code == 2 and "needs up to" in _one_line(err) and "1e-06 GB free" in err and "--force" in err
     assert not out.exists() and not (tmp_path / "big.zarr.lock").exists()
-    code, _, err = run_cli(capsys, monkeypatch, "sweep", "--spec", _spec_file(tmp_path), "--chunk-size", CHUNK,
+    code, _, err = cli("sweep", "--spec", _spec_file(tmp_path), "--chunk-size", CHUNK,
                            "--out", out, "--force")
     assert code == 0 and _complete(out) is True
 
@@ -414,9 +413,9 @@ def test_ten_million_value_axis_keeps_the_spec_json_small():
         (lambda p: ["--grid", "delay_s=0.1,0.2", "--set", "budget.delay_s=0.3"], ["--set budget.delay_s", "also swept"]),
     ],
 )
-def test_bad_sweep_input_is_one_line_exit_2(tmp_path, capsys, monkeypatch, make_args, expected):
+def test_bad_sweep_input_is_one_line_exit_2(cli, tmp_path, monkeypatch, make_args, expected):
     monkeypatch.chdir(tmp_path)
-    code, _, err = run_cli(capsys, monkeypatch, "sweep", *make_args(tmp_path))
+    code, _, err = cli("sweep", *make_args(tmp_path))
     line = _one_line(err)
     assert code == 2 and all(part in line for part in expected), line
 
@@ -438,21 +437,21 @@ def _fail_writes_of(variable: str, code: int, monkeypatch) -> None:
     monkeypatch.setattr(zarr.storage._local, "_put", failing)
 
 
-def test_full_disk_while_writing_is_one_line_and_resumable(tmp_path, capsys, monkeypatch, reference):
+def test_full_disk_while_writing_is_one_line_and_resumable(cli, tmp_path, monkeypatch, reference):
     out = tmp_path / "full.zarr"
     with monkeypatch.context() as patch:
         _fail_writes_of("rho", errno.ENOSPC, patch)
-        code, _, err = run_cli(capsys, monkeypatch, "sweep", "--spec", _spec_file(tmp_path), "--chunk-size", CHUNK,
+        code, _, err = cli("sweep", "--spec", _spec_file(tmp_path), "--chunk-size", CHUNK,
                                "--out", out)
     assert code == 2
     assert "No space left on device" in _one_line(err) and f"{out}/rho" in err
     assert f"0 of {NUM_CHUNKS} chunks written" in err and f"resume with: laimco sweep --resume --out {out}" in err
-    code, _, err = run_cli(capsys, monkeypatch, "sweep", "--resume", "--out", out)
+    code, _, err = cli("sweep", "--resume", "--out", out)
     assert code == 0
     xr.testing.assert_identical(sweep.open_sweep(out).load(), reference)
 
 
-def test_read_only_directory_and_read_only_resume_are_one_line(tmp_path, capsys, monkeypatch):
+def test_read_only_directory_and_read_only_resume_are_one_line(cli, tmp_path, monkeypatch):
     out = tmp_path / "ro.zarr"
     with pytest.raises(sweep.Interrupted):
         sweep.run_sweep(sweep.build_spec(**SPEC), out, chunk_size=CHUNK, on_chunk=_stop_after(1))
@@ -463,5 +462,5 @@ def test_read_only_directory_and_read_only_resume_are_one_line(tmp_path, capsys,
     spec_file = _spec_file(tmp_path)
     monkeypatch.setattr(Path, "write_text", read_only)  # the lock file is the first thing written
     for args in (["--spec", spec_file, "--out", tmp_path / "new.zarr"], ["--resume", "--out", out]):
-        code, _, err = run_cli(capsys, monkeypatch, "sweep", *args)
+        code, _, err = cli("sweep", *args)
         assert code == 2 and "Read-only file system" in _one_line(err) and str(args[-1]) in err

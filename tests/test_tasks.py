@@ -15,7 +15,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np
 import pytest
 
-from conftest import run_cli
 from laimco_jax.models import checkpoints
 from laimco_jax.tasks import (
     evaluate_task,
@@ -489,23 +488,23 @@ def test_summarization_rejects_bad_arguments(qa_checkpoint, bart_checkpoint, tmp
 # --- `laimco evaluate` ------------------------------------------------------------------------
 
 
-def test_cli_evaluate_with_given_ratios(qa_checkpoint, squad_file, capsys, monkeypatch):
+def test_cli_evaluate_with_given_ratios(cli, qa_checkpoint, squad_file):
     directory, _ = qa_checkpoint
-    code, out, _ = run_cli(capsys, monkeypatch, "evaluate", "--task", "squad", "--checkpoint", directory,
+    code, out, _ = cli("evaluate", "--task", "squad", "--checkpoint", directory,
                            "--data", squad_file, "--split", 1, "--rho", 0.5, "--rho-server", 0.8, "--json")
     assert code == 0
     expected = evaluate_task("squad", directory, squad_file, split=1, rho=0.5, rho_server=0.8)
     assert json.loads(out) == pytest.approx(expected)
 
 
-def test_cli_evaluate_at_the_solvers_ratios(qa_checkpoint, squad_file, capsys, monkeypatch):
+def test_cli_evaluate_at_the_solvers_ratios(cli, qa_checkpoint, squad_file):
     import jax.numpy as jnp
 
     from laimco_jax import make_problem
     from laimco_jax.solvers import solve_exact
 
     directory, _ = qa_checkpoint
-    code, out, _ = run_cli(capsys, monkeypatch, "evaluate", "--task", "squad", "--checkpoint", directory,
+    code, out, _ = cli("evaluate", "--task", "squad", "--checkpoint", directory,
                            "--data", squad_file, "--split", 1, "--solve", "--set", "delay_s=0.3", "--json")
     assert code == 0
     record = json.loads(out)
@@ -521,8 +520,8 @@ def test_cli_evaluate_at_the_solvers_ratios(qa_checkpoint, squad_file, capsys, m
     (["--solve", "--set", "delay_s=0.001"], "status infeasible"),
     (["--rho", "1.5", "--rho-server", "1"], "rho"),
 ])
-def test_cli_evaluate_argument_errors(qa_checkpoint, squad_file, capsys, monkeypatch, args, message):
+def test_cli_evaluate_argument_errors(cli, qa_checkpoint, squad_file, args, message):
     directory, _ = qa_checkpoint
-    code, _, err = run_cli(capsys, monkeypatch, "evaluate", "--task", "squad", "--checkpoint", directory,
+    code, _, err = cli("evaluate", "--task", "squad", "--checkpoint", directory,
                            "--data", squad_file, "--split", 1, *args)
     assert code == 2 and message in err and err.count("\n") == 1

@@ -39,6 +39,9 @@ __all__ = [
     "MODEL_PRESETS",
     "BUDGET_PRESETS",
     "ModelPresetSpec",
+    "MEASURED_SPECS",
+    "PUBLISHED_TOTALS",
+    "published_spec",
     "make_problem",
     "model_preset_fields",
     "RAW_INPUT_SPLIT",
@@ -446,16 +449,48 @@ def _load_model_specs() -> dict[str, ModelPresetSpec]:
     }
 
 
+#: The paper's stated totals (Sec. VI-A): parameters and FLOPs of one inference. They follow two FLOP
+#: conventions (docs/theory.md#flop-conventions): BERT-base's 21.77 G is two FLOPs per multiply-accumulate
+#: of the linear layers at 128 tokens (21.74 G), BART-base's 6.44 G is the multiply-accumulates of the
+#: linear layers for 128 encoder tokens plus one decoder step (6.43 G).
+PUBLISHED_TOTALS: dict[str, tuple[float, float]] = {"bert-base": (109.48e6, 21.77e9), "bart-base": (139.42e6, 6.44e9)}
+PUBLISHED_SUFFIX = "-published"
+
+
+def published_spec(spec: ModelPresetSpec, params_total: float, flops_total: float) -> ModelPresetSpec:
+    """``spec`` rescaled to stated totals, named ``<name>-published``: at every split q_k, s_k are scaled
+    by ``params_total``/(q_k + s_k) and N_k, Ñ_k by ``flops_total``/(N_k + Ñ_k) [FLOPs], so each split
+    keeps the measured device/server proportions and sums to the stated totals (an absent part stays 0)."""
+
+    def rescaled(record: Mapping[str, float]) -> dict[str, float]:
+        params = params_total / (record["params_device"] + record["params_server"])
+        flops = flops_total / (record["flops_device"] + record["flops_server"])
+        return {**record, "params_device": record["params_device"] * params,
+                "params_server": record["params_server"] * params,
+                "flops_device": record["flops_device"] * flops, "flops_server": record["flops_server"] * flops}
+
+    return dataclasses.replace(spec, name=spec.name + PUBLISHED_SUFFIX, splits=tuple(map(rescaled, spec.splits)))
+
+
 #: BERT-base (109,482,240 parameters, 22.7 GFLOPs at 128 tokens; the paper says 109.48M, 21.77 GFLOPs)
-#: and BART-base (139,420,416 parameters; 13.3 GFLOPs for 128 encoder tokens and the first decoder step;
-#: the paper's 6.44 GFLOPs is not reproducible from the architecture), measured per split.
-MODEL_SPECS: dict[str, ModelPresetSpec] = _load_model_specs()
+#: and BART-base (139,420,416 parameters; 13.3 GFLOPs for 128 encoder tokens and the first decoder step,
+#: two FLOPs per multiply-accumulate and the attention products included; the paper's 6.44 GFLOPs counts
+#: one per multiply-accumulate of the linear layers), measured per split; and ``*-published``, the same
+#: splits rescaled to the paper's totals (:data:`PUBLISHED_TOTALS`).
+MEASURED_SPECS: dict[str, ModelPresetSpec] = _load_model_specs()
+MODEL_SPECS: dict[str, ModelPresetSpec] = {
+    **MEASURED_SPECS,
+    **{name + PUBLISHED_SUFFIX: published_spec(MEASURED_SPECS[name], *totals) for name, totals in PUBLISHED_TOTALS.items()},
+}
 MODEL_PRESETS: dict[str, dict[str, float]] = {k: v.profile_fields() for k, v in MODEL_SPECS.items()}  # default splits
 
 #: The paper's budgets (Figs. 4, 5): BERT T0 = 0.35 s, E0 = 0.015 J; BART T0 = 0.22 s, E0 = 0.0225 J.
-BUDGET_PRESETS: dict[str, dict[str, float]] = {
+_PAPER_BUDGETS: dict[str, dict[str, float]] = {
     "bert-base": dict(delay_s=0.35, energy_j=0.015),
     "bart-base": dict(delay_s=0.22, energy_j=0.0225),
+}
+BUDGET_PRESETS: dict[str, dict[str, float]] = {
+    name: _PAPER_BUDGETS[name.removesuffix(PUBLISHED_SUFFIX)] for name in MODEL_SPECS
 }
 
 

@@ -52,7 +52,8 @@ DEFAULT_BITS_PER_WEIGHT = 32
 #: Settings of the embedded preset profiles (``laimco_jax/data/model_profiles.json``). BART's server
 #: work is its remaining encoder blocks plus one decoder step over the encoder output: the work to the
 #: first generated token, so T0 reads as time to first token (the paper's 6.44 GFLOPs for BART-base
-#: does not follow from its architecture at any stated length; see ``preset_profile_document``).
+#: is the same work counted as multiply-accumulates of the linear layers, 6.43 G, where XLA counts two
+#: FLOPs per multiply-accumulate and the attention products: docs/theory.md#flop-conventions).
 PRESET_SEQ_LEN = 128
 PRESET_DECODER_SEQ_LEN = {"bart-base": 1}
 

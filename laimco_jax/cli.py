@@ -572,19 +572,16 @@ def weight_fit_cmd(
 ) -> None:
     """Fig. 2: Laplace vs Gaussian fits of the weight matrices (log-likelihood, KS) and a histogram.
 
-    Writes weight_fit.csv (one row per model), weight_fit_histogram.csv and weight_fit.png in --out.
+    Writes fig2_weights.csv (one row per model), fig2_weights_histogram.csv and fig2_weights.png in --out.
     """
-    from laimco_jax.experiments import plots, theory
+    from laimco_jax.experiments import theory
 
     table = theory.weight_fit_table(model, quick=quick, seed=seed, bins=bins)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "weight_fit.csv", index=False)
-    table.attrs["histogram"].to_csv(out / "weight_fit_histogram.csv", index=False)
-    plots.plot_weight_fit(table, out / "weight_fit.png")
+    paths = theory.write_table(table, out, "weight_fit")
     _print_frame(table, ["model", "n_weights", "laplace_scale", "laplace_mean_loglik", "laplace_ks",
                          "gaussian_scale", "gaussian_mean_loglik", "gaussian_ks", "better_fit"],
                  "Weight fits (Fig. 2): mean log-likelihood [nats/weight], KS statistic")
-    console.print(f"wrote {out / 'weight_fit.csv'}, {out / 'weight_fit_histogram.csv'}, {out / 'weight_fit.png'}")
+    console.print(f"wrote {', '.join(map(str, paths))}")
 
 
 @app.command("bound-check")
@@ -601,24 +598,21 @@ def bound_check_cmd(
 ) -> None:
     """Fig. 3: output vs parameter distortion under pruning, Theorem 3.1 (FCDNNs) and Prop. 3.2's G.
 
-    Writes bound_check_<model>.csv and .png in --out. Theorem 3.1 with biases: see the columns
-    theorem_holds_fraction, lemma31_holds_fraction and theorem_applies (laimco_jax.experiments.theory).
+    Writes fig3_distortion_<model>.csv and .png in --out. Theorem 3.1 with biases: see the columns
+    theorem_holds_fraction, lemma31_holds_fraction and theorem_applies (laimco_jax.bounds).
     """
-    from laimco_jax.experiments import plots, theory
+    from laimco_jax.experiments import theory
 
     table = theory.bound_check_table(model, _pruning_methods(pruning), _float_list("--ratios", ratios), quick=quick,
                                      seed=seed, iterations=iterations, batch_size=batch_size)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"bound_check_{_label(str(table['model'].iloc[0]))}"
-    table.to_csv(out / f"{stem}.csv", index=False)
-    plots.plot_bound_check(table, out / f"{stem}.png")
+    paths = theory.write_table(table, out, "bound_check", _label(str(table["model"].iloc[0])))
     columns = ["pruning", "ratio", "param_distortion", "output_distortion_mean", "first_order_distortion_mean",
                "G_bound"]
     if table["theorem_bound"].notna().any():
         columns += ["theorem_bound", "theorem_holds_fraction", "lemma31_holds_fraction"]
     _print_frame(table, columns, f"Output vs parameter distortion of {table['model'].iloc[0]} "
                  f"(G = {table['G'].iloc[0]:.4g})")
-    console.print(f"wrote {out / (stem + '.csv')}, {out / (stem + '.png')}")
+    console.print(f"wrote {', '.join(map(str, paths))}")
 
 
 @app.command("close-loop")
@@ -643,7 +637,7 @@ def close_loop_cmd(
     Reports log10 D̂ (eq. (41)) beside the measured output distortion and the cosine similarity of
     mean-pooled sentence embeddings to the unpruned model's. Writes close_loop_<model>.csv and .png.
     """
-    from laimco_jax.experiments import plots, theory
+    from laimco_jax.experiments import theory
 
     if energy_j is not None:
         _check_positive("--energy-j", energy_j)
@@ -651,14 +645,11 @@ def close_loop_cmd(
                                     energy_j=energy_j, preset=preset, pruning=_pruning_methods(pruning),
                                     quick=quick, seed=seed, batch_size=batch_size,
                                     prunable=tuple(x.strip() for x in prunable.split(",")))
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"close_loop_{_label(Path(model).name if model != 'minilm' else model)}"
-    table.to_csv(out / f"{stem}.csv", index=False)
-    plots.plot_close_loop(table, out / f"{stem}.png")
+    paths = theory.write_table(table, out, "close_loop", _label(Path(model).name if model != "minilm" else model))
     _print_frame(table, ["delay_s", "status", "rho", "rho_server", "log10_distortion_bound", "pruning",
                          "output_distortion_mean", "cosine_similarity_mean"],
                  f"Closing the loop on {model} at split {split}")
-    console.print(f"wrote {out / (stem + '.csv')}, {out / (stem + '.png')}")
+    console.print(f"wrote {', '.join(map(str, paths))}")
 
 
 def _list_commands_by_their_first_line() -> None:

@@ -1,4 +1,8 @@
-"""Section III on real and toy weights: Theorem 3.1, the Laplace/Gaussian fits, pruning distortion, G."""
+"""Section III on real and toy weights: Theorem 3.1, the Laplace/Gaussian fits, pruning distortion, G.
+
+The bounds (laimco_jax.bounds), the loading (laimco_jax.models.theory_models) and the tables and their
+files (laimco_jax.experiments.theory).
+"""
 
 import json
 import math
@@ -9,12 +13,13 @@ import numpy as np
 import pytest
 import scipy.stats
 
+from laimco_jax import bounds, pruning
 from laimco_jax.experiments import plots, theory
-from laimco_jax.models import fcdnn
-from conftest import run_cli as run
+from laimco_jax.models import fcdnn, theory_models
+from laimco_jax.params import ConfigError
 
 RATIOS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 0.95, 1.0)
-forward = jax.jit(theory.mlp_forward)
+forward = jax.jit(bounds.mlp_forward)
 
 
 def mlp_params(widths, key, *, bias=True, dtype=jnp.float64, bias_scale=0.1):
@@ -39,7 +44,7 @@ def unit_ball_inputs(key, n, dim, dtype=jnp.float64):
 def digits_model(params, n=48, dtype=np.float64):
     x = fcdnn.digits()[:n].astype(dtype)
     x = x / np.max(np.linalg.norm(x, axis=1))
-    return theory.TheoryModel("toy", "fcdnn", params, {"x": x}, input_scale=1.0)
+    return theory_models.TheoryModel("toy", "fcdnn", params, {"x": x}, input_scale=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +70,11 @@ def test_theorem31_holds_on_every_sample_without_biases(widths):
     y0 = forward(params, x)
     for method in ("magnitude", "random"):
         for ratio in RATIOS:
-            mask = (theory._pr.magnitude_mask(params, ratio) if method == "magnitude"
-                    else theory._pr.random_mask(params, ratio, jax.random.key(11)))
-            pruned = theory._pr.apply_mask(params, mask)
+            mask = (pruning.magnitude_mask(params, ratio) if method == "magnitude"
+                    else pruning.random_mask(params, ratio, jax.random.key(11)))
+            pruned = pruning.apply_mask(params, mask)
             dist = np.linalg.norm(np.asarray(forward(pruned, x) - y0), axis=1)
-            b = theory.fcdnn_bounds(params, pruned, x)
+            b = bounds.fcdnn_bounds(params, pruned, x)
             assert bool(b["bias_free"]) and np.all(b["lemma31_holds"])
             assert np.all(dist <= b["data_bound"] * (1 + 1e-12) + 1e-15), (method, ratio)
             assert np.all(b["data_bound"] <= b["theorem_bound"] * (1 + 1e-12) + 1e-15), (method, ratio)
@@ -84,8 +89,8 @@ def test_theorem31_is_tight_for_one_layer():
     params = {"dense_0": {"kernel": jnp.asarray(w)}}
     pruned = {"dense_0": {"kernel": jnp.asarray(w * np.array([[0.0], [1.0], [1.0]]))}}
     x = jnp.array([[1.0, 0.0, 0.0]])
-    dist = float(jnp.linalg.norm(theory.mlp_forward(params, x) - forward(pruned, x)))
-    b = theory.fcdnn_bounds(params, pruned, x)
+    dist = float(jnp.linalg.norm(bounds.mlp_forward(params, x) - forward(pruned, x)))
+    b = bounds.fcdnn_bounds(params, pruned, x)
     assert dist == pytest.approx(5.0) and float(b["theorem_bound"]) == pytest.approx(5.0)
 
 
@@ -95,8 +100,8 @@ def test_bias_safe_bound_holds_with_biases_and_flags_lemma31():
     x = unit_ball_inputs(jax.random.key(6), 30, 16)
     y0 = forward(params, x)
     for ratio in RATIOS:
-        pruned = theory._pr.apply_mask(params, theory._pr.random_mask(params, ratio, jax.random.key(2)))
-        b = theory.fcdnn_bounds(params, pruned, x)
+        pruned = pruning.apply_mask(params, pruning.random_mask(params, ratio, jax.random.key(2)))
+        b = bounds.fcdnn_bounds(params, pruned, x)
         dist = np.linalg.norm(np.asarray(forward(pruned, x) - y0), axis=1)
         assert not bool(b["bias_free"])
         assert np.all(dist <= b["data_bound"] * (1 + 1e-12) + 1e-15)
@@ -162,13 +167,14 @@ def test_G_matches_exact_jacobian_norm():
 
     params = mlp_params((6, 10, 10, 4), jax.random.key(9), bias=True)
     x = unit_ball_inputs(jax.random.key(10), 6, 6)
-    est = theory.jacobian_spectral_norms(theory.mlp_forward, params, x, iterations=100, seed=1)
+    est = bounds.jacobian_spectral_norms(bounds.mlp_forward, params, x, pruning.prunable_paths(params), iterations=100,
+                                        seed=1)
     kernels = {k: v["kernel"] for k, v in params.items()}
     flat, unravel = ravel_pytree(kernels)
 
     def f(theta, xi):
         ks = unravel(theta)
-        return theory.mlp_forward({k: {"kernel": ks[k], "bias": params[k]["bias"]} for k in params}, xi[None])[0]
+        return bounds.mlp_forward({k: {"kernel": ks[k], "bias": params[k]["bias"]} for k in params}, xi[None])[0]
 
     jacobians = np.asarray(jax.jit(jax.vmap(jax.jacfwd(f), in_axes=(None, 0)))(flat, x))
     exact = np.linalg.norm(jacobians, ord=2, axis=(1, 2))
@@ -176,13 +182,33 @@ def test_G_matches_exact_jacobian_norm():
     assert np.all(est <= exact * (1 + 1e-9))  # power iteration converges from below
 
 
+def test_G_paths_are_checked():
+    params = mlp_params((3, 2), jax.random.key(0))
+    x = unit_ball_inputs(jax.random.key(1), 2, 3)
+    with pytest.raises(ConfigError, match="not leaves"):
+        bounds.jacobian_spectral_norms(bounds.mlp_forward, params, x, [("nope",)])
+    with pytest.raises(ConfigError, match="selects no leaf"):
+        bounds.jacobian_spectral_norms(bounds.mlp_forward, params, x, [])
+    with pytest.raises(ConfigError, match="iterations=0"):
+        bounds.jacobian_spectral_norms(bounds.mlp_forward, params, x, iterations=0)
+
+
 # ----------------------------------------------------------------------------- Fig. 2 fits
+
+
+@pytest.mark.parametrize("law, cdf", [("laplace", bounds.laplace_cdf), ("norm", bounds.gaussian_cdf)])
+def test_cdfs_and_ks_statistic_agree_with_scipy(law, cdf):
+    x = np.sort(np.random.default_rng(3).standard_t(4, size=500) * 0.1 + 0.02)
+    law = getattr(scipy.stats, law)
+    np.testing.assert_allclose(cdf(x, 0.01, 0.07), law.cdf(x, 0.01, 0.07), rtol=1e-12, atol=1e-300)
+    expected = scipy.stats.kstest(x, law.cdf, args=(0.01, 0.07)).statistic
+    assert bounds.ks_statistic(x, lambda v: cdf(v, 0.01, 0.07)) == pytest.approx(expected, rel=1e-12)
 
 
 def test_fits_agree_with_scipy():
     rng = np.random.default_rng(0)
     w = rng.laplace(0.01, 0.05, size=(120, 101))
-    tm = theory.TheoryModel("toy", "fcdnn", {"dense_0": {"kernel": w, "bias": np.zeros(101)}}, {"x": np.zeros((1, 120))})
+    tm = theory_models.TheoryModel("toy", "fcdnn", {"dense_0": {"kernel": w, "bias": np.zeros(101)}}, {"x": np.zeros((1, 120))})
     table = theory.weight_fit_table(tm, max_weights=0, bins=31)
     row = table.iloc[0]
     flat = w.ravel()
@@ -203,7 +229,7 @@ def test_fits_agree_with_scipy():
 
 def test_gaussian_weights_prefer_gaussian_and_subsample():
     w = np.random.default_rng(1).normal(0, 0.02, size=(300, 200))
-    tm = theory.TheoryModel("g", "fcdnn", {"dense_0": {"kernel": w}}, {"x": np.zeros((1, 300))})
+    tm = theory_models.TheoryModel("g", "fcdnn", {"dense_0": {"kernel": w}}, {"x": np.zeros((1, 300))})
     row = theory.weight_fit_table(tm, max_weights=20_000).iloc[0]
     assert row.better_fit == "gaussian" and row.gaussian_ks < row.laplace_ks
     assert row.n_fitted == 20_000 and row.n_weights == w.size
@@ -214,12 +240,27 @@ def test_plots_write_pngs(tmp_path, toy_table):
     import pandas as pd
 
     w = np.random.default_rng(2).laplace(0, 0.1, size=(50, 40))
-    tm = theory.TheoryModel("toy", "fcdnn", {"dense_0": {"kernel": w}}, {"x": np.zeros((1, 50))})
+    tm = theory_models.TheoryModel("toy", "fcdnn", {"dense_0": {"kernel": w}}, {"x": np.zeros((1, 50))})
     fits = theory.weight_fit_table([tm, tm], bins=21)
     assert plots.plot_weight_fit(fits, tmp_path / "w.png").stat().st_size > 1000
     assert plots.plot_bound_check(toy_table, tmp_path / "b.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="histogram"):
         plots.plot_weight_fit(pd.DataFrame(fits.to_dict()), tmp_path / "x.png")
+
+
+def test_write_table_writes_csvs_and_png(tmp_path):
+    import pandas as pd
+
+    w = np.random.default_rng(4).laplace(0, 0.1, size=(30, 20))
+    fits = theory.weight_fit_table(theory_models.TheoryModel("toy", "fcdnn", {"dense_0": {"kernel": w}},
+                                                             {"x": np.zeros((1, 30))}), bins=11)
+    paths = theory.write_table(fits, tmp_path / "new", "weight_fit", "toy")
+    assert [p.name for p in paths] == ["fig2_weights_toy.csv", "fig2_weights_toy_histogram.csv",
+                                       "fig2_weights_toy.png"]
+    pd.testing.assert_frame_equal(pd.read_csv(paths[0]), fits)
+    assert len(pd.read_csv(paths[1])) == 11
+    with pytest.raises(ConfigError, match="name='fig2'"):
+        theory.write_table(fits, tmp_path, "fig2")
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -237,10 +278,10 @@ def test_bad_input_names_parameter(kwargs, match):
 
 
 def test_tokenize_pads_and_truncates():
-    tokens = theory.tokenize(theory.SENTENCES[:3], max_tokens=8)
+    tokens = theory_models.tokenize(theory_models.SENTENCES[:3], max_tokens=8)
     assert tokens["input_ids"].shape == tokens["attention_mask"].shape == (3, 8)
     assert tokens["input_ids"][0, 0] == 101  # [CLS]
-    short = theory.tokenize(["Hello.", "A much longer sentence than the first one."], max_tokens=64)
+    short = theory_models.tokenize(["Hello.", "A much longer sentence than the first one."], max_tokens=64)
     assert short["attention_mask"][0].sum() < short["attention_mask"][1].sum() == short["input_ids"].shape[1]
 
 
@@ -255,28 +296,27 @@ def fcdnn_file(tmp_path_factory, fcdnn8_params):
     return path
 
 
-def test_cli_bound_check_writes_csv_and_png(capsys, monkeypatch, tmp_path, fcdnn_file):
+def test_cli_bound_check_writes_csv_and_png(cli, tmp_path, fcdnn_file):
     import pandas as pd
 
-    code, out, err = run(capsys, monkeypatch, "bound-check", "--model", str(fcdnn_file), "--pruning", "magnitude",
-                         "--ratios", "0.5,1", "--batch-size", "8", "--iterations", "3", "--quick", "--out", str(tmp_path))
+    code, _, err = cli("bound-check", "--model", str(fcdnn_file), "--pruning", "magnitude", "--ratios", "0.5,1",
+                       "--batch-size", "8", "--iterations", "3", "--quick", "--out", str(tmp_path))
     assert code == 0, err
-    table = pd.read_csv(tmp_path / "bound_check_fcdnn8.csv")
+    table = pd.read_csv(tmp_path / "fig3_distortion_fcdnn8.csv")
     assert list(table["ratio"]) == [0.5, 1.0] and set(table["pruning"]) == {"magnitude"}
-    assert table["n_inputs"].iloc[0] == 8 and (tmp_path / "bound_check_fcdnn8.png").stat().st_size > 1000
+    assert table["n_inputs"].iloc[0] == 8 and (tmp_path / "fig3_distortion_fcdnn8.png").stat().st_size > 1000
     assert {"theorem_bound", "theorem_holds_fraction", "G", "G_bound"} <= set(table.columns)
 
 
-def test_cli_weight_fit_writes_csv_and_png(capsys, monkeypatch, tmp_path, fcdnn_file):
+def test_cli_weight_fit_writes_csv_and_png(cli, tmp_path, fcdnn_file):
     import pandas as pd
 
-    code, out, err = run(capsys, monkeypatch, "weight-fit", "--model", str(fcdnn_file), "--quick", "--bins", "41",
-                         "--out", str(tmp_path))
+    code, _, err = cli("weight-fit", "--model", str(fcdnn_file), "--quick", "--bins", "41", "--out", str(tmp_path))
     assert code == 0, err
-    table = pd.read_csv(tmp_path / "weight_fit.csv")
+    table = pd.read_csv(tmp_path / "fig2_weights.csv")
     assert table["model"].tolist() == ["fcdnn8"]
-    assert len(pd.read_csv(tmp_path / "weight_fit_histogram.csv")) == 41
-    assert (tmp_path / "weight_fit.png").stat().st_size > 1000
+    assert len(pd.read_csv(tmp_path / "fig2_weights_histogram.csv")) == 41
+    assert (tmp_path / "fig2_weights.png").stat().st_size > 1000
 
 
 @pytest.mark.parametrize("args, match", [
@@ -286,8 +326,8 @@ def test_cli_weight_fit_writes_csv_and_png(capsys, monkeypatch, tmp_path, fcdnn_
     (["weight-fit", "--model", "nope"], "model='nope'"),
     (["close-loop", "--model", "fcdnn8"], "closing the loop"),
 ])
-def test_cli_errors_exit_2(capsys, monkeypatch, tmp_path, args, match):
-    code, out, err = run(capsys, monkeypatch, *args, "--out", str(tmp_path))
+def test_cli_errors_exit_2(cli, tmp_path, args, match):
+    code, _, err = cli(*args, "--out", str(tmp_path))
     assert code == 2 and match in err and err.count("\n") == 1
 
 
@@ -316,9 +356,9 @@ def test_G_matches_exact_jacobian_norm_tiny_bert():
                              intermediate_size=16, max_position_embeddings=16)
     params = jax.tree.map(lambda a: a.astype(jnp.float64), bert.init(config, jax.random.key(0)))
     inputs = {"input_ids": jnp.array([[1, 5, 7, 2], [1, 9, 3, 0]]), "attention_mask": jnp.array([[1, 1, 1, 1], [1, 1, 1, 0]])}
-    tm = theory.TheoryModel("tiny", "bert", params, inputs, config=config)
-    est = theory.jacobian_spectral_norms(tm.apply, params, inputs, iterations=300)
-    paths = theory._pr.prunable_paths(params)
+    tm = theory_models.TheoryModel("tiny", "bert", params, inputs, config=config)
+    paths = pruning.prunable_paths(params)
+    est = bounds.jacobian_spectral_norms(tm.apply, params, inputs, paths, iterations=300)
     leaves = dict(jax.tree_util.tree_leaves_with_path(params))
     flat, unravel = ravel_pytree([leaves[p] for p in paths])
 
@@ -357,6 +397,6 @@ def test_quick_fcdnn16_and_bart_tables():
 def test_G_chunking_does_not_change_the_estimate():
     params = mlp_params((6, 10, 4), jax.random.key(4))
     x = unit_ball_inputs(jax.random.key(5), 5, 6)
-    whole = theory.jacobian_spectral_norms(theory.mlp_forward, params, x, iterations=100)
-    one_by_one = theory.jacobian_spectral_norms(theory.mlp_forward, params, x, iterations=100, chunk_floats=1)
+    whole = bounds.jacobian_spectral_norms(bounds.mlp_forward, params, x, iterations=100)
+    one_by_one = bounds.jacobian_spectral_norms(bounds.mlp_forward, params, x, iterations=100, chunk_floats=1)
     np.testing.assert_allclose(one_by_one, whole, rtol=1e-4)  # different random starts per chunk

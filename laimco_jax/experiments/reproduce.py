@@ -116,33 +116,26 @@ def _theory_models(config: ReproduceConfig) -> list:
 
 
 def _weights(config: ReproduceConfig, out: Path) -> list[str]:
-    from laimco_jax.experiments import plots, theory
+    from laimco_jax.experiments import theory
 
     table = theory.weight_fit_table(_theory_models(config), quick=config.quick)
-    table.to_csv(out / "fig2_weights.csv", index=False)
-    table.attrs["histogram"].to_csv(out / "fig2_histogram.csv", index=False)
-    plots.plot_weight_fit(table, out / "fig2_weights.png")
-    return ["fig2_weights.csv", "fig2_histogram.csv", "fig2_weights.png"]
+    return [path.name for path in theory.write_table(table, out, "weight_fit")]
 
 
 def _distortion(config: ReproduceConfig, out: Path) -> list[str]:
-    from laimco_jax.experiments import plots, theory
+    from laimco_jax.experiments import theory
 
     ratios, iterations = (None, None) if config.quick else (FIG3_RATIOS, FIG3_POWER_ITERATIONS)
     table = pd.concat([theory.bound_check_table(m, quick=config.quick, ratios=ratios, iterations=iterations)
                        for m in _theory_models(config)], ignore_index=True)
-    table.to_csv(out / "fig3_distortion.csv", index=False)
-    plots.plot_bound_check(table, out / "fig3_distortion.png")
-    return ["fig3_distortion.csv", "fig3_distortion.png"]
+    return [path.name for path in theory.write_table(table, out, "bound_check")]
 
 
 def _close_loop(config: ReproduceConfig, out: Path) -> list[str]:
-    from laimco_jax.experiments import plots, theory
+    from laimco_jax.experiments import theory
 
     table = theory.close_loop_table("minilm", quick=config.quick, preset=config.preset)
-    table.to_csv(out / "close_loop.csv", index=False)
-    plots.plot_close_loop(table, out / "close_loop.png")
-    return ["close_loop.csv", "close_loop.png"]
+    return [path.name for path in theory.write_table(table, out, "close_loop")]
 
 
 #: Part name -> (description for the progress display, function writing the part's files).

@@ -4,17 +4,21 @@ import tomllib
 
 import pytest
 
-from conftest import run_cli
 from laimco_jax.models import bart, bert
-from laimco_jax.params import MEASURED_SPECS, MODEL_SPECS, PUBLISHED_TOTALS, make_problem
+from laimco_jax.params import (
+    MEASURED_SPECS,
+    MODEL_SPECS,
+    PUBLISHED_TOTALS,
+    make_problem,
+)
 
 #: Sec. VI-A of the paper: parameters and GFLOPs of one inference.
 PAPER = {"bert-base-published": (109.48e6, 21.77e9), "bart-base-published": (139.42e6, 6.44e9)}
 
 
 @pytest.mark.parametrize("model", sorted(PAPER))
-def test_config_prints_the_papers_totals(model, capsys, monkeypatch):
-    code, out, err = run_cli(capsys, monkeypatch, "config", "--model", model)
+def test_config_prints_the_papers_totals(model, cli):
+    code, out, err = cli("config", "--model", model)
     assert code == 0, err
     fields = tomllib.loads(out)["model"]
     params, flops = PAPER[model]

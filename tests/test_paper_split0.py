@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from conftest import run_cli
 from laimco_jax import make_problem
 from laimco_jax.params import ConfigError
 from laimco_jax.solvers import Status, solve_exact
@@ -50,10 +49,10 @@ def test_embedding_bits_at_split_zero_is_refused():
     assert float(make_problem("paper", "bert-base", split=3, overrides={"embedding_bits": 1.0}).model.embedding_bits) == 1
 
 
-def test_sweep_split_zero_follows_input_bits(tmp_path, capsys, monkeypatch):
+def test_sweep_split_zero_follows_input_bits(tmp_path, cli):
     """``laimco sweep --split 0 --scheme proposed,on-server --set input_bits=...`` gives one answer per point."""
     out = tmp_path / "split0.zarr"
-    code, _, err = run_cli(capsys, monkeypatch, "sweep", "--model", "bert-base", "--split", "0,4",
+    code, _, err = cli("sweep", "--model", "bert-base", "--split", "0,4",
                            "--scheme", "proposed,on-server", "--set", "input_bits=3145728",
                            "--grid", "delay_s=0.1:0.8:8", "--out", out)
     assert code == 0, err
@@ -67,10 +66,10 @@ def test_sweep_split_zero_follows_input_bits(tmp_path, capsys, monkeypatch):
                                at_zero.log10_distortion_bound.sel(scheme="on-server").values[found], atol=1e-9)
 
 
-def test_sweep_split_zero_follows_a_swept_input_bits(tmp_path, capsys, monkeypatch):
+def test_sweep_split_zero_follows_a_swept_input_bits(tmp_path, cli):
     """``input_bits`` on a grid axis reaches split 0 too (the fig6_assumptions sweep)."""
     out = tmp_path / "swept.zarr"
-    code, _, err = run_cli(capsys, monkeypatch, "sweep", "--model", "bert-base", "--split", "0",
+    code, _, err = cli("sweep", "--model", "bert-base", "--split", "0",
                            "--scheme", "proposed", "--grid", "input_bits=4096,3145728", "--out", out)
     assert code == 0, err
     status = xr.open_zarr(out).status.load().sel(scheme="proposed", split=0).values

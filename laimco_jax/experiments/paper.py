@@ -27,12 +27,16 @@ from laimco_jax.params import BUDGET_PRESETS, MODEL_SPECS, Problem, make_problem
 from laimco_jax.sensitivity import elasticities
 from laimco_jax.solvers import scheme_problem, solve_exact, solve_sca
 from laimco_jax.solvers.solution import Status, found_point
+from laimco_jax.system import rate_bps
 
 __all__ = [
     "BENCHMARKS",
     "MODELS",
     "FigureGrids",
     "figure_points",
+    "largest_upload_bits",
+    "panel_upload_bits",
+    "RANDOM_PRUNING_PANELS",
     "points_problem",
     "absent_parts",
     "solve_points",
@@ -80,33 +84,93 @@ class FigureGrids:
         return np.geomspace(self.energy_min_j, self.energy_max_j, self.points)
 
 
-def figure_points(grids: FigureGrids, models: Sequence[str] = MODELS) -> pd.DataFrame:
-    """One row per figure point: ``model``, ``figure`` (fig4/fig5/fig6), ``split``, ``budget_delay_s``,
-    ``budget_energy_j``; budgets not on the figure's axis are the model's preset (the paper's)."""
+def largest_upload_bits(problem: Problem):
+    """The largest upload θ [bits] at which the proposed design meets both budgets T0 and E0.
+
+    With both parts pruned away (ρ = ρ̃ = 0, the proposed design's lower bounds) computing costs
+    nothing and only the upload remains, eqs. (6), (7). Its energy per bit p/r(p) grows with p, so the
+    cheapest upload within T0 takes all of it: θ fits iff θ ≤ T0 · r(p) at p = min(P_max, E0/T0), the
+    power that spends E0 in T0 (eq. (2)). Hence θ* = T0 · r(min(P_max, E0/T0)), exact: every benchmark
+    restricts the proposed design, so above θ* every scheme is infeasible; at or below it the proposed
+    design is feasible. (The least upload energy θ N0 ln2/g alone gives the supremum as T0 → ∞.)
+    Elementwise over a batch of problems.
+    """
+    T0, E0 = problem.budget.delay_s, problem.budget.energy_j
+    return T0 * rate_bps(problem.system, jnp.minimum(problem.system.p_max_w, E0 / T0))
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomPruningPanel:
+    """A panel (d) of Figs. 4, 5: BERT-base with random pruning at the paper's other budget, T0 = 0.21 s
+    or E0 = 0.0011 J. Pruning paradigms differ only in task accuracy, not in (P1): the system-level
+    panel differs from (c) by its budget alone."""
+
+    figure: str
+    delay_s: float | None
+    energy_j: float | None
+
+
+#: Figs. 4(d) (E0 = 0.0011 J against T0) and 5(d) (T0 = 0.21 s against E0), of BERT-base.
+RANDOM_PRUNING_PANELS = (RandomPruningPanel("fig4", None, 0.0011), RandomPruningPanel("fig5", 0.21, None))
+#: The budget pair of the two panels, at which :func:`panel_upload_bits` fits the upload.
+RANDOM_PRUNING_BUDGET = dict(delay_s=0.21, energy_j=0.0011)
+
+
+def panel_upload_bits(model: str, preset: str = "paper") -> float:
+    """θ [bits] of the panels (d): the preset's embedding if the panels' budget pair
+    :data:`RANDOM_PRUNING_BUDGET` admits it, else :func:`largest_upload_bits` there. (With the paper's
+    786,432 bits every scheme is infeasible at E0 = 0.0011 J: the upload alone needs more.)"""
+    problem = make_problem(preset, model, overrides=RANDOM_PRUNING_BUDGET).astype(jnp.float64)
+    return float(min(problem.model.embedding_bits, largest_upload_bits(problem)))
+
+
+def figure_points(grids: FigureGrids, models: Sequence[str] = MODELS, preset: str = "paper") -> pd.DataFrame:
+    """One row per figure point: ``model``, ``figure`` (fig4/fig5/fig6, or fig4d/fig5d: the random-pruning
+    panels of BERT-base models), ``panel`` (its title), ``split``, ``budget_delay_s``, ``budget_energy_j``,
+    ``upload_bits`` (θ where the panel sets it, else NaN: the preset's); budgets not on the figure's axis
+    are the model's preset (the paper's)."""
     rows = []
     for model in models:
         budget = BUDGET_PRESETS[model]
         spec = MODEL_SPECS[model]
-        for t in grids.delays():
-            rows.append(dict(model=model, figure="fig4", split=spec.default_split, budget_delay_s=t,
-                             budget_energy_j=budget["energy_j"]))
-        for e in grids.energies():
-            rows.append(dict(model=model, figure="fig5", split=spec.default_split, budget_delay_s=budget["delay_s"],
-                             budget_energy_j=e))
-        for k in range(spec.num_layers + 1):
-            rows.append(dict(model=model, figure="fig6", split=k, budget_delay_s=budget["delay_s"],
-                             budget_energy_j=budget["energy_j"]))
+        common = dict(model=model, panel=model, split=spec.default_split, upload_bits=np.nan)
+        rows += [dict(common, figure="fig4", budget_delay_s=t, budget_energy_j=budget["energy_j"])
+                 for t in grids.delays()]
+        rows += [dict(common, figure="fig5", budget_delay_s=budget["delay_s"], budget_energy_j=e)
+                 for e in grids.energies()]
+        rows += [dict(common, figure="fig6", split=k, budget_delay_s=budget["delay_s"], budget_energy_j=budget["energy_j"])
+                 for k in range(spec.num_layers + 1)]
+        if model.startswith("bert-base"):
+            rows += _random_pruning_rows(grids, model, preset)
     return pd.DataFrame(rows)
+
+
+def _random_pruning_rows(grids: FigureGrids, model: str, preset: str) -> list[dict]:
+    bits = panel_upload_bits(model, preset)
+    rows = []
+    for panel in RANDOM_PRUNING_PANELS:
+        label = (f"{model} (d), random pruning, " + (f"E0 = {panel.energy_j} J" if panel.delay_s is None
+                                                      else f"T0 = {panel.delay_s} s") + f", θ = {bits:,.0f} bits")
+        axis = grids.delays() if panel.delay_s is None else grids.energies()
+        rows += [dict(model=model, figure=panel.figure + "d", panel=label, split=MODEL_SPECS[model].default_split,
+                      upload_bits=bits, budget_delay_s=x if panel.delay_s is None else panel.delay_s,
+                      budget_energy_j=panel.energy_j if panel.delay_s is None else x) for x in axis]
+    return rows
 
 
 def points_problem(points: pd.DataFrame, preset: str = "paper", dtype=jnp.float64) -> Problem:
     """The batch of problems (shape ``(len(points),)``) of ``points`` on system preset ``preset``."""
     problems = [
-        make_problem(preset, row.model, split=int(row.split),
-                     overrides={"budget.delay_s": row.budget_delay_s, "budget.energy_j": row.budget_energy_j})
+        make_problem(preset, row.model, split=int(row.split), overrides=_point_overrides(row))
         for row in points.itertuples()
     ]
     return jax.tree_util.tree_map(lambda *leaves: jnp.asarray(np.array(leaves), dtype), *problems)
+
+
+def _point_overrides(row) -> dict[str, float]:
+    budgets = {"budget.delay_s": row.budget_delay_s, "budget.energy_j": row.budget_energy_j}
+    bits = getattr(row, "upload_bits", np.nan)
+    return budgets if np.isnan(bits) else {**budgets, "model.embedding_bits": bits}
 
 
 #: Columns that describe one part (device, server): blank where the part is absent.
@@ -256,21 +320,22 @@ def _mark_infeasible(ax, frame: pd.DataFrame, x: str, row: int = 0, color: str =
 
 
 def plot_budget_figure(table: pd.DataFrame, figure: str, path) -> None:
-    """Fig. 4 (``figure="fig4"``) or Fig. 5 (``"fig5"``): per model, log10 D̂ of every scheme, then the
-    proposed ρ and ρ̃, against the budget; a scheme's infeasible points are crosses in its colour along
-    the bottom of the panel (one row per scheme)."""
+    """Fig. 4 (``figure="fig4"``) or Fig. 5 (``"fig5"``): per panel (a model, then the random-pruning
+    panel (d) of ``figure + "d"`` rows), log10 D̂ of every scheme, then the proposed ρ and ρ̃, against the
+    budget; a scheme's infeasible points are crosses in its colour along the bottom of the panel (one
+    row per scheme)."""
     x, xlabel = _AXES[figure]
-    rows = table[table.figure == figure]
-    models = list(dict.fromkeys(rows.model))
-    fig, axes = figure_grid(2 * len(models))
-    for i, model in enumerate(models):
+    rows = table[table.figure.isin([figure, figure + "d"])]
+    panels = list(dict.fromkeys(rows.panel))
+    fig, axes = figure_grid(2 * len(panels))
+    for i, panel in enumerate(panels):
         ax_d, ax_r = axes[2 * i], axes[2 * i + 1]
-        for i_scheme, (scheme, group) in enumerate(rows[rows.model == model].groupby("scheme", sort=False)):
+        for i_scheme, (scheme, group) in enumerate(rows[rows.panel == panel].groupby("scheme", sort=False)):
             group = group.sort_values(x)
             (line,) = ax_d.plot(group[x], group.log10_distortion_bound, marker=_MARKERS.get(scheme, "."), ms=4,
                                 label=f"{scheme} ({(~group.feasible).sum()} infeasible ×)")
             _mark_infeasible(ax_d, group, x, i_scheme, line.get_color())
-        proposed = rows[(rows.model == model) & (rows.scheme == "proposed")].sort_values(x)
+        proposed = rows[(rows.panel == panel) & (rows.scheme == "proposed")].sort_values(x)
         ax_r.plot(proposed[x], proposed.rho, marker="o", ms=4, label="ρ (device)")
         ax_r.plot(proposed[x], proposed.rho_server, marker="s", ms=4, label="ρ̃ (server)")
         _mark_infeasible(ax_r, proposed, x)
@@ -278,9 +343,9 @@ def plot_budget_figure(table: pd.DataFrame, figure: str, path) -> None:
             ax.set_xlabel(xlabel)
             ax.grid(alpha=0.3)
         ax_d.set_ylabel("log10 D̂")
-        ax_d.set_title(f"{model}: distortion bound")
+        ax_d.set_title(f"{panel}: distortion bound", fontsize=8)
         ax_r.set_ylabel("remaining fraction")
-        ax_r.set_title(f"{model}: proposed pruning ratios")
+        ax_r.set_title(f"{panel}: proposed pruning ratios", fontsize=8)
         ax_d.legend(fontsize=7)
         ax_r.legend(fontsize=7)
     save_figure(fig, path)

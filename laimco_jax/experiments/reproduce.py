@@ -65,11 +65,11 @@ class ReproduceConfig:
 
 
 def _systems(config: ReproduceConfig, out: Path) -> list[str]:
-    points = paper.figure_points(config.grids)
+    points = paper.figure_points(config.grids, preset=config.preset)
     table = paper.solve_points(points, ("proposed",) + paper.BENCHMARKS, config.preset)
     names = {"fig4": "fig4_delay", "fig5": "fig5_energy", "fig6": "fig6_split"}
     for figure, name in names.items():
-        table[table.figure == figure].to_csv(out / f"{name}.csv", index=False)
+        table[table.figure.isin([figure, figure + "d"])].to_csv(out / f"{name}.csv", index=False)
     paper.plot_budget_figure(table, "fig4", out / "fig4_delay.png")
     paper.plot_budget_figure(table, "fig5", out / "fig5_energy.png")
     paper.plot_split_figure(table, out / "fig6_split.png")

@@ -377,7 +377,7 @@ def test_close_loop_minilm_quick():
     assert (table["status"] == "optimal").all()
     first = table.drop_duplicates("delay_s").sort_values("delay_s")
     assert np.all(np.diff(first["log10_distortion_bound"]) < 0)  # a looser T0 prunes less
-    full = table[(table.rho == 1) & (table.rho_server == 1)]
+    full = table[(table.rho >= 1 - 1e-9) & (table.rho_server >= 1 - 1e-9)]  # unpruned
     assert len(full) and np.allclose(full["cosine_similarity_mean"], 1) and (full["output_distortion_mean"] == 0).all()
     mag = table[table.pruning == "magnitude"].set_index("delay_s")
     np.testing.assert_allclose(mag["kept_fraction_device"], mag["rho"], atol=1e-6)

@@ -325,7 +325,7 @@ def close_loop_table(model: str | os.PathLike | TheoryModel = "minilm", *, split
     pruned (found on a geometric grid of 241 budgets from 1e-4 s to 10 s).
 
     For each T0 the device half (embeddings and blocks < ``split``) is pruned to ρ and the server
-    half to ρ̃ with :func:`laimco_jax._pr.split_masks` — by default over *every* parameter
+    half to ρ̃ with :func:`laimco_jax.pruning.split_masks` — by default over *every* parameter
     (``prunable`` = all leaf kinds), so that ρ is the kept fraction of the profile's q as in the
     solver; pass ``("kernel",)`` to prune weight matrices only.
 

@@ -222,17 +222,15 @@ def test_out_of_range_magnitudes_are_refused_with_the_range():
 # ----------------------------------------------------------------------------- issue 12, item 3
 
 
-def test_budget_equal_to_the_least_delay_is_optimal_with_zero_gap(capsys, monkeypatch):
+def test_budget_equal_to_the_least_delay_is_optimal_with_zero_gap(cli):
     """T0 equal to the least possible delay (as `laimco system` prints it): the only feasible point is
     found and certified, not reported NOT_CONVERGED with a placeholder certificate 1.0."""
     import json
 
-    from conftest import run_cli
-
-    code, out, _ = run_cli(capsys, monkeypatch, "system", "--rho", "0", "--rho-server", "0", "--f-device", "1e9",
-                           "--p-watt", "0.5", "--f-server", "4e9", "--json")
+    code, out, _ = cli("system", "--rho", "0", "--rho-server", "0", "--f-device", "1e9", "--p-watt", "0.5",
+                       "--f-server", "4e9", "--json")
     least = json.loads(out)["delay_s"]
-    code, out, err = run_cli(capsys, monkeypatch, "solve", "--set", f"delay_s={least!r}", "--set", "energy_j=1", "--json")
+    code, out, err = cli("solve", "--set", f"delay_s={least!r}", "--set", "energy_j=1", "--json")
     record = json.loads(out)
     assert code == 0 and record["status"] == "optimal" and record["certificate"] == pytest.approx(0.0, abs=1e-12)
     assert record["delay_s"] <= least
@@ -240,18 +238,16 @@ def test_budget_equal_to_the_least_delay_is_optimal_with_zero_gap(capsys, monkey
 
 @pytest.mark.parametrize("overrides", [["distance_m=100", "delay_s=0.12"], ["delay_s=0.12"], ["energy_j=0.008"],
                                        ["distance_m=300", "delay_s=0.2", "energy_j=0.01"]])
-def test_returned_point_meets_its_budgets_when_re_evaluated_by_laimco_system(capsys, monkeypatch, overrides):
+def test_returned_point_meets_its_budgets_when_re_evaluated_by_laimco_system(cli, overrides):
     import json
 
-    from conftest import run_cli
-
     sets = [a for o in overrides for a in ("--set", o)]
-    code, out, _ = run_cli(capsys, monkeypatch, "solve", *sets, "--json")
+    code, out, _ = cli("solve", *sets, "--json")
     sol = json.loads(out)
     assert code == 0 and sol["status"] == "optimal"
-    code, out, _ = run_cli(capsys, monkeypatch, "system", *sets, "--rho", repr(sol["rho"]), "--rho-server",
-                           repr(sol["rho_server"]), "--f-device", repr(sol["f_device_hz"]), "--p-watt",
-                           repr(sol["p_watt"]), "--f-server", repr(sol["f_server_hz"]), "--json")
+    code, out, _ = cli("system", *sets, "--rho", repr(sol["rho"]), "--rho-server", repr(sol["rho_server"]),
+                       "--f-device", repr(sol["f_device_hz"]), "--p-watt", repr(sol["p_watt"]),
+                       "--f-server", repr(sol["f_server_hz"]), "--json")
     terms = json.loads(out)
     assert terms["within_delay_budget"] and terms["within_energy_budget"]
 

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import run_cli
 from laimco_jax import cli, make_problem
 from laimco_jax.experiments import paper
 from laimco_jax.solvers import Status
@@ -44,9 +43,42 @@ def test_every_figure_and_data_file_exists(out):
     for name in FILES:
         assert (out / f"{name}.png").stat().st_size > 10_000  # a drawn figure, not an empty canvas
         assert len(pd.read_csv(out / f"{name}.csv")) > 0
+    for stem in FILES[:3]:
+        assert (out / f"{stem}_published.png").stat().st_size > 10_000
     summary = (out / "summary.md").read_text()
-    for heading in ("claims", "SCA", "Sensitivity", "Fig. 2", "Fig. 3", "Closing the loop"):
+    for heading in ("claims, as published and as measured", "against each benchmark", "Figs. 4(d) and 5(d)", "SCA",
+                    "Sensitivity", "Fig. 2", "Fig. 3", "Closing the loop"):
         assert heading in summary
+
+
+def test_every_system_figure_runs_published_and_measured(systems):
+    assert set(systems.model) == {"bert-base", "bart-base", "bert-base-published", "bart-base-published"}
+    assert set(systems.profile) == {"published", "measured"}
+    assert set(systems.figure) == {"fig4", "fig5", "fig6", "fig4d", "fig5d"}
+    panels = systems[systems.figure.isin(["fig4d", "fig5d"])]
+    assert set(panels.model) == {"bert-base", "bert-base-published"} and panels.upload_bits.lt(786432).all()
+
+
+def test_summary_puts_every_claim_side_by_side(out):
+    """Each claim of paper.CLAIMS, per model: the paper's sentence, both results and a verdict read off claims.csv."""
+    summary = (out / "summary.md").read_text()
+    claims = pd.read_csv(out / "claims.csv")
+    assert set(claims.claim) == set(paper.CLAIMS) and set(claims.profile) == {"published", "measured"}
+    for (claim, model), group in claims.groupby(["claim", "model"]):
+        holds = group.set_index("profile").holds
+        verdict = ("reproduced" if holds.all() else "not reproduced" if not holds.any()
+                   else "reproduced as published only" if holds["published"] else "reproduced as measured only")
+        row = next(line for line in summary.splitlines() if line.startswith(f"| {claim} | {model} |"))
+        assert f"“{paper.CLAIMS[claim][0]}”" in row and row.endswith(f"| {verdict} |"), row
+
+
+def test_benchmark_counts_add_up(out, systems):
+    """better + tie + worse + infeasibilities = the Figs. 4, 5 points per model; never worse, by construction."""
+    counts = pd.read_csv(out / "benchmark_counts.csv")
+    points = systems[systems.figure.isin(["fig4", "fig5"]) & (systems.scheme == "proposed")].groupby("model").size()
+    total = counts[["better", "tie", "worse", "benchmark_infeasible", "both_infeasible", "proposed_only_infeasible"]]
+    assert (total.sum(axis=1).to_numpy() == points[counts.model].to_numpy()).all()
+    assert (counts.worse == 0).all() and (counts.proposed_only_infeasible == 0).all()
 
 
 def test_proposed_no_worse_than_any_benchmark_at_every_point(systems):
@@ -94,11 +126,12 @@ def test_summary_states_the_best_split_the_data_show(out, systems):
     claims = pd.read_csv(out / "claims.csv")
     for model, group in fig6.groupby("model"):
         best = int(group.loc[group.log10_distortion_bound.idxmin(), "split"])
-        assert f"{model}: best split {best} " in summary
         last = group.split.max()
-        row = claims[claims.claim.str.contains("best split") & claims.claim.str.contains(model)].iloc[0]
-        assert bool(row.reproduced) == (0 < best < last)
-        if not 0 < best < last:  # where our profiles do not reproduce Fig. 6, summary.md says why
+        base, profile = model.removesuffix("-published"), paper.profile_of(model)
+        row = claims[(claims.claim == "interior_split") & (claims.model == base) & (claims.profile == profile)].iloc[0]
+        assert row.detail.startswith(f"best split {best} of 0..{last} ")
+        assert bool(row.holds) == (0 < best < last)
+        if not 0 < best < last and profile == "measured":  # where our profiles do not reproduce Fig. 6, say why
             assert "Why on-server inference wins here" in summary
 
 
@@ -135,10 +168,10 @@ def test_rerun_reuses_finished_parts(out):
     assert json.loads((out / "manifest.json").read_text()) == manifest
 
 
-def test_bad_arguments_fail_before_work(tmp_path, capsys, monkeypatch):
+def test_bad_arguments_fail_before_work(tmp_path, cli):
     for args, message in ((["--preset", "nope"], "preset='nope' is not known"),
                           (["--parts", "fig9"], "parts=['fig9'] are not known")):
-        code, _, err = run_cli(capsys, monkeypatch, "reproduce", "--out", tmp_path, *args)
+        code, _, err = cli("reproduce", "--out", tmp_path, *args)
         assert code == 2 and message in err
 
 

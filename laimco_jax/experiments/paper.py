@@ -23,7 +23,13 @@ import numpy as np
 import pandas as pd
 
 from laimco_jax.experiments.plots import figure_grid, save_figure
-from laimco_jax.params import BUDGET_PRESETS, MODEL_SPECS, Problem, make_problem
+from laimco_jax.params import (
+    BUDGET_PRESETS,
+    MODEL_SPECS,
+    PUBLISHED_SUFFIX,
+    Problem,
+    make_problem,
+)
 from laimco_jax.sensitivity import elasticities
 from laimco_jax.solvers import scheme_problem, solve_exact, solve_sca
 from laimco_jax.solvers.solution import Status, found_point
@@ -43,6 +49,11 @@ __all__ = [
     "sca_against_exact",
     "sensitivity_table",
     "check_claims",
+    "claims_side_by_side",
+    "benchmark_counts",
+    "CLAIMS",
+    "PROFILES",
+    "profile_of",
     "best_splits",
     "plot_budget_figure",
     "plot_split_figure",
@@ -125,7 +136,7 @@ def panel_upload_bits(model: str, preset: str = "paper") -> float:
 
 
 def figure_points(grids: FigureGrids, models: Sequence[str] = MODELS, preset: str = "paper") -> pd.DataFrame:
-    """One row per figure point: ``model``, ``figure`` (fig4/fig5/fig6, or fig4d/fig5d: the random-pruning
+    """One row per figure point: ``model``, ``profile`` (:func:`profile_of`), ``figure`` (fig4/fig5/fig6, or fig4d/fig5d: the random-pruning
     panels of BERT-base models), ``panel`` (its title), ``split``, ``budget_delay_s``, ``budget_energy_j``,
     ``upload_bits`` (θ where the panel sets it, else NaN: the preset's); budgets not on the figure's axis
     are the model's preset (the paper's)."""
@@ -133,7 +144,7 @@ def figure_points(grids: FigureGrids, models: Sequence[str] = MODELS, preset: st
     for model in models:
         budget = BUDGET_PRESETS[model]
         spec = MODEL_SPECS[model]
-        common = dict(model=model, panel=model, split=spec.default_split, upload_bits=np.nan)
+        common = dict(model=model, profile=profile_of(model), panel=model, split=spec.default_split, upload_bits=np.nan)
         rows += [dict(common, figure="fig4", budget_delay_s=t, budget_energy_j=budget["energy_j"])
                  for t in grids.delays()]
         rows += [dict(common, figure="fig5", budget_delay_s=budget["delay_s"], budget_energy_j=e)
@@ -152,7 +163,7 @@ def _random_pruning_rows(grids: FigureGrids, model: str, preset: str) -> list[di
         label = (f"{model} (d), random pruning, " + (f"E0 = {panel.energy_j} J" if panel.delay_s is None
                                                       else f"T0 = {panel.delay_s} s") + f", θ = {bits:,.0f} bits")
         axis = grids.delays() if panel.delay_s is None else grids.energies()
-        rows += [dict(model=model, figure=panel.figure + "d", panel=label, split=MODEL_SPECS[model].default_split,
+        rows += [dict(model=model, profile=profile_of(model), figure=panel.figure + "d", panel=label, split=MODEL_SPECS[model].default_split,
                       upload_bits=bits, budget_delay_s=x if panel.delay_s is None else panel.delay_s,
                       budget_energy_j=panel.energy_j if panel.delay_s is None else x) for x in axis]
     return rows
@@ -242,44 +253,91 @@ def sensitivity_table(points: pd.DataFrame, preset: str = "paper") -> pd.DataFra
     return frame
 
 
-def _claim(name: str, holds: bool, detail: str) -> dict:
-    return dict(claim=name, reproduced=bool(holds), detail=detail)
+#: The paper's claims about Figs. 4-6: id -> (its sentence, quoted from Sec. VI, and what we test).
+CLAIMS: dict[str, tuple[str, str]] = {
+    "improves_with_delay": (
+        "it is observed that the overall performance improves as the delay thresholds increases",
+        "the proposed D̂ never increases with T0 (Fig. 4)"),
+    "outperforms": (
+        "the proposed design outperforms all benchmark schemes",
+        "per benchmark: points where the proposed D̂ is strictly lower, equal (a tie), or the benchmark is "
+        "infeasible; holds if the proposed design is never worse and, against every benchmark, strictly "
+        "better at some point where the benchmark is feasible (Figs. 4, 5)"),
+    "server_only_infeasible": (
+        "as shown in Figs. 4(a) and 4(c), under stringent delay constraints, the pruning server only scheme "
+        "becomes infeasible",
+        "server-only pruning is infeasible at the smallest T0 where the proposed design is feasible (Fig. 4)"),
+    "device_only_infeasible": (
+        "under stringent energy budgets, the pruning device only scheme becomes infeasible (e.g., in Fig. 5(a))",
+        "device-only pruning is infeasible at the smallest E0 where the proposed design is feasible (Fig. 5)"),
+    "interior_split": (
+        "co-inference with a properly selected split point outperforms both on-device and on-server inference",
+        "the best split k (smallest D̂) is interior, 0 < k < L, at the preset budgets (Fig. 6)"),
+}
+#: Published presets and measured profiles: the two runs of every system figure.
+PROFILES: dict[str, tuple[str, ...]] = {"published": tuple(m + PUBLISHED_SUFFIX for m in MODELS), "measured": MODELS}
 
 
-def _proposed_dominates(table: pd.DataFrame, rtol: float = 1e-9) -> dict:
+def profile_of(model: str) -> str:
+    """``"published"`` for a ``*-published`` preset, else ``"measured"``."""
+    return "published" if model.endswith(PUBLISHED_SUFFIX) else "measured"
+
+
+def _claim(claim: str, model: str, holds: bool, detail: str) -> dict:
+    return dict(claim=claim, model=model.removesuffix(PUBLISHED_SUFFIX), profile=profile_of(model),
+                holds=bool(holds), detail=detail)
+
+
+def _improves_with_delay(rows: pd.DataFrame, model: str) -> dict:
+    proposed = rows[(rows.figure == "fig4") & (rows.scheme == "proposed") & rows.feasible].sort_values("budget_delay_s")
+    rises = int((np.diff(proposed.log10_distortion_bound.to_numpy()) > 1e-9).sum())
+    detail = (f"log10 D̂ from {proposed.log10_distortion_bound.max():.4g} to {proposed.log10_distortion_bound.min():.4g} "
+              f"over the {len(proposed)} feasible T0; {rises} rises")
+    return _claim("improves_with_delay", model, rises == 0 and len(proposed) > 1, detail)
+
+
+def benchmark_counts(table: pd.DataFrame, rtol: float = 1e-9) -> pd.DataFrame:
+    """Per (model, benchmark) over the Figs. 4, 5 points: ``better`` (proposed D̂ strictly lower),
+    ``tie`` (equal within ``rtol``), ``worse``, ``benchmark_infeasible`` (proposed feasible, benchmark
+    not), ``both_infeasible`` and ``proposed_only_infeasible`` (a benchmark feasible where the proposed
+    design is not: impossible, every benchmark restricts it)."""
     keys = ["model", "figure", "split", "budget_delay_s", "budget_energy_j"]
-    proposed = table[table.scheme == "proposed"].set_index(keys)
-    worst = []
-    for scheme in BENCHMARKS:
-        other = table[table.scheme == scheme].set_index(keys).reindex(proposed.index)
-        # Feasible benchmark points must be feasible for the proposed design with a D̂ no larger.
-        both = other.feasible & proposed.feasible
-        violations = (other.feasible & ~proposed.feasible).sum()
-        excess = (proposed.log10_distortion_bound - other.log10_distortion_bound)[both]
-        violations += (excess > rtol * np.maximum(1.0, other.log10_distortion_bound[both].abs())).sum()
-        worst.append((scheme, int(violations), float(excess.max()) if len(excess) else 0.0))
-    total = sum(v for _, v, _ in worst)
-    detail = "; ".join(f"{s}: {v} violations, max(log10 D̂_proposed − log10 D̂_{s}) = {m:.2e}" for s, v, m in worst)
-    return _claim("proposed D̂ no worse than every benchmark at every grid point (Figs. 4, 5)", total == 0, detail)
-
-
-def _turns_infeasible(table: pd.DataFrame, figure: str, scheme: str, axis: str, label: str) -> list[dict]:
+    rows = table[table.figure.isin(["fig4", "fig5"])]
+    proposed = rows[rows.scheme == "proposed"].set_index(keys)
     out = []
-    for model in table.model.unique():
-        rows = table[(table.model == model) & (table.figure == figure)]
-        bench = rows[rows.scheme == scheme].sort_values(axis)
-        prop = rows[rows.scheme == "proposed"].sort_values(axis)
-        infeasible_bench = bench[~bench.feasible][axis].to_numpy()
-        feasible_prop = prop[prop.feasible][axis].to_numpy()
-        lost = np.intersect1d(infeasible_bench, feasible_prop)
-        if lost.size:
-            detail = (f"{model}: {scheme} infeasible for {axis} ≤ {lost.max():.4g} where the proposed design is "
-                      f"feasible (proposed feasible from {feasible_prop.min():.4g})")
-        else:
-            detail = (f"{model}: {scheme} is feasible wherever the proposed design is "
-                      f"(proposed feasible from {feasible_prop.min() if feasible_prop.size else float('nan'):.4g})")
-        out.append(_claim(f"{label} ({model})", lost.size > 0, detail))
-    return out
+    for scheme in BENCHMARKS:
+        other = rows[rows.scheme == scheme].set_index(keys).reindex(proposed.index)
+        excess = proposed.log10_distortion_bound - other.log10_distortion_bound
+        tied = excess.abs() <= rtol * np.maximum(1.0, other.log10_distortion_bound.abs())
+        both = other.feasible & proposed.feasible
+        counts = pd.DataFrame(dict(
+            better=both & ~tied & (excess < 0), tie=both & tied, worse=both & ~tied & (excess > 0),
+            benchmark_infeasible=proposed.feasible & ~other.feasible, both_infeasible=~proposed.feasible & ~other.feasible,
+            proposed_only_infeasible=~proposed.feasible & other.feasible.astype(bool)))
+        out.append(counts.groupby(level="model").sum().reset_index().assign(benchmark=scheme))
+    columns = ["model", "benchmark", "better", "tie", "worse", "benchmark_infeasible", "both_infeasible",
+               "proposed_only_infeasible"]
+    return pd.concat(out, ignore_index=True)[columns].sort_values(["model", "benchmark"], ignore_index=True)
+
+
+def _outperforms(counts: pd.DataFrame, model: str) -> dict:
+    rows = counts[counts.model == model]
+    never_worse = (rows.worse + rows.proposed_only_infeasible == 0).all()
+    always_beaten = (rows.better > 0).all()
+    detail = "; ".join(f"{r.benchmark}: better {r.better}, tie {r.tie}, benchmark infeasible {r.benchmark_infeasible}"
+                       + (f", worse {r.worse}" if r.worse else "") for r in rows.itertuples())
+    return _claim("outperforms", model, never_worse and always_beaten, detail)
+
+
+def _turns_infeasible(rows: pd.DataFrame, model: str, claim: str, figure: str, scheme: str, axis: str) -> dict:
+    rows = rows[rows.figure == figure]
+    bench = rows[rows.scheme == scheme].set_index(axis).feasible
+    feasible_prop = rows[(rows.scheme == "proposed") & rows.feasible][axis]
+    lost = np.sort([x for x in feasible_prop if not bench[x]])
+    tightest = feasible_prop.min() if len(feasible_prop) else float("nan")
+    detail = (f"{scheme} infeasible at {len(lost)} {axis} where the proposed design is feasible"
+              + (f" (up to {lost.max():.4g})" if lost.size else "") + f"; proposed feasible from {tightest:.4g}")
+    return _claim(claim, model, len(feasible_prop) > 0 and not bench[tightest], detail)
 
 
 def best_splits(table: pd.DataFrame) -> pd.DataFrame:
@@ -290,18 +348,39 @@ def best_splits(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def check_claims(table: pd.DataFrame) -> pd.DataFrame:
-    """The paper's claims about Figs. 4-6 tested on ``solve_points``' table: one row per claim."""
-    claims = [_proposed_dominates(table[table.figure.isin(["fig4", "fig5"])])]
-    claims += _turns_infeasible(table, "fig4", "server-pruning-only", "budget_delay_s",
-                                "server-only pruning turns infeasible under a stringent delay budget (Fig. 4(a), 4(c))")
-    claims += _turns_infeasible(table, "fig5", "device-pruning-only", "budget_energy_j",
-                                "device-only pruning turns infeasible under a stringent energy budget (Fig. 5(a))")
-    for row in best_splits(table).itertuples():
-        last = MODEL_SPECS[row.model].num_layers
-        claims.append(_claim(f"the best split is interior, 0 < k < {last} (Fig. 6, {row.model})",
-                             0 < row.split < last, f"{row.model}: best split {row.split} "
-                             f"(log10 D̂ = {row.log10_distortion_bound:.4g})"))
+    """The paper's :data:`CLAIMS` tested on ``solve_points``' table: one row per (claim, model), with
+    ``model`` the base name, ``profile`` (published or measured), ``holds`` and a ``detail`` with numbers."""
+    counts = benchmark_counts(table)
+    best = best_splits(table).set_index("model")
+    claims = []
+    for model, rows in table.groupby("model", sort=False):
+        claims.append(_improves_with_delay(rows, model))
+        claims.append(_outperforms(counts, model))
+        claims.append(_turns_infeasible(rows, model, "server_only_infeasible", "fig4", "server-pruning-only",
+                                        "budget_delay_s"))
+        claims.append(_turns_infeasible(rows, model, "device_only_infeasible", "fig5", "device-pruning-only",
+                                        "budget_energy_j"))
+        last, k = MODEL_SPECS[model].num_layers, int(best.loc[model, "split"])
+        claims.append(_claim("interior_split", model, 0 < k < last, f"best split {k} of 0..{last} "
+                             f"(log10 D̂ = {best.loc[model, 'log10_distortion_bound']:.4g})"))
     return pd.DataFrame(claims)
+
+
+def claims_side_by_side(claims: pd.DataFrame) -> pd.DataFrame:
+    """One row per (claim, model): the paper's sentence, what we test, the result as published and as
+    measured (holds: detail) and the verdict."""
+    rows = []
+    for (claim, model), group in claims.groupby(["claim", "model"], sort=False):
+        by = group.set_index("profile")
+        result = {p: (("yes: " if by.loc[p, "holds"] else "**no**: ") + by.loc[p, "detail"]) if p in by.index else "–"
+                  for p in PROFILES}
+        holds = {p: p in by.index and bool(by.loc[p, "holds"]) for p in PROFILES}
+        verdict = ("reproduced" if all(holds.values()) else "not reproduced" if not any(holds.values())
+                   else f"reproduced {'as published' if holds['published'] else 'as measured'} only")
+        quote, statement = CLAIMS[claim]
+        rows.append(dict(claim=claim, model=model, paper=f"“{quote}”", tested=statement,
+                         as_published=result["published"], as_measured=result["measured"], verdict=verdict))
+    return pd.DataFrame(rows)
 
 
 # ----------------------------------------------------------------------------- figures

@@ -418,13 +418,15 @@ def plot_budget_figure(table: pd.DataFrame, figure: str, path) -> None:
         ax_r.plot(proposed[x], proposed.rho, marker="o", ms=4, label="ρ (device)")
         ax_r.plot(proposed[x], proposed.rho_server, marker="s", ms=4, label="ρ̃ (server)")
         _mark_infeasible(ax_r, proposed, x)
+        span = rows[rows.panel == panel][x]
         for ax in (ax_d, ax_r):
             ax.set_xlabel(xlabel)
+            ax.set_xlim(span.min() - 0.03 * np.ptp(span), span.max() + 0.03 * np.ptp(span))  # infeasible ends too
             ax.grid(alpha=0.3)
         ax_d.set_ylabel("log10 D̂")
-        ax_d.set_title(f"{panel}: distortion bound", fontsize=8)
+        ax_d.set_title(f"{panel}:\ndistortion bound", fontsize=8)
         ax_r.set_ylabel("remaining fraction")
-        ax_r.set_title(f"{panel}: proposed pruning ratios", fontsize=8)
+        ax_r.set_title(f"{panel}:\nproposed pruning ratios", fontsize=8)
         ax_d.legend(fontsize=7)
         ax_r.legend(fontsize=7)
     save_figure(fig, path)

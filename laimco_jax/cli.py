@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from laimco_jax.params import ConfigError, Problem, dump_toml, make_problem, validate_fraction
+from laimco_jax.params import ConfigError, Problem, Range, check_range, dump_toml, make_problem, validate_fraction
 from laimco_jax.units import UNITS
 
 app = typer.Typer(
@@ -97,14 +97,8 @@ def _problem(
     return problem
 
 
-def _check_positive(name: str, value: float) -> None:
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"{name} = {value!r} is outside the allowed range (0, inf)")
-
-
-def _check_nonnegative(name: str, value: float) -> None:
-    if not (math.isfinite(value) and value >= 0):
-        raise ConfigError(f"{name} = {value!r} is outside the allowed range [0, inf)")
+_POSITIVE = Range(0.0, False)
+_NONNEGATIVE = Range(0.0)
 
 
 def _scalar(x: Any) -> Any:
@@ -202,16 +196,10 @@ def system_cmd(
 
     validate_fraction("--rho", rho)
     validate_fraction("--rho-server", rho_server)
-    _check_nonnegative("--f-device", f_device)
-    _check_nonnegative("--p-watt", p_watt)
-    _check_nonnegative("--f-server", f_server)
     problem = _problem(preset, model, config, set_)
-    if f_device > problem.system.f_max_device_hz:
-        raise ConfigError(f"--f-device = {f_device!r} is outside the allowed range [0, {problem.system.f_max_device_hz:g}]")
-    if f_server > problem.system.f_max_server_hz:
-        raise ConfigError(f"--f-server = {f_server!r} is outside the allowed range [0, {problem.system.f_max_server_hz:g}]")
-    if p_watt > problem.system.p_max_w:
-        raise ConfigError(f"--p-watt = {p_watt!r} is outside the allowed range [0, {problem.system.p_max_w:g}]")
+    check_range("--f-device", f_device, Range(0.0, True, float(problem.system.f_max_device_hz)))
+    check_range("--p-watt", p_watt, Range(0.0, True, float(problem.system.p_max_w)))
+    check_range("--f-server", f_server, Range(0.0, True, float(problem.system.f_max_server_hz)))
     import jax.numpy as jnp
 
     problem = problem.astype(jnp.float64)
@@ -237,15 +225,15 @@ def bound_cmd(
 
     from laimco_jax import distortion
 
-    _check_nonnegative("--params-device", params_device)
-    _check_nonnegative("--params-server", params_server)
+    check_range("--params-device", params_device, _NONNEGATIVE)
+    check_range("--params-server", params_server, _NONNEGATIVE)
     if params_device + params_server < 1:
         raise ConfigError(
             f"--params-device + --params-server = {params_device + params_server!r} is outside the allowed range [1, inf)"
         )
     validate_fraction("--rho", rho)
     validate_fraction("--rho-server", rho_server)
-    _check_positive("--bits-per-weight", bits_per_weight)
+    check_range("--bits-per-weight", bits_per_weight, _POSITIVE)
     if not math.isfinite(entropy_bits):
         raise ConfigError(f"--entropy-bits = {entropy_bits!r} is outside the allowed range: any finite real")
     args = [jnp.float64(v) for v in (rho, rho_server, params_device, params_server, bits_per_weight, entropy_bits)]
@@ -640,7 +628,7 @@ def close_loop_cmd(
     from laimco_jax.experiments import theory
 
     if energy_j is not None:
-        _check_positive("--energy-j", energy_j)
+        check_range("--energy-j", energy_j, _POSITIVE)
     table = theory.close_loop_table(model, split=split, delays=_float_list("--delays", delays), n_delays=n_delays,
                                     energy_j=energy_j, preset=preset, pruning=_pruning_methods(pruning),
                                     quick=quick, seed=seed, batch_size=batch_size,

@@ -54,6 +54,8 @@ __all__ = [
     "dump_toml",
     "save_toml",
     "validate_fraction",
+    "check_range",
+    "Range",
 ]
 
 
@@ -145,7 +147,7 @@ def _reals(label: str, value: Any, allowed: Range) -> np.ndarray:
     raise ConfigError(f"{label} = {value!r} ({type(value).__name__}): expected a real number in {allowed.text()}")
 
 
-def _check_range(label: str, value: Any, allowed: Range) -> None:
+def check_range(label: str, value: Any, allowed: Range) -> None:
     """Raise ConfigError unless every element of ``value`` is a finite real number within ``allowed``.
 
     ``label`` names the value in the message (``section.field`` or a CLI option).
@@ -161,7 +163,7 @@ def _check_range(label: str, value: Any, allowed: Range) -> None:
 
 def validate_fraction(name: str, value: Any) -> None:
     """Raise ConfigError unless ``value`` lies in [0, 1] (pruning ratios are remaining fractions)."""
-    _check_range(name, value, FRACTION_RANGE)
+    check_range(name, value, FRACTION_RANGE)
 
 
 def _is_concrete(value: Any) -> bool:
@@ -172,7 +174,7 @@ def _validate(obj, section: str, rules: Mapping[str, Range]) -> None:
     for name, allowed in rules.items():
         value = getattr(obj, name)
         if _is_concrete(value):
-            _check_range(f"{section}.{name}", value, allowed)
+            check_range(f"{section}.{name}", value, allowed)
 
 
 # ----------------------------------------------------------------------------- sections

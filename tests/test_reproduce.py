@@ -7,16 +7,18 @@ are checked against CVXPY + Clarabel on the convex form (an independent solver).
 import json
 import sys
 
+import jax
 import numpy as np
 import pandas as pd
 import pytest
 
 from laimco_jax import cli, make_problem
 from laimco_jax.experiments import paper
+from laimco_jax.experiments.reproduce import ReproduceConfig, reproduce
 from laimco_jax.solvers import Status
 
 FILES = ["fig4_delay", "fig5_energy", "fig6_split", "sca_vs_exact", "sensitivity", "fig2_weights", "fig3_distortion",
-         "close_loop"]
+         "close_loop", "fig6_assumptions"]
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +41,18 @@ def systems(out):
     return pd.concat([pd.read_csv(out / f"{n}.csv") for n in FILES[:3]], ignore_index=True)
 
 
+def test_reproduce_from_python_computes_in_float64_with_x64_off(tmp_path):
+    """reproduce() with x64 off gives a float64 run's numbers (docs/architecture.md, precision policy)."""
+    runs = {}
+    for x64 in (False, True):
+        with jax.enable_x64(x64):
+            reproduce(tmp_path / str(x64), ReproduceConfig(quick=True), parts=["sca"], progress=False)
+            assert jax.config.jax_enable_x64 == x64  # the caller's setting is restored
+        runs[x64] = pd.read_csv(tmp_path / str(x64) / "sca_vs_exact.csv")
+    assert runs[True].gap_log10.notna().any()
+    pd.testing.assert_frame_equal(runs[False], runs[True], check_exact=True)
+
+
 def test_every_figure_and_data_file_exists(out):
     for name in FILES:
         assert (out / f"{name}.png").stat().st_size > 10_000  # a drawn figure, not an empty canvas
@@ -47,7 +61,7 @@ def test_every_figure_and_data_file_exists(out):
         assert (out / f"{stem}_published.png").stat().st_size > 10_000
     summary = (out / "summary.md").read_text()
     for heading in ("claims, as published and as measured", "against each benchmark", "Figs. 4(d) and 5(d)", "SCA",
-                    "Sensitivity", "Fig. 2", "Fig. 3", "Closing the loop"):
+                    "Sensitivity", "which assumption gives an interior best split", "Fig. 2", "Fig. 3", "Closing the loop"):
         assert heading in summary
 
 
@@ -70,6 +84,18 @@ def test_summary_puts_every_claim_side_by_side(out):
                    else "reproduced as published only" if holds["published"] else "reproduced as measured only")
         row = next(line for line in summary.splitlines() if line.startswith(f"| {claim} | {model} |"))
         assert f"“{paper.CLAIMS[claim][0]}”" in row and row.endswith(f"| {verdict} |"), row
+
+
+def test_summary_states_the_assumption_numbers_of_the_run(out):
+    """The Fig. 6 assumption sentences carry fig6_assumptions.csv's and fig6_slow_server.csv's numbers."""
+    summary = (out / "summary.md").read_text()
+    best = pd.read_csv(out / "fig6_assumptions.csv")
+    bert = best[(best.model == "bert-base") & (best.assumption == "input_bits")].set_index("value").best_split
+    for name, bits in paper.EMBEDDING_SIZED_INPUTS.items():
+        assert f"{name} ({bits:,.0f} bits): {bert[bits]}" in summary
+    example = pd.read_csv(out / "fig6_slow_server.csv").set_index("split").log10_distortion_bound
+    k = int(example.idxmin())
+    assert f"it is {k} (log10 D̂ {example[k]:.2f}, against {example[1]:.2f} at k = 1, {example[0]:.2f} on-server" in summary
 
 
 def test_benchmark_counts_add_up(out, systems):

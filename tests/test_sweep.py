@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -271,6 +272,16 @@ def test_sweep_resumes_after_an_interruption(tmp_path, reference):
     sweep.run_sweep(spec, out, chunk_size=7, resume=True, dtype=jnp.float64, on_chunk=lambda c, n: resumed.append(c))
     assert sorted(resumed + done_before) == list(range(NUM_CHUNKS))  # nothing lost, nothing twice
     xr.testing.assert_identical(sweep.open_sweep(out).load(), reference)
+
+
+def test_default_dtype_is_float64_with_x64_off(tmp_path, reference):
+    """run_sweep computes in float64 whatever the caller's setting (docs/architecture.md, precision policy)."""
+    with jax.enable_x64(False):
+        out = sweep.run_sweep(sweep.build_spec(**SPEC), tmp_path / "x64_off.zarr", chunk_size=CHUNK, progress=False)
+        assert not jax.config.jax_enable_x64  # the caller's setting is restored
+    ds = sweep.open_sweep(out).load()
+    assert ds.rho.dtype == np.float64
+    xr.testing.assert_identical(ds, reference)
 
 
 def test_cli_entry_with_spec_file_and_resume_only(tmp_path, reference):

@@ -4,6 +4,7 @@ Parts (each writes PNG + CSV into the output directory):
 
 ========================  ==========================================================================
 ``systems``               Figs. 4, 5, 6 — every scheme on one batch of problems; ``claims.csv``
+``assumptions``           ``fig6_assumptions`` — the best split against the raw-input size and c̃
 ``sca``                   the paper's SCA against the certified optimum over the Fig. 4 grid
 ``sensitivity``           elasticities of D̂* to T0, E0 and d over the Fig. 4 grid
 ``weights``               Fig. 2 — Laplace and Gaussian fits of real weights
@@ -60,8 +61,9 @@ class ReproduceConfig:
         """The arguments a part's result depends on (compared with the manifest on a re-run)."""
         from laimco_jax import __version__
 
+        grids = dataclasses.asdict(paper.AssumptionGrids() if part == "assumptions" else self.grids)
         return dict(part=part, quick=self.quick, preset=self.preset, version=__version__,
-                    grids=dataclasses.asdict(self.grids), profiles={k: list(v) for k, v in paper.PROFILES.items()})
+                    grids=grids, profiles={k: list(v) for k, v in paper.PROFILES.items()})
 
 
 #: System figure -> file stem; a profile's figures are ``STEM.png`` (measured) and ``STEM_published.png``.
@@ -93,6 +95,15 @@ def _systems(config: ReproduceConfig, out: Path) -> list[str]:
     paper.check_claims(table).to_csv(out / "claims.csv", index=False)
     paper.benchmark_counts(table).to_csv(out / "benchmark_counts.csv", index=False)
     return files
+
+
+def _assumptions(config: ReproduceConfig, out: Path) -> list[str]:
+    points = paper.assumption_points(paper.AssumptionGrids(), sum(paper.PROFILES.values(), ()))
+    best = paper.best_split_by_assumption(paper.solve_points(points, ("proposed",), config.preset))
+    best.to_csv(out / "fig6_assumptions.csv", index=False)
+    paper.plot_assumptions_figure(best, out / "fig6_assumptions.png")
+    paper.slow_server_example(config.preset).to_csv(out / "fig6_slow_server.csv", index=False)
+    return ["fig6_assumptions.csv", "fig6_assumptions.png", "fig6_slow_server.csv"]
 
 
 def _fig4_points(config: ReproduceConfig) -> pd.DataFrame:
@@ -159,6 +170,8 @@ def _close_loop(config: ReproduceConfig, out: Path) -> list[str]:
 #: Part name -> (description for the progress display, function writing the part's files).
 PARTS: dict[str, tuple[str, Callable[[ReproduceConfig, Path], list[str]]]] = {
     "systems": ("Figs. 4-6: every scheme over the budget and split grids", _systems),
+    "assumptions": ("Fig. 6: the best split against the raw-input size and the server's FLOPs per cycle",
+                    _assumptions),
     "sca": ("SCA against the exact optimum", _sca),
     "sensitivity": ("sensitivity of the optimum", _sensitivity),
     "weights": ("Fig. 2: Laplace and Gaussian fits of real weights", _weights),
@@ -202,9 +215,13 @@ def reproduce(out: str | Path, config: ReproduceConfig = ReproduceConfig(), *, p
     """Compute every part (or ``parts``) into ``out`` and write ``summary.md``; returns part -> files.
 
     Finished parts with matching arguments are reused. ``progress`` shows a rich progress display.
+    Every part computes in float64 whatever the caller's ``jax_enable_x64``: the parts run inside
+    ``jax.enable_x64(True)`` (docs/architecture.md, precision policy).
     A KeyboardInterrupt becomes :class:`~laimco_jax.sweep.Interrupted`, whose message names the parts
     finished and the command that resumes the run.
     """
+    import jax
+
     from laimco_jax.params import ConfigError
     from laimco_jax.sweep import Interrupted
 
@@ -221,7 +238,8 @@ def reproduce(out: str | Path, config: ReproduceConfig = ReproduceConfig(), *, p
                           "expected a writable directory") from exc
     manifest = _read_manifest(out)
     try:
-        _run_parts(out, config, chosen, manifest, progress)
+        with jax.enable_x64(True):
+            _run_parts(out, config, chosen, manifest, progress)
     except KeyboardInterrupt as exc:
         finished = [p for p in chosen if _is_done(manifest.get(p), config.key(p), out)]
         raise Interrupted(f"interrupted: parts finished in {out}: {', '.join(finished) or 'none'} (of "
@@ -283,15 +301,36 @@ about 40 ms of the link at full power). And with the paper's chip constants the 
 save. The paper's interior optimum needs a raw input that costs more to upload than an embedding (its
 Section VI-C says so: "reduced communication overhead compared to transmitting raw data"); token ids of
 a text model do not. Set `model.input_bits` (e.g. `laimco sweep --set input_bits=...`) to model a
-heavier raw input.
+heavier raw input."""
 
-Which assumption gives an interior best split (the exact solver on BERT-base, measured and published
-alike, `laimco sweep --split all`): a raw input as large as an fp16 or fp32 embedding
-(`--set input_bits=1572864` or `3145728`) makes split 0 lose, but the best split is then 1 and D̂ only
-worsens with k (no rise and fall); a slower server, c̃ = 32 FLOPs/cycle
-(`--set flops_per_cycle_server=32`), makes on-device (split 12) best at the paper's budgets and an
-interior split best at some budgets, e.g. T0 = 0.158 s, E0 = 0.030 J gives k = 2 (log10 D̂ −0.74, against
-−0.71 at k = 1 and 0.48 on-server)."""
+
+def _assumptions_summary(out: Path) -> list[str]:
+    """Which assumption gives Fig. 6 an interior best split, read off ``fig6_assumptions.csv`` and
+    ``fig6_slow_server.csv`` (the numbers are the run's, not fixed text)."""
+    from laimco_jax.params import MODEL_SPECS
+
+    best = pd.read_csv(out / "fig6_assumptions.csv")
+    bert = best[best.model == "bert-base"].set_index(["assumption", "value"])
+    embedding = ", ".join(f"{name} ({bits:,.0f} bits): {int(bert.loc[('input_bits', bits), 'best_split'])}"
+                          for name, bits in paper.EMBEDDING_SIZED_INPUTS.items())
+    slow = paper.SLOW_SERVER_EXAMPLE
+    at_paper = int(bert.loc[("flops_per_cycle_server", slow["flops_per_cycle_server"]), "best_split"])
+    example = pd.read_csv(out / "fig6_slow_server.csv")
+    k, curve = paper.best_split_of(example)["best_split"], example.set_index("split").log10_distortion_bound
+    last = MODEL_SPECS[slow["model"]].num_layers
+    interior = best.groupby(["model", "assumption"]).interior.sum().unstack().reset_index()
+    return ["## Fig. 6: which assumption gives an interior best split", "",
+            "The exact solver over every split at each model's preset budgets, one assumption changed at a time "
+            "(`laimco sweep --split all --set ...`). Figure: `fig6_assumptions.png`; data: `fig6_assumptions.csv`.",
+            "", f"* A raw input as large as an fp16 or fp32 embedding (`--set input_bits=...`), BERT-base best split "
+            f"{embedding}.",
+            f"* A slower server, c̃ = {slow['flops_per_cycle_server']:g} FLOPs/cycle "
+            f"(`--set flops_per_cycle_server={slow['flops_per_cycle_server']:g}`): BERT-base's best split at the "
+            f"paper's budgets is {at_paper} of 0..{last}; at T0 = {slow['delay_s']} s, E0 = {slow['energy_j']} J it "
+            f"is {k} (log10 D̂ {curve[k]:.2f}, against {curve[1]:.2f} at k = 1, {curve[0]:.2f} on-server and "
+            f"{curve[last]:.2f} at k = {last}).", "",
+            "How many values of each assumption's grid give an interior best split, 0 < k < L:", "",
+            _markdown_table(interior), ""]
 
 
 PROFILES_TEXT = """\
@@ -351,6 +390,8 @@ def write_summary(out: str | Path, config: ReproduceConfig = ReproduceConfig()) 
              f"({config.grids.points} points per budget axis). Figures and their data lie beside this file.", ""]
     if (out / "claims.csv").exists():
         lines += _claims_summary(out)
+    if (out / "fig6_assumptions.csv").exists():
+        lines += _assumptions_summary(out)
     if (out / "sca_vs_exact.csv").exists():
         sca = pd.read_csv(out / "sca_vs_exact.csv")
         both = sca[(sca.status_exact == "optimal") & sca.log10_sca.notna()]

@@ -27,8 +27,9 @@ What is pruned (``prunable``, see :mod:`laimco_jax.pruning`): by default the wei
 (``"kernel"`` leaves) of the whole model, globally — the Ω^(l) of Theorem 3.1. The Jacobian of
 Proposition 3.2 is taken w.r.t. those same leaves.
 
-Functions return data, change no global JAX configuration (callers enable x64; ``dtype=`` casts the
-parameters and FCDNN inputs) and raise :class:`~laimco_jax.params.ConfigError` naming the parameter,
+Functions return data, change no global JAX configuration (``dtype=`` casts the parameters and FCDNN
+inputs; :func:`close_loop_table` solves in float64 inside ``jax.enable_x64(True)``, the precision policy
+of docs/architecture.md) and raise :class:`~laimco_jax.params.ConfigError` naming the parameter,
 the value and the allowed values on bad input. ``quick=True`` shrinks everything (fewer epochs,
 inputs, ratios, power steps, fitted weights) for CI: seconds per model.
 """
@@ -313,7 +314,8 @@ def close_loop_table(model: str | os.PathLike | TheoryModel = "minilm", *, split
                      prunable: _pr.Prunable = _pr.LEAF_KINDS) -> pd.DataFrame:
     """The exact solver's (ρ, ρ̃) over a sweep of T0, applied to the real split model.
 
-    Needs float64 JAX (``jax_enable_x64``): the solver runs in float64.
+    The solver runs in float64 whatever the caller's ``jax_enable_x64`` (locally, inside
+    ``jax.enable_x64(True)``); the model runs in the dtype of its weights.
 
     The problem is ``make_problem(preset, budget_model)`` with its ``[model]`` section replaced by
     the measured profile of ``model`` (``minilm`` or a checkpoint directory; the profile of
@@ -350,8 +352,6 @@ def close_loop_table(model: str | os.PathLike | TheoryModel = "minilm", *, split
     from laimco_jax.solvers import Status, solve_exact
 
     methods = _check_prunings(pruning)
-    if not jax.config.read("jax_enable_x64"):
-        raise ValueError("close_loop_table needs float64: enable jax_enable_x64 before calling it")
     if isinstance(model, TheoryModel):
         tm = model
     else:
@@ -381,7 +381,8 @@ def close_loop_table(model: str | os.PathLike | TheoryModel = "minilm", *, split
     problem = make_problem(preset, budget_model, overrides=overrides)
 
     def solve(t0: np.ndarray):
-        return solve_exact(_problem_at(problem, np.asarray(t0, np.float64)), "proposed")
+        with jax.enable_x64(True):
+            return solve_exact(_problem_at(problem, np.asarray(t0, np.float64)), "proposed")
 
     if delays is None:
         n = (3 if quick else 6) if n_delays is None else n_delays

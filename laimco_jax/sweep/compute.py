@@ -179,7 +179,13 @@ def chunk_evaluator(spec: SweepSpec, layout: ChunkLayout, mesh: Mesh, dtype) -> 
     def evaluate(chunk: int) -> list[dict]:
         return [_evaluate_chunk(origin(chunk), base, axis_values, split_values, plan=plan) for plan in plans]
 
+    x64 = jax.config.jax_enable_x64  # the caller's setting, per thread: carried into the compile pool
+
     def compile_job(plan: _Plan):
-        return lambda: _evaluate_chunk.lower(origin(0), base, axis_values, split_values, plan=plan).compile()
+        def compile_plan():
+            with jax.enable_x64(x64):
+                return _evaluate_chunk.lower(origin(0), base, axis_values, split_values, plan=plan).compile()
+
+        return compile_plan
 
     return _Evaluator(evaluate, tuple(map(compile_job, plans)))

@@ -58,7 +58,7 @@ from laimco_jax.solvers.solution import found_point
 from laimco_jax.system import LN2
 
 __all__ = [
-    "OUTPUTS", "SINGULAR", "OptimumOutputs", "optimum_outputs", "sensitivities", "sensitivities_at", "field_derivatives", "elasticities",
+    "OUTPUTS", "SINGULAR", "OptimumOutputs", "sensitivities", "sensitivities_at", "field_derivatives", "elasticities",
 ]
 
 #: A bound is active when the variable is within this relative distance of it.
@@ -237,15 +237,6 @@ def _outputs_at(problem: Problem, solution, scheme: str) -> OptimumOutputs:
     )
     feasible = found_point(solution.status)
     return jax.tree_util.tree_map(lambda x: jnp.where(feasible, x, jax.lax.stop_gradient(x)), outputs)
-
-
-def optimum_outputs(problem: Problem, scheme: str = "proposed") -> OptimumOutputs:
-    """The optimum of (P1) for a scalar problem, differentiable with respect to every field.
-
-    The values equal :func:`solve_exact`'s; their derivatives come from the implicit function
-    theorem on the active optimality conditions. Infeasible instances give zero derivatives.
-    """
-    return _outputs_at(problem, solve_exact(problem, scheme), scheme)
 
 
 def _per_instance(fn, problem: Problem, solution):

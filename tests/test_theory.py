@@ -6,6 +6,7 @@ files (laimco_jax.experiments.theory).
 
 import json
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -400,3 +401,11 @@ def test_G_chunking_does_not_change_the_estimate():
     whole = bounds.jacobian_spectral_norms(bounds.mlp_forward, params, x, iterations=100)
     one_by_one = bounds.jacobian_spectral_norms(bounds.mlp_forward, params, x, iterations=100, chunk_floats=1)
     np.testing.assert_allclose(one_by_one, whole, rtol=1e-4)  # different random starts per chunk
+
+
+def test_experiments_all_names_every_submodule():
+    """``experiments.__all__`` is exactly the package's modules (no stale names, none missing)."""
+    import laimco_jax.experiments as experiments
+
+    modules = {p.stem for p in Path(experiments.__file__).parent.glob("*.py") if p.stem != "__init__"}
+    assert set(experiments.__all__) == modules

@@ -1,11 +1,15 @@
-"""Experiments on real models, one module per group of the paper's figures.
+"""Experiments on real models and the paper's figures, one module per group.
 
+* :mod:`~laimco_jax.experiments.paper` — Section VI: Figs. 4, 5, 6 (every scheme over budgets and
+  splits), the paper's SCA against the certified optimum, elasticities, the claims read off the data.
 * :mod:`~laimco_jax.experiments.theory` — Section III on real weights: Fig. 2 (weight fits),
   Fig. 3 (output vs parameter distortion, Theorem 3.1, Proposition 3.2) and the optimiser's ratios
   applied to a real pruned MiniLM (closing the loop).
-* :mod:`~laimco_jax.experiments.plots` — matplotlib figures of those tables (Agg, no pyplot state).
+* :mod:`~laimco_jax.experiments.plots` — matplotlib figures of the theory tables (Agg, no pyplot state).
+* :mod:`~laimco_jax.experiments.reproduce` — every part end to end, resumably, and ``summary.md``.
 
-Submodules are imported on use, so importing this package loads nothing heavy.
+Submodules are imported on use (``from laimco_jax.experiments import paper``), so importing this
+package loads nothing heavy.
 """
 
-__all__ = ["plots", "theory"]
+__all__ = ["paper", "plots", "reproduce", "theory"]

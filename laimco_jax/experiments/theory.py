@@ -338,11 +338,6 @@ def close_loop_table(model: str | os.PathLike | TheoryModel = "minilm", *, split
     ``cosine_similarity_mean`` / ``_min`` (mean-pooled sentence embeddings vs the unpruned
     model's), ``split``. Infeasible budgets keep NaN measurements. (For BART the server's kept
     fraction counts the tied token table, which follows the device mask, on both sides.)
-
-    Measured on MiniLM at split 3, E0 = 0.015 J (paper preset): T0 from 0.021 s (ρ = 0, ρ̃ = 0.12)
-    to 0.079 s (nothing pruned); magnitude pruning at the solver's ρ keeps pooled-embedding cosine
-    similarity 0.76 / 0.91 / 0.99 at ρ = 0.32 / 0.56 / 0.80, while random pruning of every
-    parameter (LayerNorm gains and embeddings included) destroys the embedding (cosine < 0.2).
     """
     import dataclasses as dc
 

@@ -36,9 +36,8 @@ at 1e3 and grows tenfold whenever ALGENCAN's residual max_j |max(f_j, -λ_j/μ)|
 hundredfold; the AL ends when that residual is below 1e-12. Multipliers and iterates are
 warm-started across SCA iterations. The three nested loops (SCA, AL, Newton) run as one flat
 ``lax.while_loop`` doing one Newton step per pass, so a vmapped batch costs its largest
-per-instance number of Newton steps, not the product of per-loop maxima. (jaxopt's LBFGSB was tried
-first as the inner solver: the whole SCA then took about two minutes to compile on a 2-core CPU,
-against about ten seconds now.)
+per-instance number of Newton steps, not the product of per-loop maxima (nested solver loops, e.g.
+jaxopt's LBFGSB inside the AL, compile many times slower).
 
 Feasibility restoration. An AL solution may violate (45a) or (50a) by its tolerance. Each SCA
 iterate is mapped to a (P1) point (ρ, f, p, ρ̃, f̃), evaluated with the original delay (10) and

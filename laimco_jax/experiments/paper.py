@@ -55,10 +55,18 @@ __all__ = [
     "PROFILES",
     "profile_of",
     "best_splits",
+    "AssumptionGrids",
+    "split_points",
+    "assumption_points",
+    "best_split_of",
+    "best_split_by_assumption",
+    "SLOW_SERVER_EXAMPLE",
+    "slow_server_example",
     "plot_budget_figure",
     "plot_split_figure",
     "plot_sca_figure",
     "plot_sensitivity_figure",
+    "plot_assumptions_figure",
 ]
 
 #: The paper's four benchmark schemes of Figs. 4 and 5 (Section VI-B).
@@ -178,10 +186,15 @@ def points_problem(points: pd.DataFrame, preset: str = "paper", dtype=jnp.float6
     return jax.tree_util.tree_map(lambda *leaves: jnp.asarray(np.array(leaves), dtype), *problems)
 
 
+#: Optional columns of a figure point -> the configuration field they override where not NaN.
+POINT_FIELDS: dict[str, str] = {"upload_bits": "model.embedding_bits", "input_bits": "model.input_bits",
+                                "flops_per_cycle_server": "system.flops_per_cycle_server"}
+
+
 def _point_overrides(row) -> dict[str, float]:
     budgets = {"budget.delay_s": row.budget_delay_s, "budget.energy_j": row.budget_energy_j}
-    bits = getattr(row, "upload_bits", np.nan)
-    return budgets if np.isnan(bits) else {**budgets, "model.embedding_bits": bits}
+    fields = {key: getattr(row, column, np.nan) for column, key in POINT_FIELDS.items()}
+    return {**budgets, **{key: value for key, value in fields.items() if not np.isnan(value)}}
 
 
 #: Columns that describe one part (device, server): blank where the part is absent.
@@ -341,10 +354,91 @@ def _turns_infeasible(rows: pd.DataFrame, model: str, claim: str, figure: str, s
 
 
 def best_splits(table: pd.DataFrame) -> pd.DataFrame:
-    """The best split (largest retained parameters ⇔ smallest D̂) per model on Fig. 6's proposed rows."""
-    rows = table[(table.figure == "fig6") & (table.scheme == "proposed") & table.feasible]
-    best = rows.loc[rows.groupby("model").log10_distortion_bound.idxmin()]
-    return best[["model", "split", "log10_distortion_bound"]].reset_index(drop=True)
+    """The best split (largest retained parameters ⇔ smallest D̂; :func:`best_split_of`) per model on
+    Fig. 6's proposed rows."""
+    rows = table[(table.figure == "fig6") & (table.scheme == "proposed")]
+    best = [dict(model=model, **best_split_of(curve)) for model, curve in rows.groupby("model", sort=False)]
+    return pd.DataFrame(best).rename(columns=dict(best_split="split", log10_best="log10_distortion_bound"))
+
+
+# ----------------------------------------------------------------------------- Fig. 6's assumptions
+
+#: The raw input as large as an fp16 or fp32 embedding: 2 and 4 times the 8-bit embedding of BERT-base's
+#: split 1 (128 tokens x 768 x 16 or 32 bits) [bits].
+EMBEDDING_SIZED_INPUTS: dict[str, float] = {"fp16": 1_572_864.0, "fp32": 3_145_728.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class AssumptionGrids:
+    """The two axes of ``fig6_assumptions``: the raw-input size ``input_bits`` [bits] (geometric from the
+    token ids' 4,096 bits to an fp32 embedding, plus :data:`EMBEDDING_SIZED_INPUTS`) and the server's
+    FLOPs per cycle c̃ (16 to 256 in steps of √2, around the paper's 128), at each model's preset budgets."""
+
+    input_bits_points: int = 16
+    flops_per_cycle_server: tuple[float, ...] = tuple(2.0 ** np.arange(4.0, 8.5, 0.5))
+
+    def input_bits(self) -> np.ndarray:
+        grid = np.geomspace(4096.0, EMBEDDING_SIZED_INPUTS["fp32"], self.input_bits_points)
+        return np.unique(np.r_[grid, list(EMBEDDING_SIZED_INPUTS.values())])
+
+    def axes(self) -> dict[str, np.ndarray]:
+        """Assumption (a :data:`POINT_FIELDS` column) -> its values."""
+        return {"input_bits": self.input_bits(), "flops_per_cycle_server": np.asarray(self.flops_per_cycle_server)}
+
+
+def split_points(model: str, delay_s: float, energy_j: float, **fields: float) -> pd.DataFrame:
+    """One point per split 0 … L of ``model`` at budgets T0 = ``delay_s`` [s], E0 = ``energy_j`` [J] and
+    the :data:`POINT_FIELDS` values ``fields`` (e.g. ``flops_per_cycle_server=32``), for
+    :func:`solve_points`."""
+    splits = range(MODEL_SPECS[model].num_layers + 1)
+    return pd.DataFrame([dict(model=model, profile=profile_of(model), figure="fig6", split=k, budget_delay_s=delay_s,
+                              budget_energy_j=energy_j, **fields) for k in splits])
+
+
+def assumption_points(grids: AssumptionGrids, models: Sequence[str] = MODELS) -> pd.DataFrame:
+    """:func:`split_points` at each model's preset budgets for every value of every assumption of
+    ``grids``; columns ``assumption`` (the field varied) and ``value`` say which."""
+    frames = [split_points(model, BUDGET_PRESETS[model]["delay_s"], BUDGET_PRESETS[model]["energy_j"], **{field: value})
+              .assign(assumption=field, value=value)
+              for model in models for field, values in grids.axes().items() for value in values]
+    return pd.concat(frames, ignore_index=True)
+
+
+#: log10 D̂ within this of a curve's minimum counts as a tie (several splits at the unpruned floor).
+SPLIT_TIE_LOG10 = 1e-6
+
+
+def best_split_of(curve: pd.DataFrame) -> dict:
+    """The best split of one proposed D̂-by-split curve (``split``, ``feasible``, ``log10_distortion_bound``):
+    the smallest k within :data:`SPLIT_TIE_LOG10` of the least log10 D̂; −1 where no split is feasible."""
+    feasible = curve[curve.feasible.astype(bool)]
+    if not len(feasible):
+        return dict(best_split=-1, log10_best=np.nan)
+    least = feasible.log10_distortion_bound.min()
+    return dict(best_split=int(feasible[feasible.log10_distortion_bound <= least + SPLIT_TIE_LOG10].split.min()),
+                log10_best=float(least))
+
+
+def best_split_by_assumption(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, assumption, value) of :func:`solve_points` on :func:`assumption_points`: the best split
+    of the proposed design (:func:`best_split_of`), its log10 D̂ and ``interior`` (0 < k < L)."""
+    rows = []
+    for (model, assumption, value), curve in table[table.scheme == "proposed"].groupby(
+            ["model", "assumption", "value"], sort=False):
+        best = best_split_of(curve)
+        rows.append(dict(model=model, profile=profile_of(model), assumption=assumption, value=value, **best,
+                         interior=0 < best["best_split"] < MODEL_SPECS[model].num_layers))
+    return pd.DataFrame(rows)
+
+
+#: A point where a slower server (c̃ = 32 FLOPs/cycle) gives BERT-base an interior best split.
+SLOW_SERVER_EXAMPLE = dict(model="bert-base", delay_s=0.158, energy_j=0.030, flops_per_cycle_server=32.0)
+
+
+def slow_server_example(preset: str = "paper") -> pd.DataFrame:
+    """The proposed design at every split of :data:`SLOW_SERVER_EXAMPLE` (:func:`solve_points` rows)."""
+    example = dict(SLOW_SERVER_EXAMPLE)
+    return solve_points(split_points(example.pop("model"), **example), ("proposed",), preset)
 
 
 def check_claims(table: pd.DataFrame) -> pd.DataFrame:
@@ -443,7 +537,7 @@ def plot_split_figure(table: pd.DataFrame, path) -> None:
         group = rows[rows.model == model].sort_values("split")
         ax_d, ax_r = axes[2 * i], axes[2 * i + 1]
         ax_d.plot(group.split, group.log10_distortion_bound, marker="o", ms=4, label="proposed")
-        if model in best.index:
+        if best.loc[model, "split"] >= 0:
             ax_d.scatter([best.loc[model, "split"]], [best.loc[model, "log10_distortion_bound"]], marker="*", s=200,
                          color="gold", edgecolor="black", zorder=4, label=f"best split {best.loc[model, 'split']}")
         _mark_infeasible(ax_d, group, "split")
@@ -491,6 +585,26 @@ def plot_sensitivity_figure(table: pd.DataFrame, path) -> None:
         ax.set_xlabel(_AXES["fig4"][1])
         ax.set_ylabel("elasticity of D̂*")
         ax.set_title(f"{model}: sensitivity of the optimum")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def plot_assumptions_figure(best: pd.DataFrame, path) -> None:
+    """``fig6_assumptions``: the best split of each model (:func:`best_split_by_assumption`) against the
+    raw-input size [bits] and against the server's FLOPs per cycle c̃ (log axes); −1 = no split feasible."""
+    labels = {"input_bits": "raw input uploaded at split 0 [bits]", "flops_per_cycle_server": "server FLOPs per cycle c̃"}
+    fig, axes = figure_grid(len(labels))
+    for ax, (assumption, label) in zip(axes, labels.items()):
+        for i, (model, group) in enumerate(best[best.assumption == assumption].groupby("model", sort=False)):
+            group = group.sort_values("value")
+            ax.plot(group.value, group.best_split, marker="os^D"[i % 4], ms=7 - i, alpha=0.8, label=model,
+                    linestyle="--" if profile_of(model) == "published" else "-")
+        ax.set_xscale("log", base=2 if assumption == "flops_per_cycle_server" else 10)
+        ax.set_xlabel(label)
+        ax.set_ylabel("best split k (0 = on-server)")
+        ax.yaxis.get_major_locator().set_params(integer=True)
+        ax.set_title(f"best split against the {label.split(' [')[0]}", fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     save_figure(fig, path)

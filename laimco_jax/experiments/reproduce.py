@@ -58,12 +58,13 @@ class ReproduceConfig:
         return paper.FigureGrids.quick() if self.quick else paper.FigureGrids()
 
     def key(self, part: str) -> dict[str, Any]:
-        """The arguments a part's result depends on (compared with the manifest on a re-run)."""
+        """The arguments a part's result depends on, as ``manifest.json`` stores them (tuples as lists;
+        compared with the manifest on a re-run)."""
         from laimco_jax import __version__
 
         grids = dataclasses.asdict(paper.AssumptionGrids() if part == "assumptions" else self.grids)
-        return dict(part=part, quick=self.quick, preset=self.preset, version=__version__,
-                    grids=grids, profiles={k: list(v) for k, v in paper.PROFILES.items()})
+        return json.loads(json.dumps(dict(part=part, quick=self.quick, preset=self.preset, version=__version__,
+                                          grids=grids, profiles=paper.PROFILES)))
 
 
 #: System figure -> file stem; a profile's figures are ``STEM.png`` (measured) and ``STEM_published.png``.

@@ -145,7 +145,6 @@ def json_text(data: dict[str, Any] | list[dict[str, Any]], why: dict[str, str] |
 
 #: Units in the tables of ``laimco system``, ``bound`` and ``solve`` (a dimensionless quantity shown as "-").
 _TABLE_UNITS = {name: "-" if unit == "1" else unit for name, unit in UNITS.items()} | {
-    "p_watt": UNITS["p_w"],  # laimco solve's name of Solution.p_w
     "model_bits": "bit",  # laimco bound: retained parameters x bits per weight
 }
 
@@ -250,10 +249,14 @@ def bound_cmd(
 
 
 METHODS = ("exact", "sca", "cvxpy-exact", "cvxpy-sca")
+#: Deprecated key of ``laimco solve --json`` -> the key (Solution's and the sweep store's name) that
+#: replaces it. Each is still printed, with the same value, in 0.1.x and is removed after it.
+DEPRECATED_JSON_KEYS = {"p_watt": "p_w"}
 
 
 def solution_record(solution, *, method: str, scheme: str) -> dict[str, Any]:
-    """A flat JSON-able record of a scalar Solution (the keys of ``laimco solve --json``)."""
+    """A flat JSON-able record of a scalar Solution: the keys of ``laimco solve --json`` (besides the
+    deprecated aliases of :data:`DEPRECATED_JSON_KEYS`), named as the fields of Solution."""
     from laimco_jax.solvers import INFEASIBLE_REASON_TEXT, InfeasibleReason, Status
 
     status = Status(int(solution.status))
@@ -266,7 +269,7 @@ def solution_record(solution, *, method: str, scheme: str) -> dict[str, Any]:
         "rho": solution.rho,
         "rho_server": solution.rho_server,
         "f_device_hz": solution.f_device_hz,
-        "p_watt": solution.p_w,
+        "p_w": solution.p_w,
         "f_server_hz": solution.f_server_hz,
         "delay_s": solution.delay_s,
         "energy_j": solution.energy_j,
@@ -320,7 +323,7 @@ def solve_cmd(
     problem = _problem(preset, model, config, set_)
     record = solution_record(_solve(problem, scheme, method), method=method, scheme=scheme)
     if as_json:
-        print(json_text(record))
+        print(json_text(record | {old: record[new] for old, new in DEPRECATED_JSON_KEYS.items()}))
         return
     record.pop("objective_history", None)
     _emit(record, False, f"(P1) solved by {method}, scheme {scheme}", _TABLE_UNITS)

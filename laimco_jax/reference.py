@@ -125,7 +125,7 @@ class _Coef:
     bits: float  # θ
     link_power: float  # k = B N0/g [W]
     bandwidth: float  # B
-    kappa: float  # y_max = ln(1 + g P_max/(B N0)) [nats/s/Hz]
+    max_efficiency: float  # y_max = ln(1 + g P_max/(B N0)) [nats/s/Hz]
     p_max: float
     f_max: float
     f_max_server: float
@@ -151,11 +151,11 @@ class _Coef:
     @property
     def u_min(self) -> float:
         """Seconds per bit at P_max, 1/r(P_max)."""
-        return LN2 / (self.bandwidth * self.kappa)
+        return LN2 / (self.bandwidth * self.max_efficiency)
 
     @property
     def snr_max(self) -> float:
-        return math.expm1(self.kappa)
+        return math.expm1(self.max_efficiency)
 
     def link_seconds_per_bit(self, p: float) -> float:
         return LN2 / (self.bandwidth * math.log1p(p / self.link_power))
@@ -211,7 +211,7 @@ def _coefficients(problem: Problem, spec: SchemeSpec) -> _Coef:
         bits=f(model.embedding_bits, "embedding_bits"),
         link_power=link_power,
         bandwidth=bandwidth,
-        kappa=math.log1p(p_max / link_power),
+        max_efficiency=math.log1p(p_max / link_power),
         p_max=p_max,
         f_max=f_max,
         f_max_server=f_max_s,
@@ -457,7 +457,7 @@ def _exact_values(c: _Coef, key: _ExactKey, fixed_rho=None):
             energy_const += c.bits * c.link_joules_per_bit(c.p_max) / c.E0
         else:
             link_c = c.link_power * c.T0 / c.E0
-            values.update(link_d_min=d_min, link_beta=c.kappa * d_min, link_c=link_c, link_log_c=math.log(link_c))
+            values.update(link_d_min=d_min, link_beta=c.max_efficiency * d_min, link_c=link_c, link_log_c=math.log(link_c))
     values.update(delay_const=delay_const, energy_const=energy_const,
                   delay_rhs=1.0 - delay_const, energy_rhs=1.0 - energy_const)
     return values, delay_const, energy_const
@@ -506,7 +506,7 @@ def _exact_point(c: _Coef, m: _ExactModel, fixed_rho=None):
     else:
         d_min = c.bits * c.u_min / c.T0
         d = max(d_min, float(m.v.value))
-        p = float(min(c.p_max, c.link_power * math.expm1(c.kappa * d_min / d)))
+        p = float(min(c.p_max, c.link_power * math.expm1(c.max_efficiency * d_min / d)))
     return rho, f, p, rho_s, f_s
 
 

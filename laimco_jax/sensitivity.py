@@ -5,8 +5,8 @@ z = (ρ, ρ̃, λ, μ, y) — the remaining fractions, the multipliers of the de
 budgets for the objective ρq + ρ̃s, and the uplink spectral efficiency y = ln(1 + g p/(B N0)) — solve
 a square system F(z, problem) = 0 on the active set (the convex form of docs/theory.md#convex-reformulation):
 
-* ρ free: q - λ T_d s - μ E_d/s² = 0 (marginal value = marginal cost); ρ at a bound: ρ = bound.
-  Likewise ρ̃. The clocks follow the price: s = f_max/f = max(1, (μ/(λ ν_d))^(1/3)).
+* ρ free: q - λ T_d ψ - μ E_d/ψ² = 0 (marginal value = marginal cost); ρ at a bound: ρ = bound.
+  Likewise ρ̃. The clocks follow the price: ψ = f_max/f = max(1, (μ/(λ ν_d))^(1/3)).
 * delay budget active: T = T0; inactive: λ = 0. Energy budget active: E = E0; inactive: μ = 0.
 * link free: μ k Λ(y) = λ with Λ(y) = e^y (y - 1) + 1, k = B N0/g; at P_max (or pinned): y = y_max.
 
@@ -109,15 +109,15 @@ def _optimality(z, problem: Problem, active: _ActiveSet, spec: SchemeSpec):
     """F(z, problem), zero at the optimum (see the module docstring); each row scaled to O(1)."""
     rho, rho_srv, lam, mu, y = z
     form = convex_form(problem, spec)
-    s_dev = _slowdown(form.free_price_device, lam, mu, active.slowdown_device, spec.fixed_frequency)
-    s_srv = _slowdown(form.free_price_server, lam, mu, active.slowdown_server, spec.fixed_frequency)
+    psi_dev = _slowdown(form.free_price_device, lam, mu, active.slowdown_device, spec.fixed_frequency)
+    psi_srv = _slowdown(form.free_price_server, lam, mu, active.slowdown_server, spec.fixed_frequency)
     total = form.value_device + form.value_server
     expm1_y = jnp.expm1(y)
     seconds_per_bit, joules_per_bit = link_rates(form, y, expm1_y)
-    delay = rho * form.delay_device_s * s_dev + rho_srv * form.delay_server_s * s_srv + form.bits * seconds_per_bit
-    energy = rho * form.energy_device_j / s_dev**2 + rho_srv * form.energy_server_j / s_srv**2 + form.bits * joules_per_bit
-    marginal_dev = form.value_device - lam * form.delay_device_s * s_dev - mu * form.energy_device_j / s_dev**2
-    marginal_srv = form.value_server - lam * form.delay_server_s * s_srv - mu * form.energy_server_j / s_srv**2
+    delay = rho * form.delay_device_s * psi_dev + rho_srv * form.delay_server_s * psi_srv + form.bits * seconds_per_bit
+    energy = rho * form.energy_device_j / psi_dev**2 + rho_srv * form.energy_server_j / psi_srv**2 + form.bits * joules_per_bit
+    marginal_dev = form.value_device - lam * form.delay_device_s * psi_dev - mu * form.energy_device_j / psi_dev**2
+    marginal_srv = form.value_server - lam * form.delay_server_s * psi_srv - mu * form.energy_server_j / psi_srv**2
     link_balance = mu * form.link_power_w * link_stationarity(y, expm1_y) - lam
     lam_scale = total / form.delay_budget_s
     return jnp.stack([
@@ -220,8 +220,8 @@ def _outputs_at(problem: Problem, solution, scheme: str) -> OptimumOutputs:
     """The outputs at ``solution`` (solve_exact's, not differentiated), differentiable in ``problem``."""
     spec, solved, form, active, z0 = _kkt(problem, solution, scheme)
     rho, rho_srv, lam, mu, y = _kkt_point(scheme)(z0, solved, active)
-    s_dev = _slowdown(form.free_price_device, lam, mu, active.slowdown_device, spec.fixed_frequency)
-    s_srv = _slowdown(form.free_price_server, lam, mu, active.slowdown_server, spec.fixed_frequency)
+    psi_dev = _slowdown(form.free_price_device, lam, mu, active.slowdown_device, spec.fixed_frequency)
+    psi_srv = _slowdown(form.free_price_server, lam, mu, active.slowdown_server, spec.fixed_frequency)
     system, model = solved.system, solved.model
     p_w = jnp.where(active.link_at_max > 0, system.p_max_w, form.link_power_w * jnp.expm1(y))
     outputs = OptimumOutputs(
@@ -230,9 +230,9 @@ def _outputs_at(problem: Problem, solution, scheme: str) -> OptimumOutputs:
         ),
         rho=rho,
         rho_server=rho_srv,
-        f_device_hz=jnp.where(form.delay_device_s > 0, system.f_max_device_hz / s_dev, 0.0),
+        f_device_hz=jnp.where(form.delay_device_s > 0, system.f_max_device_hz / psi_dev, 0.0),
         p_w=jnp.where(form.bits > 0, p_w, 0.0),
-        f_server_hz=jnp.where(form.delay_server_s > 0, system.f_max_server_hz / s_srv, 0.0),
+        f_server_hz=jnp.where(form.delay_server_s > 0, system.f_max_server_hz / psi_srv, 0.0),
         retained_params=rho * model.params_device + rho_srv * model.params_server,
     )
     feasible = found_point(solution.status)

@@ -48,9 +48,10 @@ def test_solve_json_keys_and_statuses(cli):
     code, out, _ = cli("solve", "--preset", "paper", "--model", "bert-base", "--json")
     record = json.loads(out)
     assert code == 0 and record["status"] == "optimal"
-    for key in ("status", "rho", "rho_server", "f_device_hz", "p_watt", "f_server_hz", "delay_s", "energy_j",
+    for key in ("status", "rho", "rho_server", "f_device_hz", "p_w", "f_server_hz", "delay_s", "energy_j",
                 "log2_distortion_bound", "certificate", "method", "scheme"):
         assert key in record
+    assert record["p_watt"] == record["p_w"] > 0  # the deprecated alias (cli.DEPRECATED_JSON_KEYS)
     assert record["delay_s"] <= 0.35 * (1 + 1e-9) and record["energy_j"] <= 0.015 * (1 + 1e-9)
     code, out, _ = cli("solve", "--set", "delay_s=0.001", "--json")
     assert code == 0 and json.loads(out)["status"] == "infeasible"

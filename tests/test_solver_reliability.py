@@ -246,7 +246,7 @@ def test_returned_point_meets_its_budgets_when_re_evaluated_by_laimco_system(cli
     sol = json.loads(out)
     assert code == 0 and sol["status"] == "optimal"
     code, out, _ = cli("system", *sets, "--rho", repr(sol["rho"]), "--rho-server", repr(sol["rho_server"]),
-                       "--f-device", repr(sol["f_device_hz"]), "--p-watt", repr(sol["p_watt"]),
+                       "--f-device", repr(sol["f_device_hz"]), "--p-watt", repr(sol["p_w"]),
                        "--f-server", repr(sol["f_server_hz"]), "--json")
     terms = json.loads(out)
     assert terms["within_delay_budget"] and terms["within_energy_budget"]

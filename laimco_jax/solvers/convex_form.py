@@ -1,8 +1,8 @@
 """(P1) in the variables in which it is convex, shared by the exact solver, the SCA and the sensitivity.
 
-With the device slow-down s = f_max/f >= 1, the server slow-down s̃ = f̃_max/f̃ >= 1 and the uplink
+With the device slow-down ψ = f_max/f >= 1, the server slow-down ψ̃ = f̃_max/f̃ >= 1 and the uplink
 spectral efficiency y = ln(1 + g p/(B N0)) [nats/s/Hz], the device part of a pruned model with
-remaining fraction ρ takes ρ·T_d·s seconds and ρ·E_d/s² joules (eqs. (4), (5)), the server likewise
+remaining fraction ρ takes ρ·T_d·ψ seconds and ρ·E_d/ψ² joules (eqs. (4), (5)), the server likewise
 (eqs. (8), (9)), and the upload θ·u seconds and θ·e(y) joules (eqs. (6), (7)), with the per-bit rates
 of :func:`link_rates`. At an energy price ν [s/J] (time + ν·energy), each processor's best slow-down
 is :func:`slowdown` and the free link's efficiency solves ν k Λ(y) = 1 (:func:`link_stationarity`).
@@ -92,9 +92,9 @@ def link_rates(form: ConvexForm, y, expm1_y):
 
 
 def slowdown(cbrt_price, inv_cbrt_free_price, fixed_frequency: bool):
-    """A processor's slow-down s = f_max/f = max(1, (ν/ν_free)^(1/3)) at energy price ν [s/J].
+    """A processor's slow-down ψ = f_max/f = max(1, (ν/ν_free)^(1/3)) at energy price ν [s/J].
 
-    It minimises s·T + ν·E/s² over s >= 1 (delay ∝ s, energy ∝ 1/s², eqs. (4), (5)); ν_free =
+    It minimises ψ·T + ν·E/ψ² over ψ >= 1 (delay ∝ ψ, energy ∝ 1/ψ², eqs. (4), (5)); ν_free =
     1/(2 η φ f_max³) is the price below which the clock stays at f_max. Taken as ν^(1/3) and
     ν_free^(-1/3), so that a price search finds the free prices' roots once; 1 where clocks are pinned.
     """

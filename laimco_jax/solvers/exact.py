@@ -1,16 +1,16 @@
 """Exact global solver of (P1) through its convex reformulation and a one-dimensional dual search.
 
 The reformulation (docs/theory.md#convex-reformulation): with the device slow-down
-s = f_max/f >= 1, the server slow-down s̃ = f̃_max/f̃ >= 1 and the uplink spectral efficiency
+ψ = f_max/f >= 1, the server slow-down ψ̃ = f̃_max/f̃ >= 1 and the uplink spectral efficiency
 y = ln(1 + g p/(B N0)) in nats/s/Hz (so u = ln2/(B y) seconds per bit), the device part of a pruned
-model with remaining fraction ρ takes ρ·T_d·s seconds and ρ·E_d/s² joules, where T_d = N/(c f_max) and
+model with remaining fraction ρ takes ρ·T_d·ψ seconds and ρ·E_d/ψ² joules, where T_d = N/(c f_max) and
 E_d = η φ N f_max²/c are its delay and energy at full clock (eqs. (4), (5)); the server likewise; the
 upload takes θ u seconds and θ e(y) joules with e(y) = (B N0/g)(e^y - 1) ln2/(B y) (eqs. (6), (7)).
-In the variables (ρ, ρ̃, τ = ρ T_d s, τ̃, u) the problem is convex and maximises ρq + ρ̃s (D̂ of (41)
+In the variables (ρ, ρ̃, τ = ρ T_d ψ, τ̃, u) the problem is convex and maximises ρq + ρ̃s (D̂ of (41)
 is strictly decreasing in it).
 
 Solver. For an energy price ν >= 0 [s/J], the Lagrangian relaxation with both budgets aggregated as
-time + ν·energy <= T0 + ν E0 separates: each part picks its clock alone (s = max(1, (ν/ν_d)^(1/3)) with
+time + ν·energy <= T0 + ν E0 separates: each part picks its clock alone (ψ = max(1, (ν/ν_d)^(1/3)) with
 ν_d = 1/(2 η φ f_max³)), the link its efficiency y (ν k (e^y (y - 1) + 1) = 1, k = B N0/g, capped at
 y_max = ln(1 + g P_max/(B N0))), and ρ, ρ̃ solve a two-item fractional knapsack whose value h(ν) is an
 upper bound on the optimum. h is quasiconvex in ν, and at any ν the knapsack's response violates
@@ -94,7 +94,7 @@ class _Rates(NamedTuple):
     """Clock and link choices at an energy price, and their per-unit delay and energy."""
 
     price: Any  # ν [s/J]
-    slowdown_device: Any  # s = f_max/f
+    slowdown_device: Any  # ψ = f_max/f
     slowdown_server: Any
     efficiency: Any  # y [nats/s/Hz]
     delay_device: Any  # per unit ρ [s]
@@ -135,19 +135,19 @@ def _rates_at(form: ConvexForm, y, spec: SchemeSpec, fixed: _Fixed | None = None
     else:
         efficiency = jnp.minimum(y, form.max_efficiency)
         expm1_eff = jnp.minimum(expm1_y, fixed.expm1_max_efficiency)
-    s_dev = slowdown(cbrt_price, fixed.inv_cbrt_free_device, spec.fixed_frequency)
-    s_srv = slowdown(cbrt_price, fixed.inv_cbrt_free_server, spec.fixed_frequency)
+    psi_dev = slowdown(cbrt_price, fixed.inv_cbrt_free_device, spec.fixed_frequency)
+    psi_srv = slowdown(cbrt_price, fixed.inv_cbrt_free_server, spec.fixed_frequency)
     seconds_per_bit, joules_per_bit = link_rates(form, efficiency, expm1_eff)
     full = functools.partial(jnp.broadcast_to, shape=price.shape)  # every field of the batch's shape
     return _Rates(
         price=price,
-        slowdown_device=full(s_dev),
-        slowdown_server=full(s_srv),
+        slowdown_device=full(psi_dev),
+        slowdown_server=full(psi_srv),
         efficiency=full(efficiency),
-        delay_device=full(form.delay_device_s * s_dev),
-        energy_device=full(form.energy_device_j / s_dev**2),
-        delay_server=full(form.delay_server_s * s_srv),
-        energy_server=full(form.energy_server_j / s_srv**2),
+        delay_device=full(form.delay_device_s * psi_dev),
+        energy_device=full(form.energy_device_j / psi_dev**2),
+        delay_server=full(form.delay_server_s * psi_srv),
+        energy_server=full(form.energy_server_j / psi_srv**2),
         delay_link=full(form.bits * seconds_per_bit),
         energy_link=full(form.bits * joules_per_bit),
     )

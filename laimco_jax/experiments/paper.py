@@ -46,6 +46,9 @@ __all__ = [
     "points_problem",
     "absent_parts",
     "solve_points",
+    "on_device_split",
+    "solve_on_device_end",
+    "solve_with_on_device_end",
     "sca_against_exact",
     "sensitivity_table",
     "check_claims",
@@ -232,6 +235,34 @@ def solve_points(points: pd.DataFrame, schemes: Sequence[str], preset: str = "pa
                      ignore_index=True)
 
 
+def on_device_split(model: str) -> int:
+    """Fig. 6's position of on-device inference (the whole model on the device, nothing uploaded): split L
+    where it leaves the server nothing (BERT-base), else L + 1 (BART-base splits its encoder only, so its
+    split L keeps the decoder on the server; the ``on-device`` scheme moves the decoder to the device too)."""
+    spec = MODEL_SPECS[model]
+    last = spec.splits[spec.num_layers]
+    return spec.num_layers + int(last["params_server"] + last["flops_server"] > 0)
+
+
+def solve_on_device_end(points: pd.DataFrame, preset: str = "paper") -> pd.DataFrame:
+    """Fig. 6's on-device end where no split reaches it: the ``on-device`` scheme (q ← q + s, N ← N + Ñ,
+    θ = 0) at split L of each such model's Fig. 6 points, reported at ``split`` = :func:`on_device_split`."""
+    last = points.model.map(lambda m: MODEL_SPECS[m].num_layers)
+    beyond = points.model.map(on_device_split) > last
+    ends = points[(points.figure == "fig6") & (points.split == last) & beyond]
+    if ends.empty:
+        return ends.assign(scheme="on-device")
+    table = solve_points(ends, ("on-device",), preset)
+    return table.assign(split=table.model.map(on_device_split))
+
+
+def solve_with_on_device_end(points: pd.DataFrame, schemes: Sequence[str] = ("proposed",),
+                             preset: str = "paper") -> pd.DataFrame:
+    """:func:`solve_points` and, for Fig. 6's curves, :func:`solve_on_device_end`, in one table."""
+    ends = solve_on_device_end(points, preset)
+    return pd.concat([solve_points(points, schemes, preset)] + ([ends] if len(ends) else []), ignore_index=True)
+
+
 def sca_against_exact(points: pd.DataFrame, preset: str = "paper") -> pd.DataFrame:
     """The paper's SCA and the exact solver on the same points (proposed design).
 
@@ -285,7 +316,9 @@ CLAIMS: dict[str, tuple[str, str]] = {
         "device-only pruning is infeasible at the smallest E0 where the proposed design is feasible (Fig. 5)"),
     "interior_split": (
         "co-inference with a properly selected split point outperforms both on-device and on-server inference",
-        "the best split k (smallest D̂) is interior, 0 < k < L, at the preset budgets (Fig. 6)"),
+        "the best split k (smallest D̂) is interior at the preset budgets (Fig. 6): 0 < k and better than "
+        "on-device inference (BERT: k < L; BART: k ≤ L, its split L keeps the decoder on the server, and "
+        "on-device, decoder included, is L + 1)"),
 }
 #: Published presets and measured profiles: the two runs of every system figure.
 PROFILES: dict[str, tuple[str, ...]] = {"published": tuple(m + PUBLISHED_SUFFIX for m in MODELS), "measured": MODELS}
@@ -353,10 +386,18 @@ def _turns_infeasible(rows: pd.DataFrame, model: str, claim: str, figure: str, s
     return _claim(claim, model, len(feasible_prop) > 0 and not bench[tightest], detail)
 
 
+def split_curve_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Fig. 6's curve: the proposed rows at splits 0 … L and the on-device end beyond L
+    (:func:`solve_on_device_end`) where there is one."""
+    fig6 = table[table.figure == "fig6"]
+    beyond = fig6.split > fig6.model.map(lambda m: MODEL_SPECS[m].num_layers)
+    return fig6[(fig6.scheme == "proposed") | ((fig6.scheme == "on-device") & beyond)]
+
+
 def best_splits(table: pd.DataFrame) -> pd.DataFrame:
     """The best split (largest retained parameters ⇔ smallest D̂; :func:`best_split_of`) per model on
-    Fig. 6's proposed rows."""
-    rows = table[(table.figure == "fig6") & (table.scheme == "proposed")]
+    Fig. 6's curve (:func:`split_curve_rows`)."""
+    rows = split_curve_rows(table)
     best = [dict(model=model, **best_split_of(curve)) for model, curve in rows.groupby("model", sort=False)]
     return pd.DataFrame(best).rename(columns=dict(best_split="split", log10_best="log10_distortion_bound"))
 
@@ -420,14 +461,15 @@ def best_split_of(curve: pd.DataFrame) -> dict:
 
 
 def best_split_by_assumption(table: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, assumption, value) of :func:`solve_points` on :func:`assumption_points`: the best split
-    of the proposed design (:func:`best_split_of`), its log10 D̂ and ``interior`` (0 < k < L)."""
+    """Per (model, assumption, value) of :func:`solve_with_on_device_end` on :func:`assumption_points`: the
+    best split of Fig. 6's curve (:func:`split_curve_rows`, :func:`best_split_of`), its log10 D̂ and
+    ``interior`` (0 < k < :func:`on_device_split`)."""
     rows = []
-    for (model, assumption, value), curve in table[table.scheme == "proposed"].groupby(
+    for (model, assumption, value), curve in split_curve_rows(table).groupby(
             ["model", "assumption", "value"], sort=False):
         best = best_split_of(curve)
         rows.append(dict(model=model, profile=profile_of(model), assumption=assumption, value=value, **best,
-                         interior=0 < best["best_split"] < MODEL_SPECS[model].num_layers))
+                         interior=0 < best["best_split"] < on_device_split(model)))
     return pd.DataFrame(rows)
 
 
@@ -454,9 +496,10 @@ def check_claims(table: pd.DataFrame) -> pd.DataFrame:
                                         "budget_delay_s"))
         claims.append(_turns_infeasible(rows, model, "device_only_infeasible", "fig5", "device-pruning-only",
                                         "budget_energy_j"))
-        last, k = MODEL_SPECS[model].num_layers, int(best.loc[model, "split"])
-        claims.append(_claim("interior_split", model, 0 < k < last, f"best split {k} of 0..{last} "
-                             f"(log10 D̂ = {best.loc[model, 'log10_distortion_bound']:.4g})"))
+        end, k = on_device_split(model), int(best.loc[model, "split"])
+        device = "" if end == MODEL_SPECS[model].num_layers else f", {end} = on-device, decoder included"
+        claims.append(_claim("interior_split", model, 0 < k < end, f"best split {k} of 0..{end} "
+                             f"(log10 D̂ = {best.loc[model, 'log10_distortion_bound']:.4g}{device})"))
     return pd.DataFrame(claims)
 
 
@@ -527,9 +570,10 @@ def plot_budget_figure(table: pd.DataFrame, figure: str, path) -> None:
 
 
 def plot_split_figure(table: pd.DataFrame, path) -> None:
-    """Fig. 6: per model, log10 D̂ and ρ, ρ̃ of the proposed design against the split, best split starred.
-    The ratio of an absent part (ρ at split 0, ρ̃ at BERT's split L) is NaN in the table and not drawn."""
-    rows = table[(table.figure == "fig6") & (table.scheme == "proposed")]
+    """Fig. 6: per model, log10 D̂ and ρ, ρ̃ of the proposed design against the split (and on-device
+    inference beyond BART's split L, :func:`split_curve_rows`), best split starred. The ratio of an absent
+    part (ρ at split 0, ρ̃ at BERT's split L and on-device) is NaN in the table and not drawn."""
+    rows = split_curve_rows(table)
     best = best_splits(table).set_index("model")
     models = list(dict.fromkeys(rows.model))
     fig, axes = figure_grid(2 * len(models))
@@ -543,7 +587,10 @@ def plot_split_figure(table: pd.DataFrame, path) -> None:
         _mark_infeasible(ax_d, group, "split")
         ax_r.plot(group.split, group.rho, marker="o", ms=4, label="ρ (device)")
         ax_r.plot(group.split, group.rho_server, marker="s", ms=4, label="ρ̃ (server)")
+        end = on_device_split(model)
         for ax in (ax_d, ax_r):
+            if end > MODEL_SPECS[model].num_layers:
+                ax.set_xticks(range(end + 1), [*map(str, range(end)), "on-\ndevice"])
             ax.set_xlabel(_AXES["fig6"][1])
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)

@@ -25,7 +25,7 @@ import pytest
 from laimco_jax.params import make_problem
 from laimco_jax.solvers import SCHEMES, InfeasibleReason, Status, solve_exact
 from laimco_jax.solvers.instances import random_problems
-from laimco_jax.solvers.sca import DEFAULT_MAX_ITERS, solve_sca
+from laimco_jax.solvers.sca import DEFAULT_MAX_ITERS, SCAOptions, solve_sca
 from laimco_jax.solvers.schemes import scheme_problem
 from laimco_jax.system import OperatingPoint, evaluate
 
@@ -163,6 +163,19 @@ def test_presets_reach_the_exact_optimum_and_its_multipliers():
 def test_max_iters_must_be_positive():
     with pytest.raises(ValueError, match="max_iters"):
         solve_sca(make_problem("paper", "bert-base"), max_iters=0)
+
+
+def test_options_reach_the_start_rule_and_the_inner_solvers():
+    """SCAOptions is static and used: a 2-step bisection on κ starts higher, a one-step AL does not converge."""
+    problem = make_problem("paper", "bert-base").astype(jnp.float64)
+    default = solve_sca(problem)
+    coarse = solve_sca(problem, options=SCAOptions(bisection_steps=2))
+    assert float(coarse.objective_history[0]) > float(default.objective_history[0]) + 0.1
+    truncated = solve_sca(problem, options=SCAOptions(al_iters=1, newton_iters=1))
+    assert int(truncated.status) == Status.NOT_CONVERGED and int(default.status) == Status.OPTIMAL
+    for bad in (SCAOptions(al_iters=0), SCAOptions(newton_tol=0.0), SCAOptions(price_points=2.5)):
+        with pytest.raises(ValueError, match="options"):
+            solve_sca(problem, options=bad)
 
 
 # ----------------------------------------------------------------------------- slow

@@ -32,8 +32,10 @@ The two remaining constraints (45a) and (50a) are handled by an augmented-Lagran
 (Powell-Hestenes-Rockafellar): each subproblem min_x f_0(x) + Σ_j (max(0, λ_j + μ f_j(x))² - λ_j²)/(2μ)
 over the box is solved by a projected Newton method (Bertsekas) with exact derivatives (every term
 is c·exp(w·x), so gradients and Hessians are closed-form), then λ_j <- max(0, λ_j + μ f_j); μ starts
-at 1e3 and grows tenfold whenever ALGENCAN's residual max_j |max(f_j, -λ_j/μ)| did not shrink a
-hundredfold; the AL ends when that residual is below 1e-12. Multipliers and iterates are
+at ``al_penalty0`` and grows tenfold (up to ``al_penalty_max``) whenever ALGENCAN's residual
+max_j |max(f_j, -λ_j/μ)| did not shrink by the factor ``al_decrease``; the AL ends when that residual
+is below ``al_tol`` (or after ``al_iters`` updates). These constants, the Newton solver's and the start
+rule's are the fields of :class:`SCAOptions` (defaults 1e3, 1e8, 0.01, 1e-12, 30). Multipliers and iterates are
 warm-started across SCA iterations. The three nested loops (SCA, AL, Newton) run as one flat
 ``lax.while_loop`` doing one Newton step per pass, so a vmapped batch costs its largest
 per-instance number of Newton steps, not the product of per-loop maxima (nested solver loops, e.g.
@@ -48,7 +50,7 @@ and every box (up to rounding of the final evaluation, far below 1e-9 relative).
 cannot be restored (its upload or pinned parts alone exceed a budget) is not accepted: the previous
 feasible point is kept.
 
-Starting point (default). For each energy price ν on a log grid (48 values spanning every price at
+Starting point (default). For each energy price ν on a log grid (``SCAOptions.price_points`` values spanning every price at
 which a clock leaves its maximum, plus the grid's best price at κ = 0 refined by golden section),
 each processor runs at the clock that minimises delay + ν·energy (f = f_max/max(1, (ν/ν_d)^(1/3)),
 ν_d = 1/(2ηφ f_max³); f̃ likewise), the ratios are ρ = ρ_min + κ(1 - ρ_min) and
@@ -107,7 +109,7 @@ from laimco_jax.solvers.solution import (
 )
 from laimco_jax.system import LN2, OperatingPoint
 
-__all__ = ["solve_sca", "DEFAULT_MAX_ITERS", "DEFAULT_EPS"]
+__all__ = ["solve_sca", "SCAOptions", "DEFAULT_MAX_ITERS", "DEFAULT_EPS"]
 
 DEFAULT_MAX_ITERS = 100  # outer SCA iterations
 DEFAULT_EPS = 1e-9  # stopping threshold ε on the decrease of log2 D̂ [bits]
@@ -115,20 +117,42 @@ DEFAULT_EPS = 1e-9  # stopping threshold ε on the decrease of log2 D̂ [bits]
 _LOG_FLOOR = math.log(1e-12)  # lower bound of log a, log ã, log π
 _Z_FLOOR = 1e-3  # lower bound of z = ρ'/ρ'^(k)
 _RHO_START_FLOOR = 1e-9  # smallest ρ, ρ̃ whose reciprocal starts the SCA
-_PRICE_POINTS = 48  # energy prices tried by the default start
-_BISECTION_STEPS = 60
-_AL_ITERS = 30  # augmented-Lagrangian multiplier updates per (P3.k)
-_AL_TOL = 1e-12  # AL residual (feasibility and complementarity, fractions of T0, E0) that ends it
-_AL_DECREASE = 0.01  # μ grows tenfold when the residual did not shrink by this factor
-_AL_PENALTY0 = 1e3
-_AL_PENALTY_MAX = 1e8
-_NEWTON_ITERS = 60
-_NEWTON_TOL = 1e-12  # projected-gradient norm that ends a projected Newton solve
-_NEWTON_RIDGE = 1e-12  # relative ridge added to the reduced Hessian
-_ACTIVE_EPS = 1e-6  # widest ε of Bertsekas' active set
-_ARMIJO = 1e-4
 _NEAR_ACTIVE = 1e-4  # constraint value above which the penalty's curvature is kept
-_STEPS = 12  # Armijo trial steps 1, 1/4, ..., 4^-11
+
+
+class SCAOptions(NamedTuple):
+    """Tuning constants of :func:`solve_sca`'s start rule and inner solvers (module docstring).
+
+    Passed as ``solve_sca(..., options=SCAOptions(...))``; static under ``jit`` (hashable: another
+    value compiles another program). The defaults are those of every test and figure.
+    """
+
+    price_points: int = 48  # energy prices ν on the start rule's log grid
+    bisection_steps: int = 60  # bisection steps on κ, and golden-section steps on ν at κ = 0
+    al_iters: int = 30  # most augmented-Lagrangian (AL) multiplier updates per (P3.k)
+    al_tol: float = 1e-12  # AL residual (fractions of T0, E0) that ends an AL; floored by the dtype
+    al_decrease: float = 0.01  # μ grows tenfold when the residual did not shrink by this factor
+    al_penalty0: float = 1e3  # μ at the start of each AL
+    al_penalty_max: float = 1e8  # largest μ
+    newton_iters: int = 60  # most projected Newton steps per AL subproblem
+    newton_tol: float = 1e-12  # projected-gradient norm that ends a projected Newton solve
+    newton_ridge: float = 1e-12  # relative ridge added to the reduced Hessian
+    active_eps: float = 1e-6  # widest ε of Bertsekas' active set
+    armijo: float = 1e-4  # Armijo sufficient-decrease fraction
+    armijo_steps: int = 12  # Armijo trial steps 1, 1/4, ..., 4^-(armijo_steps - 1)
+
+
+_COUNTS = ("price_points", "bisection_steps", "al_iters", "newton_iters", "armijo_steps")
+
+
+def _check_options(options: SCAOptions) -> None:
+    """Raise ValueError unless ``options`` is an SCAOptions of integer counts >= 1 and values > 0."""
+    if not isinstance(options, SCAOptions):
+        raise ValueError(f"options = {options!r} must be an SCAOptions")
+    for name, value in options._asdict().items():
+        count = name in _COUNTS
+        if not (isinstance(value, int) and value >= 1 if count else value > 0):
+            raise ValueError(f"options.{name} = {value!r} must be {'an integer >= 1' if count else '> 0'}")
 
 
 # ----------------------------------------------------------------------------- scaled instance
@@ -408,7 +432,7 @@ def _start_at_price(inst: _Instance, price, kappa, spec: SchemeSpec):
     return pt, feasible, jnp.where(left > 0, violation, jnp.inf)
 
 
-def _default_start(inst: _Instance, spec: SchemeSpec):
+def _default_start(inst: _Instance, spec: SchemeSpec, options: SCAOptions):
     """The start rule of the module docstring: the point and whether it is feasible.
 
     Every price of a log grid, plus the grid's least-violating price at κ = 0 refined by golden
@@ -417,15 +441,15 @@ def _default_start(inst: _Instance, spec: SchemeSpec):
     """
     low = 0.5 * jnp.minimum(inst.free_price_device, inst.free_price_server)
     high = 1e9 * jnp.maximum(inst.free_price_device, inst.free_price_server)
-    grid = jnp.log(low) + jnp.linspace(0.0, 1.0, _PRICE_POINTS, dtype=low.dtype) * (jnp.log(high) - jnp.log(low))
+    grid = jnp.log(low) + jnp.linspace(0.0, 1.0, options.price_points, dtype=low.dtype) * (jnp.log(high) - jnp.log(low))
 
     def violation_at_zero(log_price):
         return _start_at_price(inst, jnp.exp(log_price), jnp.zeros_like(log_price), spec)[2]
 
     nearest = jnp.argmin(violation_at_zero(grid))
     refined = golden_section(
-        violation_at_zero, grid[jnp.maximum(nearest - 1, 0)], grid[jnp.minimum(nearest + 1, _PRICE_POINTS - 1)],
-        _BISECTION_STEPS,
+        violation_at_zero, grid[jnp.maximum(nearest - 1, 0)], grid[jnp.minimum(nearest + 1, options.price_points - 1)],
+        options.bisection_steps,
     )
     prices = jnp.exp(jnp.append(grid, refined))
     zero, one = jnp.zeros_like(prices), jnp.ones_like(prices)
@@ -437,7 +461,7 @@ def _default_start(inst: _Instance, spec: SchemeSpec):
         return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
 
     all_in = _start_at_price(inst, prices, one, spec)[1]
-    kappa = jnp.where(all_in, 1.0, jax.lax.fori_loop(0, _BISECTION_STEPS, bisect, (zero, one))[0])
+    kappa = jnp.where(all_in, 1.0, jax.lax.fori_loop(0, options.bisection_steps, bisect, (zero, one))[0])
     feasible = _start_at_price(inst, prices, zero, spec)[1]
     best = jnp.argmax(jnp.where(feasible, kappa, -1.0))
     return _start_at_price(inst, prices[best], kappa[best], spec)[0], feasible[best]
@@ -488,7 +512,7 @@ def _log2_distortion(inst: _Instance, pt: _Point):
     return inst.log2_distortion_pruned - inst.bits_per_weight * _retained(inst, pt)
 
 
-def _initial_state(inst: _Instance, start: _Point, feasible, max_iters: int) -> _State:
+def _initial_state(inst: _Instance, start: _Point, feasible, max_iters: int, options: SCAOptions) -> _State:
     """The SCA at a start: local point (p, 1/ρ, 1/ρ̃) (ρ, ρ̃ floored at 1e-9); done if infeasible."""
     local = _Local(
         power=start.power,
@@ -501,7 +525,7 @@ def _initial_state(inst: _Instance, start: _Point, feasible, max_iters: int) -> 
         local=local,
         x=jnp.stack([zero, zero, jnp.log(start.clock), jnp.log(start.clock_server), jnp.log(start.power)]),
         multipliers=jnp.zeros((2,), zero.dtype),
-        penalty=jnp.full_like(zero, _AL_PENALTY0),
+        penalty=jnp.full_like(zero, options.al_penalty0),
         residual=jnp.full_like(zero, jnp.inf),
         newton_steps=jnp.asarray(0),
         al_updates=jnp.asarray(0),
@@ -514,7 +538,7 @@ def _initial_state(inst: _Instance, start: _Point, feasible, max_iters: int) -> 
     )
 
 
-def _sca_update(inst: _Instance, eps, max_iters: int, s: _State, x, settled) -> _State:
+def _sca_update(inst: _Instance, eps, max_iters: int, options: SCAOptions, s: _State, x, settled) -> _State:
     """End of SCA iteration k at the solution x of (P3.k): restore, accept, move the local point."""
     rho, rho_server = _ratios(s.local, x)
     candidate = _Point(
@@ -535,7 +559,7 @@ def _sca_update(inst: _Instance, eps, max_iters: int, s: _State, x, settled) -> 
             rho_server_aux=jnp.exp(x[_Z_SERVER]) * s.local.rho_server_aux,
         ),
         x=x.at[_Z].set(0.0).at[_Z_SERVER].set(0.0),  # z = 1: the solution itself
-        penalty=jnp.full_like(s.penalty, _AL_PENALTY0),
+        penalty=jnp.full_like(s.penalty, options.al_penalty0),
         residual=jnp.full_like(s.residual, jnp.inf),
         newton_steps=jnp.zeros_like(s.newton_steps),
         al_updates=jnp.zeros_like(s.al_updates),
@@ -548,7 +572,7 @@ def _sca_update(inst: _Instance, eps, max_iters: int, s: _State, x, settled) -> 
     )
 
 
-def _step(inst: _Instance, eps, spec: SchemeSpec, max_iters: int, s: _State) -> _State:
+def _step(inst: _Instance, eps, spec: SchemeSpec, max_iters: int, options: SCAOptions, s: _State) -> _State:
     """One pass: a Newton step on the AL of (P3.k); an AL update if the Newton solve ended; an SCA
     update if the AL ended (residual within tolerance, or out of updates)."""
     sub = _subproblem(inst, s.local, spec)
@@ -556,24 +580,25 @@ def _step(inst: _Instance, eps, spec: SchemeSpec, max_iters: int, s: _State) -> 
         functools.partial(_augmented_lagrangian, sub, s.multipliers, s.penalty),
         functools.partial(_augmented_lagrangian_model, sub, s.multipliers, s.penalty),
         s.x, sub.lower, sub.upper,
-        tol=_NEWTON_TOL, ridge=_NEWTON_RIDGE, active_eps=_ACTIVE_EPS, armijo=_ARMIJO, steps=_STEPS,
+        tol=options.newton_tol, ridge=options.newton_ridge, active_eps=options.active_eps, armijo=options.armijo,
+        steps=options.armijo_steps,
     )
-    newton_over = newton_over | (s.newton_steps + 1 >= _NEWTON_ITERS)
+    newton_over = newton_over | (s.newton_steps + 1 >= options.newton_iters)
     c = _values(sub, x)[1:]
     # ALGENCAN's residual max_j |max(f_j, -λ_j/μ)|: feasibility and complementarity at once.
     residual = jnp.max(jnp.abs(jnp.maximum(c, -s.multipliers / s.penalty)))
-    grow = residual > _AL_DECREASE * s.residual
+    grow = residual > options.al_decrease * s.residual
     after_al = s._replace(
         x=x,
         multipliers=jnp.maximum(0.0, s.multipliers + s.penalty * c),
-        penalty=jnp.where(grow, jnp.minimum(10.0 * s.penalty, _AL_PENALTY_MAX), s.penalty),
+        penalty=jnp.where(grow, jnp.minimum(10.0 * s.penalty, options.al_penalty_max), s.penalty),
         residual=residual,
         newton_steps=jnp.zeros_like(s.newton_steps),
         al_updates=s.al_updates + 1,
     )
-    settled = residual <= tolerance(_AL_TOL, c.dtype)
-    al_over = newton_over & (settled | (s.al_updates + 1 >= _AL_ITERS))
-    after_sca = _sca_update(inst, eps, max_iters, after_al, x, settled)
+    settled = residual <= tolerance(options.al_tol, c.dtype)
+    al_over = newton_over & (settled | (s.al_updates + 1 >= options.al_iters))
+    after_sca = _sca_update(inst, eps, max_iters, options, after_al, x, settled)
     after_newton = s._replace(x=x, newton_steps=s.newton_steps + 1)
     pick = lambda cond, a, b: jax.tree_util.tree_map(lambda u, v: jnp.where(cond, u, v), a, b)  # noqa: E731
     return pick(al_over, after_sca, pick(newton_over, after_al, after_newton))
@@ -589,10 +614,10 @@ class _Outcome(NamedTuple):
     history: Any
 
 
-def _solve_one(inst: _Instance, start: _Point | None, eps, spec: SchemeSpec,
-               max_iters: int) -> _Outcome:
+def _solve_one(inst: _Instance, start: _Point | None, eps, spec: SchemeSpec, max_iters: int,
+               options: SCAOptions) -> _Outcome:
     """The SCA for one instance (scalar fields); vmapped by :func:`solve_sca`."""
-    default, feasible = _default_start(inst, spec)
+    default, feasible = _default_start(inst, spec, options)
     if start is not None:
         start, user_ok = _restore(inst, _user_start(inst, start, spec))
         start = jax.tree_util.tree_map(lambda u, d: jnp.where(user_ok, u, d), start, default)
@@ -601,8 +626,8 @@ def _solve_one(inst: _Instance, start: _Point | None, eps, spec: SchemeSpec,
         start = default
     state = jax.lax.while_loop(
         lambda s: ~s.done,
-        functools.partial(_step, inst, eps, spec, max_iters),
-        _initial_state(inst, start, feasible, max_iters),
+        functools.partial(_step, inst, eps, spec, max_iters, options),
+        _initial_state(inst, start, feasible, max_iters, options),
     )
     last = state.history[state.iteration]
     history = jnp.where(jnp.arange(max_iters + 1) > state.iteration, last, state.history)
@@ -620,7 +645,7 @@ def _solve_one(inst: _Instance, start: _Point | None, eps, spec: SchemeSpec,
 # ----------------------------------------------------------------------------- public API
 
 
-@functools.partial(jax.jit, static_argnames=("scheme", "max_iters"))
+@functools.partial(jax.jit, static_argnames=("scheme", "max_iters", "options"))
 def solve_sca(
     problem: Problem,
     scheme: str = "proposed",
@@ -628,6 +653,7 @@ def solve_sca(
     max_iters: int = DEFAULT_MAX_ITERS,
     eps=DEFAULT_EPS,
     start: OperatingPoint | None = None,
+    options: SCAOptions = SCAOptions(),
 ) -> Solution:
     """The paper's SCA for (P1) under ``scheme``: a stationary point of (P2), feasible for (P1).
 
@@ -641,6 +667,7 @@ def solve_sca(
         to the batch; projected onto the boxes and restored to the budgets. Only p, ρ, ρ̃ define
         the first local point (p, 1/ρ, 1/ρ̃); f, f̃ warm-start (P3.1). Default: the price-grid rule
         of the module docstring.
+      options: the start rule's and the inner solvers' tuning constants (static; :class:`SCAOptions`).
 
     Returns:
       A :class:`~laimco_jax.solvers.solution.Solution` in physical units, fields as described in
@@ -650,6 +677,7 @@ def solve_sca(
     """
     if max_iters < 1:
         raise ValueError(f"max_iters = {max_iters!r} must be at least 1")
+    _check_options(options)
     spec = scheme_spec(scheme)
     problem = scheme_problem(problem, scheme)
     form = convex_form(problem, spec)
@@ -667,7 +695,7 @@ def solve_sca(
     flat = lambda tree: jax.tree_util.tree_map(  # noqa: E731
         lambda v: jnp.broadcast_to(jnp.asarray(v, dtype), shape).reshape(-1), tree
     )
-    solve = jax.vmap(functools.partial(_solve_one, spec=spec, max_iters=max_iters), in_axes=(0, 0, None))
+    solve = jax.vmap(functools.partial(_solve_one, spec=spec, max_iters=max_iters, options=options), in_axes=(0, 0, None))
     out = solve(flat(inst), flat(scaled_start), jnp.asarray(eps, dtype))
     out = jax.tree_util.tree_map(lambda v: v.reshape(shape + v.shape[1:]), out)
 

@@ -284,6 +284,16 @@ def test_default_dtype_is_float64_with_x64_off(tmp_path, reference):
     xr.testing.assert_identical(ds, reference)
 
 
+def test_explicit_float32_computes_and_stores_float32(tmp_path, reference):
+    out = sweep.run_sweep(sweep.build_spec(**SPEC), tmp_path / "f32.zarr", chunk_size=CHUNK, dtype=jnp.float32,
+                          progress=False)
+    ds = sweep.open_sweep(out).load()
+    assert ds.rho.dtype == np.float32 and ds.total_delay_s.dtype == np.float32
+    both = (ds.status == Status.OPTIMAL) & (reference.status == Status.OPTIMAL)
+    assert int(both.sum()) > 0
+    np.testing.assert_allclose(ds.retained_params.where(both), reference.retained_params.where(both), rtol=1e-3)
+
+
 def test_cli_entry_with_spec_file_and_resume_only(tmp_path, reference):
     (tmp_path / "points.csv").write_text("distance_m,power_coeff_server\n300,1e-25\n800,1e-26\n")
     (tmp_path / "sweep.toml").write_text('split = "0,3,6,9"\nout = "cli.zarr"\npoints = "points.csv"\n[grid]\n'

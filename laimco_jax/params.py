@@ -400,6 +400,12 @@ class ModelPresetSpec:
     ``laimco_jax.models.profile`` (this module must not import the models). Defaults the paper leaves
     open: b = ``bits_per_weight``; h(w) = q_p x log2(2 e β), the entropy of a Laplace law with scale
     β = ``laplace_scale`` per weight; the split at layer ``default_split`` (the paper's 4).
+
+    β = 0.028 has no source: the paper does not state it and none is known. It is kept because β only
+    shifts log2 D̂ of eq. (41) by log2(β'/β) at every ρ, ρ̃ (h/(q + s) enters additively,
+    docs/theory.md#distortion-bound-in-log-space), so no optimum, feasibility or ranking depends on it;
+    a Laplace fit to MiniLM's pretrained weights (``laimco reproduce``, Fig. 2 table) gives 0.045, which
+    would raise every log10 D̂ by 0.21.
     """
 
     name: str

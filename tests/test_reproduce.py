@@ -61,7 +61,8 @@ def test_every_figure_and_data_file_exists(out):
         assert (out / f"{stem}_published.png").stat().st_size > 10_000
     summary = (out / "summary.md").read_text()
     for heading in ("claims, as published and as measured", "against each benchmark", "Figs. 4(d) and 5(d)", "SCA",
-                    "Sensitivity", "which assumption gives an interior best split", "Fig. 2", "Fig. 3", "Closing the loop"):
+                    "Sensitivity", "which assumption gives an interior best split",
+                    "Fig. 6's on-device end", "The Laplace scale β behind h(w)", "Fig. 2", "Fig. 3", "Closing the loop"):
         assert heading in summary
 
 
@@ -96,6 +97,13 @@ def test_summary_states_the_assumption_numbers_of_the_run(out):
     example = pd.read_csv(out / "fig6_slow_server.csv").set_index("split").log10_distortion_bound
     k = int(example.idxmin())
     assert f"it is {k} (log10 D̂ {example[k]:.2f}, against {example[1]:.2f} at k = 1, {example[0]:.2f} on-server" in summary
+
+
+def test_summary_shows_the_laplace_scale_shifts_log_distortion_by_a_constant(out):
+    """Re-evaluated with the MiniLM fit β', every feasible optimum of Figs. 4, 5 moves by log10(β'/β)."""
+    fitted = pd.read_csv(out / "fig2_weights.csv").set_index("model").loc["minilm", "laplace_scale"]
+    shift = np.log10(fitted / paper.MODEL_SPECS["bert-base"].laplace_scale)
+    assert f"shifts log10 D̂ by {shift:.6f} to {shift:.6f}" in (out / "summary.md").read_text()
 
 
 def test_benchmark_counts_add_up(out, systems):

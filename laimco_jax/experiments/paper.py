@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from laimco_jax.distortion import LOG10_2, log2_distortion_rate_bound
 from laimco_jax.experiments.plots import figure_grid, save_figure
 from laimco_jax.params import (
     BUDGET_PRESETS,
@@ -51,6 +52,7 @@ __all__ = [
     "solve_with_on_device_end",
     "sca_against_exact",
     "sensitivity_table",
+    "laplace_scale_shift",
     "check_claims",
     "claims_side_by_side",
     "benchmark_counts",
@@ -295,6 +297,22 @@ def sensitivity_table(points: pd.DataFrame, preset: str = "paper") -> pd.DataFra
         value = np.asarray(getattr(getattr(of_bound, section), field), np.float64)
         frame[f"elasticity_{field}"] = np.where(feasible, value, np.nan)
     return frame
+
+
+def laplace_scale_shift(table: pd.DataFrame, scale: float) -> np.ndarray:
+    """log10 D̂ of eq. (41) at each row's optimum with h(w) = q_p log2(2e β') for the Laplace scale β' =
+    ``scale`` [weight units], minus the row's log10 D̂ (the preset's β), per row of :func:`solve_points`.
+
+    The rate R = (ρq + ρ̃s) b (``retained_params`` b) is kept, and h/(q + s) = log2(2eβ) enters (41)
+    additively (docs/theory.md#distortion-bound-in-log-space), so every feasible row gives log10(β'/β):
+    β moves the level of D̂, never an optimum, a feasibility or a ranking. NaN where infeasible.
+    """
+    specs = table.model.map(MODEL_SPECS)
+    dim = specs.map(lambda spec: sum(spec.profile_fields()[k] for k in ("params_device", "params_server"))).to_numpy()
+    bits = specs.map(lambda spec: spec.bits_per_weight).to_numpy()
+    entropy = dim * np.log2(2.0 * np.e * scale)
+    log10_new = np.asarray(log2_distortion_rate_bound(table.retained_params.to_numpy() * bits, dim, entropy)) * LOG10_2
+    return log10_new - table.log10_distortion_bound.to_numpy()
 
 
 #: The paper's claims about Figs. 4-6: id -> (its sentence, quoted from Sec. VI, and what we test).

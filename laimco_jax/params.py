@@ -51,6 +51,7 @@ __all__ = [
     "problem_to_dict",
     "problem_from_dict",
     "load_toml",
+    "read_user_text",
     "dump_toml",
     "save_toml",
     "validate_fraction",
@@ -563,19 +564,25 @@ def save_toml(problem: Problem, path: str | Path) -> None:
     Path(path).write_text(dump_toml(problem))
 
 
+def read_user_text(path: str | Path, label: str, error: type[ConfigError] = ConfigError) -> str:
+    """The UTF-8 text of a file a user gave; ``error`` naming it by ``label`` if it is missing, a
+    directory, unreadable or not UTF-8 (the one reader of TOML and JSON inputs)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{label}: no such file") from None
+    except IsADirectoryError:
+        raise error(f"{label} cannot be read: it is a directory") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{label}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r})") from None
+    except OSError as exc:
+        raise error(f"{label} cannot be read: {exc.strerror or exc}") from None
+
+
 def read_toml_file(path: str | Path, what: str = "config file") -> dict[str, Any]:
     """The parsed TOML of ``path``; ConfigError (naming ``what`` and the path) if missing or invalid."""
     name = f"{what} {str(path)!r}"
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{name} does not exist") from exc
-    except IsADirectoryError as exc:
-        raise ConfigError(f"{name} is a directory, not a file") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{name} is not UTF-8 text: byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r}") from exc
-    except OSError as exc:
-        raise ConfigError(f"{name} cannot be read: {exc.strerror or exc}") from exc
+    text = read_user_text(path, name)
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

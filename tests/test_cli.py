@@ -68,7 +68,7 @@ def test_solve_json_keys_and_statuses(cli):
     (("solve", "--scheme", "magic"), "scheme = 'magic'"),
     (("solve", "--method", "guess"), "--method = 'guess'"),
     (("config", "--model", "gpt-9"), "unknown model preset 'gpt-9'"),
-    (("config", "--config", "/nonexistent.toml"), "does not exist"),
+    (("config", "--config", "/nonexistent.toml"), "no such file"),
     (("sweep", "--grid", "delay_s=0.1:0.6:x", "--out", "unused.zarr"), "NUM = 'x' must be an integer"),
     (("sweep", "--grid", "warp_factor=1:2:3", "--out", "unused.zarr"), "warp_factor"),
     (("profile", "--model", "nope"), "model='nope' is neither a preset nor a checkpoint directory"),

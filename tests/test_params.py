@@ -107,7 +107,7 @@ def test_toml_round_trip(tmp_path):
 
 
 def test_toml_errors(tmp_path):
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match="no such file"):
         load_toml(tmp_path / "missing.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("[system\n")

@@ -45,7 +45,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from laimco_jax.models import bart, bert
-from laimco_jax.params import ConfigError
+from laimco_jax.params import ConfigError, read_user_text
 
 Config = bert.BertConfig | bart.BartConfig
 Path = tuple[str, ...]
@@ -98,15 +98,9 @@ def read_json_object(path: str | os.PathLike, error: type[ConfigError] = ConfigE
     The file must exist, be readable UTF-8 text, be valid JSON and hold an object at the
     top level; the message says which of these failed (with the line and column of bad JSON).
     """
+    text = read_user_text(path, str(path), error)
     try:
-        with open(path, encoding="utf-8") as f:
-            value = json.load(f)
-    except FileNotFoundError:
-        raise error(f"{path}: no such file") from None
-    except OSError as err:
-        raise error(f"{path} cannot be read: {err.strerror or err}") from None
-    except UnicodeDecodeError as err:
-        raise error(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+        value = json.loads(text)
     except json.JSONDecodeError as err:
         raise error(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
     if not isinstance(value, dict):

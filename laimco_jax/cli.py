@@ -233,8 +233,7 @@ def bound_cmd(
     validate_fraction("--rho", rho)
     validate_fraction("--rho-server", rho_server)
     check_range("--bits-per-weight", bits_per_weight, _POSITIVE)
-    if not math.isfinite(entropy_bits):
-        raise ConfigError(f"--entropy-bits = {entropy_bits!r} is outside the allowed range: any finite real")
+    check_range("--entropy-bits", entropy_bits, Range(-math.inf))
     args = [jnp.float64(v) for v in (rho, rho_server, params_device, params_server, bits_per_weight, entropy_bits)]
     log2_d = float(distortion.log2_distortion_bound(*args))
     record = {

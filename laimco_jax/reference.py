@@ -40,7 +40,7 @@ from laimco_jax import distortion
 from laimco_jax.params import ConfigError, MissingDependencyError, Problem
 from laimco_jax.solvers.schemes import SchemeSpec, scheme_problem, scheme_spec
 from laimco_jax.solvers.solution import InfeasibleReason, Solution, Status, budget_excess, make_solution
-from laimco_jax.system import LN2, OperatingPoint, channel_gain
+from laimco_jax.system import LN2, OperatingPoint, channel_gain, evaluate
 
 __all__ = [
     "CLARABEL_SETTINGS",
@@ -564,7 +564,9 @@ def solve_cvxpy_exact(problem: Problem, scheme: str = "proposed") -> ReferenceRe
     elif any(x.value is None for x in free) or status not in ("optimal", "optimal_inaccurate"):
         point = _infeasible_point(c)
         with jax.enable_x64(True):
-            excess = float(budget_excess(problem.astype(np.float64), OperatingPoint(*map(np.float64, point))))
+            wide = problem.astype(np.float64)
+            terms = evaluate(wide.system, wide.model, OperatingPoint(*map(np.float64, point)))
+            excess = float(budget_excess(terms, wide.budget))
         sol = _finish(problem, c, point, status=Status.UNRESOLVED, certificate=excess)
     else:
         point = _exact_point(c, m)

@@ -46,7 +46,7 @@ from laimco_jax.solvers.convex_form import ConvexForm, convex_form, link_rates, 
 from laimco_jax.solvers.numerics import cbrt, float_bits, safe_div
 from laimco_jax.solvers.schemes import SchemeSpec, scheme_problem, scheme_spec
 from laimco_jax.solvers.solution import InfeasibleReason, Solution, Status, budget_excess, budget_margin, make_solution
-from laimco_jax.system import LN2, OperatingPoint
+from laimco_jax.system import LN2, OperatingPoint, evaluate
 
 __all__ = ["infeasible_reason", "solve_exact", "DEFAULT_ITERATIONS", "DEFAULT_GAP_TOL"]
 
@@ -420,7 +420,8 @@ def solve_exact(
     # The verdict is computed on the returned point itself, re-evaluated in physical units: it meets
     # both budgets (eqs. (10), (11)) or it is not called feasible, and its gap is measured against
     # its own ρq + ρ̃s (weak duality: the dual bound is never below it, up to rounding).
-    excess = budget_excess(problem, point)
+    terms = evaluate(problem.system, problem.model, point)
+    excess = budget_excess(terms, problem.budget)
     meets_budgets = excess <= 0
     retained = rho * form.value_device + rho_srv * form.value_server
     upper = jnp.where(infeasible, 0.0, jnp.maximum(dual_bound, retained))
@@ -442,4 +443,5 @@ def solve_exact(
         delay_multiplier=delay_mult,
         energy_multiplier=delay_mult * rates.price,
         iterations=iterations,
+        terms=terms,
     )

@@ -107,7 +107,7 @@ from laimco_jax.solvers.schemes import SchemeSpec, scheme_problem, scheme_spec
 from laimco_jax.solvers.solution import (
     InfeasibleReason, Solution, Status, budget_excess, budget_margin, found_point, make_solution,
 )
-from laimco_jax.system import LN2, OperatingPoint
+from laimco_jax.system import LN2, OperatingPoint, evaluate
 
 __all__ = ["solve_sca", "SCAOptions", "DEFAULT_MAX_ITERS", "DEFAULT_EPS"]
 
@@ -714,7 +714,8 @@ def solve_sca(
     # Verdicts are checked on the returned point, re-evaluated in physical units: a feasible point must
     # meet both budgets, and the infeasible verdict's point (the least workload at full clocks and
     # power) must miss one; otherwise the status is UNRESOLVED.
-    excess = budget_excess(problem, point)
+    terms = evaluate(problem.system, problem.model, point)
+    excess = budget_excess(terms, problem.budget)
     status = jnp.where(
         excess <= 0,
         jnp.where(infeasible, Status.UNRESOLVED, jnp.where(out.converged, Status.OPTIMAL, Status.NOT_CONVERGED)),
@@ -733,4 +734,5 @@ def solve_sca(
         energy_multiplier=energy_multiplier,
         iterations=out.iterations,
         objective_history=jnp.where(infeasible[..., None], final[..., None], out.history),
+        terms=terms,
     )

@@ -8,8 +8,8 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 
 from laimco_jax import distortion
-from laimco_jax.params import Problem
-from laimco_jax.system import OperatingPoint, evaluate
+from laimco_jax.params import Budget, Problem
+from laimco_jax.system import OperatingPoint, SystemTerms, evaluate
 
 __all__ = [
     "Status",
@@ -107,16 +107,16 @@ def budget_margin(dtype) -> float:
     return 64.0 * float(jnp.finfo(dtype).eps)
 
 
-def budget_excess(problem: Problem, point: OperatingPoint):
-    """max((T - T0)/T0, (E - E0)/E0) at ``point``, eqs. (10), (11): <= 0 iff both budgets are met.
+def budget_excess(terms: SystemTerms, budget: Budget):
+    """max((T - T0)/T0, (E - E0)/E0) of ``terms`` (:func:`~laimco_jax.system.evaluate` at a point, eqs.
+    (10), (11)): <= 0 iff both budgets are met.
 
     +inf where T or E is not finite (e.g. a coefficient overflowed the dtype), so a point is never
     called feasible on NaN.
     """
-    terms = evaluate(problem.system, problem.model, point)
     excess = jnp.maximum(
-        (terms.delay_s - problem.budget.delay_s) / problem.budget.delay_s,
-        (terms.energy_j - problem.budget.energy_j) / problem.budget.energy_j,
+        (terms.delay_s - budget.delay_s) / budget.delay_s,
+        (terms.energy_j - budget.energy_j) / budget.energy_j,
     )
     return jnp.where(jnp.isnan(excess), jnp.inf, excess)
 
@@ -133,10 +133,12 @@ def make_solution(
     energy_multiplier,
     iterations,
     objective_history=None,
+    terms: SystemTerms | None = None,
 ) -> Solution:
-    """Assemble a Solution: evaluate T, E (10)-(11), the slacks and D̂ (41) at ``point``."""
+    """Assemble a Solution: T, E (10)-(11), the slacks and D̂ (41) at ``point``; ``terms`` are
+    :func:`~laimco_jax.system.evaluate` at ``point`` if the solver already computed them for its verdict."""
     system, model, budget = problem.system, problem.model, problem.budget
-    terms = evaluate(system, model, point)
+    terms = evaluate(system, model, point) if terms is None else terms
     retained = point.rho * model.params_device + point.rho_server * model.params_server
     log2_d = distortion.log2_distortion_bound(
         point.rho, point.rho_server, model.params_device, model.params_server,

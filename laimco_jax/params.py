@@ -104,7 +104,8 @@ def _pytree_dataclass(cls):
 # ----------------------------------------------------------------------------- validation helpers
 
 class Range(NamedTuple):
-    """The values a field accepts: finite, above ``lower`` (or equal if ``inclusive``), at most ``upper``.
+    """The values a field accepts: finite, above ``lower`` (or equal if ``inclusive``), below ``upper``
+    (or equal if ``upper_inclusive``).
 
     The bounds are the range the solvers are tested on in float64 (several orders of magnitude beyond
     any physical setting); outside it the convex form's coefficients overflow or the price search
@@ -114,10 +115,12 @@ class Range(NamedTuple):
     lower: float
     inclusive: bool = True
     upper: float = math.inf
+    upper_inclusive: bool = True
 
     def text(self) -> str:
         low = "-inf" if self.lower == -math.inf else f"{self.lower:g}"
-        return f"{'[' if self.inclusive and self.lower != -math.inf else '('}{low}, {self.upper:g}{']' if self.upper < math.inf else ')'}"
+        closed = self.upper_inclusive and self.upper < math.inf
+        return f"{'[' if self.inclusive and self.lower != -math.inf else '('}{low}, {self.upper:g}{']' if closed else ')'}"
 
 
 #: The channel power gain g, given directly or through the path-loss model.
@@ -154,7 +157,7 @@ def check_range(label: str, value: Any, allowed: Range) -> None:
     ``label`` names the value in the message (``section.field`` or a CLI option).
     """
     arr = _reals(label, value, allowed)
-    bad = ~np.isfinite(arr) | (arr > allowed.upper)
+    bad = ~np.isfinite(arr) | ((arr > allowed.upper) if allowed.upper_inclusive else (arr >= allowed.upper))
     bad |= (arr < allowed.lower) if allowed.inclusive else (arr <= allowed.lower)
     if np.any(bad):
         idx = np.unravel_index(int(np.argmax(bad)), arr.shape) if arr.ndim else ()

@@ -149,18 +149,22 @@ def _draw_keys(seed, indices, stream: int):
     """The key of each draw: the seed's key folded with the draw's global index, then with ``stream``
     (independent streams per quantity), so a draw never depends on which other draws are made."""
     key = jax.random.key(seed)
-    return jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(key, i), stream))(jnp.ravel(indices))
+    return jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(key, i), stream))(indices)
 
 
 def gain_factor_draws(fading: Fading, seed, indices, dtype):
-    """Draws of |h|² = H·S [-], one per global draw index in ``indices`` (any shape; 0 <= i < 2^32).
+    """Draws of |h|² = H·S [-], one per global draw index in the 1-D ``indices`` (0 <= i < 2^32).
 
     Each draw uses three standard normals of its own key: two for the scattered component of h,
-    one for the shadowing. So a given (seed, index) gives the same value under every chunking,
-    and models differ only through the map from the normals (common random numbers). Pure, works under
-    ``jit`` (``fading`` and ``dtype`` static) and ``vmap``.
+    one for the shadowing. So a given (seed, index) gives the same value in every chunk of indices
+    (bit for bit within one compiled program, e.g. under ``jit``, on one platform), and models differ
+    only through the map from the normals (common random numbers). Pure, works under ``jit``
+    (``fading`` and ``dtype`` static) and ``vmap``.
     """
-    normals = jax.vmap(lambda k: jax.random.normal(k, (3,), dtype))(_draw_keys(seed, indices, _STREAM_GAIN))
+    flat = jnp.ravel(indices)
+    # XLA rewrites the arithmetic of a single element and may round it differently: draw it in a pair
+    padded = jnp.concatenate([flat, flat]) if flat.size == 1 else flat
+    normals = jax.vmap(lambda k: jax.random.normal(k, (3,), dtype))(_draw_keys(seed, padded, _STREAM_GAIN))
     factor = jnp.ones(normals.shape[:1], dtype)
     if fading.k_factor is not None:
         k = fading.k_factor
@@ -168,15 +172,15 @@ def gain_factor_draws(fading: Fading, seed, indices, dtype):
         factor = (los + scatter * normals[:, 0]) ** 2 + (scatter * normals[:, 1]) ** 2
     if fading.shadowing_db is not None:
         factor = factor * jnp.exp(_DB * fading.shadowing_db * normals[:, 2])
-    return factor.reshape(jnp.shape(indices))
+    return factor[:flat.size]
 
 
 def annulus_distance_draws(seed, indices, d_min_m, d_max_m, dtype):
     """User distances d [m] uniform in area over the annulus d_min <= d <= d_max, one per global draw
-    index: d = √(d_min² + U (d_max² − d_min²)), U ~ U(0, 1) from a stream of its own (so the gains
+    index in the 1-D ``indices``: d = √(d_min² + U (d_max² − d_min²)), U ~ U(0, 1) from a stream of its own (so the gains
     drawn with the same seed are independent of the distances)."""
     u = jax.vmap(lambda k: jax.random.uniform(k, (), dtype))(_draw_keys(seed, indices, _STREAM_DISTANCE))
-    return jnp.sqrt(d_min_m**2 + u * (d_max_m**2 - d_min_m**2)).reshape(jnp.shape(indices))
+    return jnp.sqrt(d_min_m**2 + u * (d_max_m**2 - d_min_m**2))
 
 
 # ----------------------------------------------------------------------------- distribution (SciPy, float64)

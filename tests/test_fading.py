@@ -140,15 +140,13 @@ def test_draws_follow_the_cdf(text):
 
 def test_same_seed_same_draws_whatever_the_chunking():
     fading = parse_fading("rician:3+lognormal:4")
-    whole = np.asarray(gain_factor_draws(fading, 11, jnp.arange(1000), jnp.float64))
+    draws = jax.jit(gain_factor_draws, static_argnames=("fading", "dtype"))
+    whole = np.asarray(draws(fading, 11, jnp.arange(1000), jnp.float64))
     for size in (1, 7, 128, 999):
-        parts = [np.asarray(gain_factor_draws(fading, 11, jnp.arange(s, min(s + size, 1000)), jnp.float64))
+        parts = [np.asarray(draws(fading, 11, jnp.arange(s, min(s + size, 1000)), jnp.float64))
                  for s in range(0, 1000, size)]
         np.testing.assert_array_equal(np.concatenate(parts), whole)
     assert not np.array_equal(np.asarray(gain_factor_draws(fading, 12, jnp.arange(1000), jnp.float64)), whole)
-    # a 2-D block of indices gives the same values as the flat draw
-    np.testing.assert_array_equal(np.asarray(gain_factor_draws(fading, 11, jnp.arange(1000).reshape(20, 50), jnp.float64)),
-                                  whole.reshape(20, 50))
 
 
 def test_annulus_distances_uniform_in_area():
@@ -183,3 +181,114 @@ def test_cdf_is_continuous_in_x():
     xs = np.geomspace(1e-6, 1e3, 60)
     values = np.array([gain_factor_cdf(fading, x) for x in xs])
     assert np.all(np.diff(values) > 0) and values[0] > 0 and values[-1] < 1
+
+
+# ----------------------------------------------------------------------------- static design and Monte Carlo
+
+from laimco_jax.outage import monte_carlo, static_design, static_misses, static_sensitivity, summarize, with_channel_gain  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def problem():
+    """BERT-base at 100 m: both budgets bind at the static optimum of every model and ε below."""
+    return make_problem(overrides={"distance_m": 100.0}).astype(jnp.float64)
+
+
+@pytest.mark.parametrize("text, eps", [("rayleigh", 0.01), ("rayleigh", 0.1), ("rician:5", 0.05),
+                                       ("lognormal:6", 0.3), ("rician:3+lognormal:4", 0.2)])
+def test_static_design_outage_is_eps(problem, text, eps):
+    """The Monte Carlo outage of the static design is ε within 4 standard errors, and the design misses a
+    budget exactly on the draws below the ε-quantile (the threshold of docs/theory.md#fading-channels)."""
+    n = 20_000
+    result = monte_carlo(problem, parse_fading(text), eps, samples=n, seed=2, chunk_size=8192)
+    solution = result.static.solution
+    assert int(solution.status) == Status.OPTIMAL and float(solution.delay_multiplier) > 0
+    assert abs(summarize(result)["static_outage"] - eps) < 4 * math.sqrt(eps * (1 - eps) / n)
+    q = result.static.gain_factor_quantile
+    clear = np.abs(result.gain_factor / q - 1) > 1e-9
+    np.testing.assert_array_equal(result.static_miss[clear], (result.gain_factor < q)[clear])
+
+
+def test_a_design_for_a_larger_gain_misses_more_often(problem):
+    """Optimality side: (P1) solved at a gain above g·q_ε misses the budgets just above q_ε."""
+    fading, eps = parse_fading("rayleigh"), 0.05
+    design = static_design(problem, fading, eps)
+    bolder = solve_exact(with_channel_gain(problem, design.quantile_gain * 1.001))
+    x = np.array([design.gain_factor_quantile * 1.0005])
+    assert not static_misses(problem, design.solution, x)[0]
+    assert static_misses(problem, bolder, x)[0]
+    assert float(bolder.log10_distortion_bound) < float(design.solution.log10_distortion_bound)
+
+
+def test_zero_variance_fading_is_the_deterministic_solve(problem):
+    deterministic = solve_exact(problem)
+    design = static_design(problem, parse_fading("lognormal:0"), 0.05)
+    assert design.gain_factor_quantile == 1.0
+    for name in ("status", "rho", "rho_server", "f_device_hz", "p_w", "f_server_hz", "log10_distortion_bound"):
+        np.testing.assert_allclose(getattr(design.solution, name), getattr(deterministic, name), rtol=1e-12)
+    result = monte_carlo(problem, parse_fading("lognormal:0"), 0.05, samples=64, seed=0)
+    np.testing.assert_allclose(result.adaptive_log10_distortion_bound, float(deterministic.log10_distortion_bound),
+                               rtol=1e-12)
+    assert summarize(result)["static_outage"] == 0.0
+    nearly = static_design(problem, parse_fading("rician:1e8"), 0.05).solution  # |h|² within 2e-4 of 1
+    assert float(nearly.log10_distortion_bound) == pytest.approx(float(deterministic.log10_distortion_bound), rel=1e-3)
+
+
+def test_monte_carlo_is_the_same_whatever_the_chunk_size(problem):
+    fading = parse_fading("rayleigh+lognormal:4")
+    runs = [monte_carlo(problem, fading, 0.1, samples=300, seed=9, chunk_size=size) for size in (300, 64, 7)]
+    for run in runs[1:]:
+        np.testing.assert_array_equal(run.gain_factor, runs[0].gain_factor)
+        np.testing.assert_array_equal(run.static_miss, runs[0].static_miss)
+        np.testing.assert_allclose(run.adaptive_log10_distortion_bound, runs[0].adaptive_log10_distortion_bound,
+                                   rtol=1e-12)
+    jitted = jax.jit(gain_factor_draws, static_argnames=("fading", "dtype"))  # op by op, XLA may round differently
+    np.testing.assert_array_equal(runs[0].gain_factor, np.asarray(jitted(fading, 9, jnp.arange(300), jnp.float64)))
+
+
+def test_adaptive_design_is_the_solve_at_each_drawn_gain(problem):
+    fading = parse_fading("rician:3")
+    result = monte_carlo(problem, fading, 0.05, samples=50, seed=4)
+    gain = float(channel_gain(problem.system))
+    direct = solve_exact(with_channel_gain(problem, gain * jnp.asarray(result.gain_factor)))
+    expected = np.where(np.asarray(direct.status) == Status.OPTIMAL, np.asarray(direct.log10_distortion_bound), np.inf)
+    np.testing.assert_allclose(result.adaptive_log10_distortion_bound, expected, rtol=1e-12)
+    record = summarize(result)
+    finite = expected[np.isfinite(expected)]
+    assert record["adaptive_mean_log10_distortion_bound"] == pytest.approx(finite.mean(), rel=1e-12)
+    assert record["adaptive_infeasible_fraction"] == pytest.approx(1 - finite.size / 50)
+    assert record["adaptive_log10_distortion_bound_q50"] == np.sort(expected)[24]  # inverted CDF: the 25th of 50
+
+
+@pytest.mark.parametrize("text", ["rayleigh", "rician:5+lognormal:4"])
+def test_static_sensitivity_against_differences(problem, text):
+    fading, eps = parse_fading(text), 0.05
+    derivatives = static_sensitivity(problem, fading, eps)
+    assert not bool(derivatives["singular"])
+
+    def log2_d(f, e):
+        return float(static_design(problem, f, e).solution.log2_distortion_bound)
+
+    h = 1e-5
+    by_eps = (log2_d(fading, eps + h) - log2_d(fading, eps - h)) / (2 * h)
+    assert float(derivatives["outage"].log2_distortion_bound) == pytest.approx(by_eps, rel=1e-4)
+    for name, value in fading.parameters.items():
+        if value == 0.0:
+            continue
+        step = 1e-3 * value
+        diff = (log2_d(fading._replace(**{name: value + step}), eps)
+                - log2_d(fading._replace(**{name: value - step}), eps)) / (2 * step)
+        assert float(derivatives[name].log2_distortion_bound) == pytest.approx(diff, rel=1e-4)
+
+
+def test_monte_carlo_bad_input(problem):
+    fading = parse_fading("rayleigh")
+    for kwargs, word in [(dict(samples=0), "samples"), (dict(samples=3, seed=-1), "seed"),
+                         (dict(samples=3, chunk_size=0), "chunk_size"), (dict(samples=3, scheme="nope"), "scheme")]:
+        with pytest.raises(ConfigError, match=word):
+            monte_carlo(problem, fading, 0.05, **kwargs)
+    with pytest.raises(ConfigError, match="outage"):
+        monte_carlo(problem, fading, 1.0, samples=3)
+    batch = jax.tree_util.tree_map(lambda x: jnp.stack([x, x]), problem)
+    with pytest.raises(ConfigError, match="one configuration"):
+        monte_carlo(batch, fading, 0.05, samples=3)

@@ -1,0 +1,235 @@
+"""Design under fading: the outage-constrained static design and the Monte Carlo over channel draws.
+
+Static design. A design (ρ, f, p, ρ̃, f̃) fixed before the channel is drawn must meet T0 and E0 with
+probability at least 1 − ε over the gain g·|h|² (:mod:`laimco_jax.fading`). At fixed power the upload
+delay (6) and energy (7) fall as the gain rises, so the design meets both budgets exactly for gains
+above a threshold, and the outage constraint is (P1) at the ε-quantile g·q_ε of the gain
+(docs/theory.md#fading-channels): :func:`static_design` solves it with
+:func:`~laimco_jax.solvers.solve_exact`, :func:`static_sensitivity` chains the implicit derivatives of
+the optimum in the gain (:mod:`laimco_jax.sensitivity`) with dq_ε/dε and dq_ε/dθ.
+
+Monte Carlo. :func:`monte_carlo` draws N gains (seeded, chunk-invariant), measures the static design's
+outage on them (the fraction of draws where it misses a budget: ε up to sampling error when a budget
+binds) and solves the adaptive design, (P1) at each drawn gain, in batches; :func:`summarize` reduces
+the draws (mean and quantiles of log10 D̂, infeasible fraction, the value of knowing the channel).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from laimco_jax.fading import Fading, check_outage, check_samples, check_seed, gain_factor_draws
+from laimco_jax.fading import gain_factor_quantile, quantile_derivatives
+from laimco_jax.params import ConfigError, Problem, SystemParams
+from laimco_jax.sensitivity import SINGULAR, field_derivatives
+from laimco_jax.solvers import Solution, Status, found_point, scheme_spec, solve_exact
+from laimco_jax.solvers.solution import budget_excess
+from laimco_jax.system import channel_gain, evaluate
+
+__all__ = [
+    "DEFAULT_OUTAGE",
+    "DEFAULT_CHUNK",
+    "SUMMARY_QUANTILES",
+    "with_channel_gain",
+    "quantile_gain",
+    "StaticDesign",
+    "static_design",
+    "static_misses",
+    "static_sensitivity",
+    "MonteCarlo",
+    "monte_carlo",
+    "summarize",
+]
+
+DEFAULT_OUTAGE = 0.05
+#: Channel draws solved per batch by :func:`monte_carlo` (memory is linear in it).
+DEFAULT_CHUNK = 16_384
+#: The quantiles of the adaptive design's log10 D̂ reported by :func:`summarize`.
+SUMMARY_QUANTILES = (0.05, 0.5, 0.95)
+
+
+def with_channel_gain(problem: Problem, gain, *, validate: bool = True) -> Problem:
+    """``problem`` with the channel given as ``gain`` [-] (``channel_gain``; the path-loss fields unset).
+
+    ``validate`` checks the gain against its range (ConfigError outside); inside ``jit`` (a traced
+    gain) pass False, which skips construction checks as pytree unflattening does.
+    """
+    unset = dict.fromkeys(SystemParams.PATHLOSS_FIELDS)
+    system = (problem.system.replace if validate else problem.system.derive)(channel_gain=gain, **unset)
+    return problem.derive(system=system)
+
+
+def quantile_gain(problem: Problem, fading: Fading, outage: float) -> tuple[float, Any]:
+    """(q_ε, g·q_ε): the ε-quantile of |h|² [-] and of the gain g·|h|² [-], g the problem's path loss."""
+    quantile = gain_factor_quantile(fading, outage)
+    return quantile, channel_gain(problem.system) * quantile
+
+
+class StaticDesign(NamedTuple):
+    """The outage-constrained static design: (P1) solved at the ε-quantile of the gain."""
+
+    fading: Fading
+    outage: float  # ε
+    gain_factor_quantile: float  # q_ε, the ε-quantile of |h|² [-]
+    quantile_gain: Any  # g·q_ε [-]
+    problem: Problem  # the problem at gain g·q_ε
+    solution: Solution
+
+
+def static_design(problem: Problem, fading: Fading, outage: float, scheme: str = "proposed") -> StaticDesign:
+    """The design that maximises ρq + ρ̃s (minimises D̂ of (41)) subject to P(T <= T0, E <= E0) >= 1 − ε.
+
+    It is the optimum of (P1) at the gain g·q_ε (docs/theory.md#fading-channels), solved by
+    :func:`~laimco_jax.solvers.solve_exact` in the problem's dtype; the leaves of ``problem`` may carry
+    a batch shape. ConfigError if ε is outside (0, 1) or g·q_ε outside the gain's range.
+    """
+    outage = check_outage("outage", outage)
+    quantile, gain = quantile_gain(problem, fading, outage)
+    at_quantile = with_channel_gain(problem, gain)
+    return StaticDesign(fading, outage, quantile, gain, at_quantile, solve_exact(at_quantile, scheme))
+
+
+def static_misses(problem: Problem, solution: Solution, gain_factors):
+    """Whether the fixed design ``solution`` misses T0 or E0 (eqs. (10), (11)) at each gain g·|h|² of
+    ``gain_factors`` (|h|² draws, any shape; bool of that shape). Also True where the design itself
+    has no point meeting the budgets (an infeasible static design is always in outage)."""
+    drawn = with_channel_gain(problem, channel_gain(problem.system) * gain_factors, validate=False)
+    terms = evaluate(drawn.system, drawn.model, solution.point)
+    return (budget_excess(terms, drawn.budget) > 0) | ~found_point(solution.status)
+
+
+def static_sensitivity(problem: Problem, fading: Fading, outage: float, scheme: str = "proposed") -> dict[str, Any]:
+    """Derivatives of the static optimum in ε and in each fading parameter θ (K, σ [dB]).
+
+    The static optimum is the optimum of (P1) at the gain G = g·q_ε(θ), so
+    d(output)/dε = d(output)/dG · g · dq_ε/dε (and alike for θ): the first factor by the implicit
+    derivatives of :func:`~laimco_jax.sensitivity.field_derivatives` in ``channel_gain``, the last by
+    :func:`~laimco_jax.fading.quantile_derivatives`. Returns ``{"outage": OptimumOutputs, name:
+    OptimumOutputs, ..., "singular": flag}`` (see :mod:`laimco_jax.sensitivity`).
+    """
+    design = static_design(problem, fading, outage, scheme)
+    by_gain = field_derivatives(design.problem, design.solution, scheme, ("channel_gain",))
+    scale = channel_gain(problem.system)
+    out = {name: jax.tree_util.tree_map(lambda d, dq=dq: d * scale * dq, by_gain["channel_gain"])
+           for name, dq in quantile_derivatives(fading, design.outage).items()}
+    return out | {SINGULAR: by_gain[SINGULAR]}
+
+
+# ----------------------------------------------------------------------------- Monte Carlo
+
+
+class MonteCarlo(NamedTuple):
+    """Draws of the Monte Carlo over the channel and the static design they were measured against.
+
+    The arrays hold one entry per draw, in the order of the draw index (0 .. samples − 1).
+    """
+
+    static: StaticDesign
+    seed: int
+    gain_factor: np.ndarray  # |h|² of each draw [-]
+    adaptive_log10_distortion_bound: np.ndarray  # log10 D̂* of (P1) at the drawn gain; +inf: no point
+    static_miss: np.ndarray  # the static design misses a budget at the drawn gain
+
+
+#: :func:`~laimco_jax.fading.gain_factor_draws` as a program of its own: fused with the solve, XLA may
+#: round the same draw differently in batches of different sizes.
+_draws = jax.jit(gain_factor_draws, static_argnames=("fading", "dtype"))
+
+
+@functools.partial(jax.jit, static_argnames=("scheme",))
+def _solve_draws(problem: Problem, static: Solution, factor, *, scheme: str):
+    """At the gains g·|h|² of ``factor``: the adaptive optimum's log10 D̂ (+inf: no point) and whether
+    the static design misses a budget."""
+    drawn = with_channel_gain(problem, channel_gain(problem.system) * factor, validate=False)
+    adaptive = solve_exact(drawn, scheme)
+    log10_d = jnp.where(found_point(adaptive.status), adaptive.log10_distortion_bound, jnp.inf)
+    return log10_d, static_misses(problem, static, factor)
+
+
+def monte_carlo(
+    problem: Problem,
+    fading: Fading,
+    outage: float = DEFAULT_OUTAGE,
+    *,
+    samples: int,
+    seed: int = 0,
+    scheme: str = "proposed",
+    chunk_size: int = DEFAULT_CHUNK,
+    dtype=None,
+) -> MonteCarlo:
+    """The static design for ε = ``outage`` and ``samples`` channel draws of ``fading`` from ``seed``.
+
+    Per draw: the gain factor |h|², whether the static design misses a budget, and the adaptive design
+    (:func:`~laimco_jax.solvers.solve_exact` at the drawn gain g·|h|², batches of ``chunk_size``
+    draws). The draws depend only on (seed, index), not on ``chunk_size``. ``problem`` is one
+    configuration (scalar leaves). Computes in ``dtype`` (default float64) inside
+    ``jax.enable_x64(True)`` whatever the caller's setting (docs/architecture.md, precision policy).
+    ConfigError for ε outside (0, 1), samples < 1, a seed that is not an integer in [0, 2^32), a
+    chunk size < 1, an unknown scheme or a batched problem.
+    """
+    samples = check_samples("samples", samples)
+    seed = check_seed("seed", seed)
+    scheme_spec(scheme)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ConfigError(f"chunk_size = {chunk_size!r}: expected an integer >= 1 (draws per batch)")
+    if any(np.ndim(leaf) for leaf in jax.tree_util.tree_leaves(problem)):
+        raise ConfigError("monte_carlo: the problem must be one configuration (scalar fields), not a batch")
+    size = min(chunk_size, samples)
+    with jax.enable_x64(True):
+        problem = problem.astype(jnp.dtype(jnp.float64 if dtype is None else dtype))
+        static = static_design(problem, fading, outage, scheme)
+        parts = []
+        for start in range(0, samples, size):  # the last batch is padded with the next draws, then cut
+            factor = _draws(fading, seed, start + jnp.arange(size), problem.budget.delay_s.dtype)
+            parts.append((factor, *_solve_draws(problem, static.solution, factor, scheme=scheme)))
+        factor, log10_d, miss = (np.concatenate([np.asarray(p[i]) for p in parts])[:samples] for i in range(3))
+    return MonteCarlo(static, seed, factor, log10_d, miss)
+
+
+def summarize(result: MonteCarlo) -> dict[str, Any]:
+    """The reductions of a Monte Carlo run (floats, ints and strings; keys of ``laimco fading --json``).
+
+    * ``static_log10_distortion_bound``: log10 D̂* of the static design (+inf if infeasible), with the
+      quantile ``fading_gain_factor_quantile`` q_ε and ``fading_quantile_gain`` g·q_ε;
+    * ``static_outage``: the fraction of draws where the static design misses a budget (ε up to
+      sampling error, at most ε, when a budget binds), and its standard error √(ε̂(1 − ε̂)/N);
+    * ``adaptive_mean_log10_distortion_bound``: the mean of log10 D̂* over the draws where the adaptive
+      design meets both budgets; ``adaptive_log10_distortion_bound_qNN``: its quantiles over all draws,
+      a draw without a feasible point counting as +inf (no service); ``adaptive_infeasible_fraction``:
+      the fraction of draws without a point that meets both budgets;
+    * ``value_of_channel_knowledge_log10``: static log10 D̂* minus the adaptive mean [decades]: how much
+      lower the distortion bound is, on average over the served draws, when the design knows the draw.
+    """
+    static = result.static
+    log10_d = result.adaptive_log10_distortion_bound
+    feasible = np.isfinite(log10_d)
+    samples = int(log10_d.size)
+    static_found = bool(found_point(int(static.solution.status)))
+    static_log10 = float(static.solution.log10_distortion_bound) if static_found else math.inf
+    measured = float(np.mean(result.static_miss))
+    adaptive_mean = float(np.mean(log10_d[feasible])) if feasible.any() else math.inf
+    record = {
+        "fading": static.fading.name,
+        "outage": static.outage,
+        "samples": samples,
+        "seed": result.seed,
+        "fading_gain_factor_quantile": static.gain_factor_quantile,
+        "fading_quantile_gain": float(static.quantile_gain),
+        "static_status": Status(int(static.solution.status)).name.lower(),
+        "static_log10_distortion_bound": static_log10,
+        "static_outage": measured,
+        "static_outage_standard_error": math.sqrt(measured * (1.0 - measured) / samples),
+        "adaptive_mean_log10_distortion_bound": adaptive_mean,
+    }
+    for level in SUMMARY_QUANTILES:
+        record[f"adaptive_log10_distortion_bound_q{round(100 * level):02d}"] = float(
+            np.quantile(log10_d, level, method="inverted_cdf"))
+    record["adaptive_infeasible_fraction"] = 1.0 - float(np.mean(feasible))
+    record["value_of_channel_knowledge_log10"] = static_log10 - adaptive_mean
+    return record

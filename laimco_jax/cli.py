@@ -248,6 +248,9 @@ def bound_cmd(
 
 
 METHODS = ("exact", "sca", "cvxpy-exact", "cvxpy-sca")
+FadingOpt = Annotated[Optional[str], typer.Option("--fading", help="Fading of the gain g|h|^2: rayleigh, rician:K, "
+                                                  "lognormal:SIGMA_DB, rayleigh+lognormal:SIGMA_DB or "
+                                                  "rician:K+lognormal:SIGMA_DB.")]
 #: Deprecated key of ``laimco solve --json`` -> the key (Solution's and the sweep store's name) that
 #: replaces it. Each is still printed, with the same value, in 0.1.x and is removed after it.
 DEPRECATED_JSON_KEYS = {"p_watt": "p_w"}
@@ -316,16 +319,64 @@ def solve_cmd(
     scheme: Annotated[str, typer.Option("--scheme", help="proposed, fixed-power, fixed-frequency, "
                                         "device-pruning-only, server-pruning-only, on-device, on-server.")] = "proposed",
     method: Annotated[str, typer.Option("--method", help="exact | sca | cvxpy-exact | cvxpy-sca.")] = "exact",
+    fading: FadingOpt = None,
+    outage: Annotated[Optional[float], typer.Option("--outage", help="Outage probability ε in (0, 1) of the "
+                                                    "--fading design (default 0.05).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Minimise the distortion bound D̂ of (41) under the delay and energy budgets: problem (P1)."""
-    problem = _problem(preset, model, config, set_)
-    record = solution_record(_solve(problem, scheme, method), method=method, scheme=scheme)
+    """Minimise the distortion bound D̂ of (41) under the delay and energy budgets: problem (P1).
+
+    With --fading MODEL, the static design that meets both budgets with probability >= 1 - ε (--outage):
+    (P1) at the ε-quantile of the faded gain, reported as fading_quantile_gain (docs/theory.md#fading-channels).
+    """
+    from laimco_jax.cli_fading import outage_problem
+
+    problem, fading_keys = outage_problem(_problem(preset, model, config, set_), fading, outage)
+    record = solution_record(_solve(problem, scheme, method), method=method, scheme=scheme) | fading_keys
     if as_json:
         print(json_text(record | {old: record[new] for old, new in DEPRECATED_JSON_KEYS.items()}))
         return
     record.pop("objective_history", None)
     _emit(record, False, f"(P1) solved by {method}, scheme {scheme}", _TABLE_UNITS)
+
+
+@app.command("fading")
+def fading_cmd(
+    fading: Annotated[str, typer.Option("--fading", help="Fading of the gain g|h|^2: rayleigh, rician:K, "
+                                        "lognormal:SIGMA_DB, rayleigh+lognormal:SIGMA_DB or rician:K+lognormal:SIGMA_DB.")],
+    preset: PresetOpt = None,
+    model: ModelOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    scheme: Annotated[str, typer.Option("--scheme", help="Design scheme (see `laimco solve --help`).")] = "proposed",
+    outage: Annotated[float, typer.Option("--outage", help="Outage probability ε in (0, 1) of the static design.")] = 0.05,
+    samples: Annotated[int, typer.Option("--samples", help="Channel draws N.")] = 10_000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the draws (the same seed gives the same draws).")] = 0,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", help="Draws solved per batch (memory bound).")] = 16_384,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Directory (created) for fading_draws.csv, "
+                                                "fading_static.csv, fading_summary.json, fading_cdf.png, fading_static.png.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fading: the static outage design, its outage over N channel draws, and the adaptive design per draw.
+
+    The static design meets both budgets with probability >= 1 - ε: (P1) at the ε-quantile of the gain
+    (static_outage measures it: ε within sampling error). The adaptive design solves (P1) at each drawn
+    gain: the mean and 5/50/95 % quantiles of its log10 D̂* (a draw without a design counts as +inf in
+    the quantiles), its infeasible fraction, and the value of channel knowledge (static minus adaptive
+    mean log10 D̂*). docs/theory.md#fading-channels.
+    """
+    from laimco_jax.cli_fading import FADING_UNITS, fading_record
+
+    record = fading_record(_problem(preset, model, config, set_), fading, outage=outage, samples=samples, seed=seed,
+                           scheme=scheme, chunk_size=chunk_size, out=out)
+    files = record.pop("files", None)
+    if as_json:
+        print(json_text(record | ({"files": files} if files else {})))
+        return
+    _emit(record, False, f"Fading {record['fading']}: static design at ε = {outage:g} and adaptive design over "
+          f"{record['samples']} draws", FADING_UNITS)
+    if files:
+        console.print(f"wrote {', '.join(files)}")
 
 
 @app.command("sweep")

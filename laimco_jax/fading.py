@@ -39,7 +39,6 @@ __all__ = [
     "K_FACTOR_RANGE",
     "SHADOWING_DB_RANGE",
     "OUTAGE_RANGE",
-    "SAMPLES_RANGE",
     "parse_fading",
     "check_outage",
     "check_seed",
@@ -59,9 +58,7 @@ K_FACTOR_RANGE = Range(0.0, True, 1e8)
 SHADOWING_DB_RANGE = Range(0.0, True, 30.0)
 #: Outage probability ε of a static design.
 OUTAGE_RANGE = Range(0.0, False, 1.0, upper_inclusive=False)
-#: Number of channel draws (the index of a draw is folded into the key as 32 bits).
-SAMPLES_RANGE = Range(1.0, True, 2.0**32)
-_SEED_BITS = 32
+_INDEX_BITS = 32  # a draw's index and the seed are folded into the key as 32-bit words
 _DB = math.log(10.0) / 10.0  # ln(10)/10: S = exp(_DB σ Z)
 _STREAM_GAIN, _STREAM_DISTANCE = 0, 1
 
@@ -128,17 +125,16 @@ def check_outage(label: str, outage: Any) -> float:
 
 
 def check_samples(label: str, samples: Any) -> int:
-    """``samples`` as an int; ConfigError unless it is an integer in :data:`SAMPLES_RANGE`."""
-    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)):
-        raise ConfigError(f"{label} = {samples!r}: expected an integer in {SAMPLES_RANGE.text()}")
-    check_range(label, samples, SAMPLES_RANGE)
+    """``samples`` as an int; ConfigError unless it is an integer in [1, 2^32] (draw indices are 32-bit)."""
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or not 1 <= samples <= 2**_INDEX_BITS:
+        raise ConfigError(f"{label} = {samples!r}: expected an integer in [1, {2**_INDEX_BITS}]")
     return int(samples)
 
 
 def check_seed(label: str, seed: Any) -> int:
     """``seed`` as an int; ConfigError unless it is an integer in [0, 2^32)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**_SEED_BITS:
-        raise ConfigError(f"{label} = {seed!r}: expected an integer in [0, {2**_SEED_BITS - 1}]")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**_INDEX_BITS:
+        raise ConfigError(f"{label} = {seed!r}: expected an integer in [0, {2**_INDEX_BITS - 1}]")
     return int(seed)
 
 

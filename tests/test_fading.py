@@ -292,3 +292,89 @@ def test_monte_carlo_bad_input(problem):
     batch = jax.tree_util.tree_map(lambda x: jnp.stack([x, x]), problem)
     with pytest.raises(ConfigError, match="one configuration"):
         monte_carlo(batch, fading, 0.05, samples=3)
+
+
+# ----------------------------------------------------------------------------- command line
+
+NEAR = ("--set", "distance_m=100")
+
+
+def test_cli_solve_with_fading_is_the_solve_at_the_quantile_gain(cli):
+    code, out, err = cli("solve", "--json", *NEAR, "--fading", "rayleigh", "--outage", "0.1")
+    assert code == 0, err
+    record = json.loads(out)
+    gain = float(channel_gain(make_problem(overrides={"distance_m": 100.0}).system))
+    assert record["fading"] == "rayleigh" and record["outage"] == 0.1
+    assert record["fading_gain_factor_quantile"] == pytest.approx(-math.log(0.9), rel=1e-14)
+    assert record["fading_quantile_gain"] == pytest.approx(gain * -math.log(0.9), rel=1e-14)
+    code, out, _ = cli("solve", "--json", "--set", f"channel_gain={record['fading_quantile_gain']!r}")
+    fixed = json.loads(out)
+    assert record["status"] == fixed["status"] == "optimal"
+    for key in ("rho", "rho_server", "p_w", "log10_distortion_bound"):
+        assert record[key] == pytest.approx(fixed[key], rel=1e-12)
+    code, out, _ = cli("solve", "--json", *NEAR, "--fading", "rician:5")  # default ε = 0.05
+    assert json.loads(out)["outage"] == 0.05
+    assert json.loads(out)["fading_gain_factor_quantile"] == pytest.approx(stats.ncx2.ppf(0.05, 2, 10) / 12, rel=1e-12)
+
+
+def test_cli_fading_json_and_files(cli, tmp_path):
+    n, eps = 4000, 0.1
+    code, out, err = cli("fading", "--json", *NEAR, "--fading", "rayleigh+lognormal:4", "--outage", eps, "--samples", n,
+                         "--seed", 3, "--chunk-size", 1500, "--out", tmp_path)
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["samples"] == n and record["fading"] == "rayleigh+lognormal:4"
+    assert abs(record["static_outage"] - eps) < 4 * math.sqrt(eps * (1 - eps) / n)
+    assert record["adaptive_log10_distortion_bound_q05"] <= record["adaptive_log10_distortion_bound_q50"] \
+        <= record["adaptive_log10_distortion_bound_q95"]
+    assert 0 <= record["adaptive_infeasible_fraction"] < 1
+    assert record["value_of_channel_knowledge_log10"] == pytest.approx(
+        record["static_log10_distortion_bound"] - record["adaptive_mean_log10_distortion_bound"])
+    assert record["static_d_log10_distortion_bound_d_outage"] < 0  # a looser outage lowers D̂*
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["fading_cdf.png", "fading_draws.csv", "fading_static.csv", "fading_static.png", "fading_summary.json"]
+    import pandas as pd
+
+    draws = pd.read_csv(tmp_path / "fading_draws.csv")
+    assert len(draws) == n and draws["static_miss"].mean() == record["static_outage"]
+    assert json.loads((tmp_path / "fading_summary.json").read_text())["static_outage"] == record["static_outage"]
+    static = pd.read_csv(tmp_path / "fading_static.csv")
+    row = static[np.isclose(static["outage"], eps)].iloc[0]
+    assert row["log10_distortion_bound"] == pytest.approx(record["static_log10_distortion_bound"], rel=1e-12)
+    assert np.all(np.diff(static["log10_distortion_bound"][np.isfinite(static["log10_distortion_bound"])]) <= 1e-12)
+    # the same seed with another chunk size: the same summary
+    code, again, _ = cli("fading", "--json", *NEAR, "--fading", "rayleigh+lognormal:4", "--outage", eps, "--samples", n,
+                         "--seed", 3)
+    assert json.loads(again)["static_outage"] == record["static_outage"]
+    assert json.loads(again)["adaptive_mean_log10_distortion_bound"] == pytest.approx(
+        record["adaptive_mean_log10_distortion_bound"], rel=1e-12)
+
+
+def test_cli_fading_table(cli):
+    code, out, err = cli("fading", "--fading", "rayleigh", "--samples", 64)
+    assert code == 0, err
+    assert "static_outage" in out and "adaptive_infeasible_fraction" in out
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (("fading", "--fading", "nakagami:2"), ["--fading", "nakagami:2", "rician:K"]),
+        (("fading", "--fading", "rician:-1"), ["rician:K", "-1.0", "[0, 1e+08]"]),
+        (("fading", "--fading", "lognormal:-3"), ["lognormal:SIGMA_DB", "-3.0", "[0, 30]"]),
+        (("fading", "--fading", "rayleigh", "--outage", "0"), ["--outage", "0.0", "(0, 1)"]),
+        (("fading", "--fading", "rayleigh", "--outage", "1"), ["--outage", "1.0", "(0, 1)"]),
+        (("fading", "--fading", "rayleigh", "--samples", "0"), ["--samples", "0", "[1, "]),
+        (("fading", "--fading", "rayleigh", "--seed", "1.5"), ["--seed", "integer"]),
+        (("fading", "--fading", "rayleigh", "--seed", "-1"), ["--seed", "-1"]),
+        (("fading",), ["--fading"]),
+        (("solve", "--fading", "rayleigh", "--outage", "2"), ["--outage", "2.0", "(0, 1)"]),
+        (("solve", "--fading", "bogus"), ["--fading", "bogus"]),
+        (("solve", "--outage", "0.1"), ["--outage", "--fading"]),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(cli, args, words):
+    code, out, err = cli(*args)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert all(word in err for word in words), err

@@ -5,6 +5,8 @@
 * :mod:`~laimco_jax.experiments.theory` — Section III on real weights: Fig. 2 (weight fits),
   Fig. 3 (output vs parameter distortion, Theorem 3.1, Proposition 3.2) and the optimiser's ratios
   applied to a real pruned MiniLM (closing the loop).
+* :mod:`~laimco_jax.experiments.fading` — beyond the paper: the static outage design against ε and the
+  Monte Carlo over channel draws (tables, figures).
 * :mod:`~laimco_jax.experiments.plots` — matplotlib figures of the theory tables (Agg, no pyplot state).
 * :mod:`~laimco_jax.experiments.reproduce` — every part end to end, resumably, and ``summary.md``.
 
@@ -12,4 +14,4 @@ Submodules are imported on use (``from laimco_jax.experiments import paper``), s
 package loads nothing heavy.
 """
 
-__all__ = ["paper", "plots", "reproduce", "theory"]
+__all__ = ["fading", "paper", "plots", "reproduce", "theory"]

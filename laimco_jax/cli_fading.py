@@ -1,0 +1,85 @@
+"""``laimco solve --fading`` and ``laimco fading``: the outage-constrained static design and the Monte
+Carlo over channel draws (:mod:`laimco_jax.outage`, docs/theory.md#fading-channels)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+
+from laimco_jax.fading import check_outage, check_samples, check_seed, parse_fading
+from laimco_jax.outage import DEFAULT_OUTAGE, monte_carlo, quantile_gain, static_sensitivity, summarize
+from laimco_jax.outage import with_channel_gain
+from laimco_jax.params import ConfigError, Problem, Range, check_range
+from laimco_jax.sensitivity import SINGULAR
+from laimco_jax.solvers import found_point
+
+#: Units of the keys of ``laimco fading`` ("-": dimensionless).
+FADING_UNITS = {
+    "outage": "-",
+    "samples": "draws",
+    "fading_gain_factor_quantile": "-",
+    "fading_quantile_gain": "-",
+    "static_log10_distortion_bound": "log10",
+    "static_outage": "-",
+    "static_outage_standard_error": "-",
+    "adaptive_mean_log10_distortion_bound": "log10",
+    "adaptive_log10_distortion_bound_q05": "log10",
+    "adaptive_log10_distortion_bound_q50": "log10",
+    "adaptive_log10_distortion_bound_q95": "log10",
+    "adaptive_infeasible_fraction": "-",
+    "value_of_channel_knowledge_log10": "decades",
+    "static_d_log10_distortion_bound_d_outage": "decades",
+    "static_d_log10_distortion_bound_d_k_factor": "decades",
+    "static_d_log10_distortion_bound_d_shadowing_db": "decades/dB",
+}
+
+
+def outage_problem(problem: Problem, fading: str | None, outage: float | None) -> tuple[Problem, dict[str, Any]]:
+    """``laimco solve --fading MODEL --outage EPS``: ``problem`` at the gain's ε-quantile g·q_ε (ε default
+    :data:`~laimco_jax.outage.DEFAULT_OUTAGE`), and the keys the output gains (``fading``, ``outage``,
+    ``fading_gain_factor_quantile`` q_ε, ``fading_quantile_gain`` g·q_ε). Without --fading the problem
+    is unchanged; --outage alone is a ConfigError."""
+    if fading is None:
+        if outage is not None:
+            raise ConfigError(f"--outage {outage!r} needs --fading MODEL (the channel model whose quantile it picks)")
+        return problem, {}
+    model = parse_fading(fading)
+    outage = check_outage("--outage", DEFAULT_OUTAGE if outage is None else outage)
+    quantile, gain = quantile_gain(problem, model, outage)
+    record = {"fading": model.name, "outage": outage, "fading_gain_factor_quantile": quantile,
+              "fading_quantile_gain": float(gain)}
+    return with_channel_gain(problem, gain), record
+
+
+def fading_record(problem: Problem, fading: str, *, outage: float, samples: int, seed: int, scheme: str,
+                  chunk_size: int, out: Path | None) -> dict[str, Any]:
+    """``laimco fading``: :func:`~laimco_jax.outage.summarize` of the Monte Carlo run, the static optimum's
+    d log10 D̂*/dε and d log10 D̂*/dθ per fading parameter (``static_d_log10_distortion_bound_d_*``, where
+    the static design is feasible), and with ``out`` the files of
+    :func:`~laimco_jax.experiments.fading.write_fading` plus ``fading_summary.json`` (key ``files``)."""
+    from laimco_jax.cli import json_text
+
+    model = parse_fading(fading)
+    outage = check_outage("--outage", outage)
+    samples = check_samples("--samples", samples)
+    seed = check_seed("--seed", seed)
+    check_range("--chunk-size", chunk_size, Range(1.0))
+    result = monte_carlo(problem, model, outage, samples=samples, seed=seed, scheme=scheme, chunk_size=chunk_size)
+    record = summarize(result)
+    if found_point(int(result.static.solution.status)):
+        derivatives = static_sensitivity(problem.astype(jnp.float64), model, outage, scheme)
+        record["static_sensitivity_singular"] = bool(derivatives.pop(SINGULAR))
+        for name, outputs in derivatives.items():
+            record[f"static_d_log10_distortion_bound_d_{name}"] = float(outputs.log2_distortion_bound) * math.log10(2.0)
+    if out is not None:
+        from laimco_jax.experiments.fading import OUTAGE_GRID, static_curve_table, write_fading
+
+        curve = static_curve_table(problem, model, sorted({*OUTAGE_GRID, outage}), scheme)
+        paths = write_fading(result, curve, out)
+        summary = Path(out) / "fading_summary.json"
+        summary.write_text(json_text(record) + "\n")
+        record["files"] = [str(p) for p in [*paths, summary]]
+    return record

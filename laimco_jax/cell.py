@@ -12,7 +12,7 @@ The cell file (``laimco multiuser --users FILE.toml``)::
     [cell]
     bandwidth_hz = 5e6
     f_max_server_hz = 4e9
-    server_sharing = "equal"      # or "optimized"
+    server_sharing = "equal"      # F/K to each user
     objective = "sum-log"         # or "sum", "max"
     [defaults]                    # optional: preset, model, split and any per-user field
     preset = "paper"
@@ -57,12 +57,14 @@ __all__ = [
 
 #: Objectives over the users' distortion bounds D̂_k (eq. (41)): Σ w_k log2 D̂_k, Σ w_k D̂_k, max_k log2 D̂_k.
 OBJECTIVES: tuple[str, ...] = ("sum-log", "sum", "max")
-#: How the server clock F is shared: F/K each, or optimised shares f̃_k with Σ f̃_k ≤ F.
-SERVER_SHARING: tuple[str, ...] = ("equal", "optimized")
+#: How the server clock F is shared: F/K to each user (optimised shares f̃_k with Σ f̃_k ≤ F are not built yet).
+SERVER_SHARING: tuple[str, ...] = ("equal",)
 #: Fields of the cell as a whole, not of a user.
 SHARED_FIELDS: tuple[str, ...] = ("bandwidth_hz", "f_max_server_hz")
 _WEIGHT_RANGE = Range(0.0, False, 1e6)
 _DEFAULT_KEYS = ("preset", "model", "split")
+#: What a [[user]] table may set: its weight, the preset names, and every per-user field of a Problem.
+_USER_KEYS = ("weight",) + _DEFAULT_KEYS + tuple(name for name in FIELD_SECTION if name not in SHARED_FIELDS)
 
 
 class Cell(NamedTuple):
@@ -148,6 +150,8 @@ def _user_problem(index: int, fields: Mapping[str, Any], defaults: Mapping[str, 
     options = {key: fields.pop(key, defaults.get(key)) for key in _DEFAULT_KEYS}
     overrides = {k: v for k, v in defaults.items() if k not in _DEFAULT_KEYS} | fields
     for key, value in overrides.items():
+        if key.rpartition(".")[2] not in _USER_KEYS:
+            raise ConfigError(f"{where}: unknown field {key!r}; allowed: {', '.join(_USER_KEYS)}")
         field_name(key, f"{where}: {key}")
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ConfigError(f"{where}: {key} = {value!r} must be a single number")

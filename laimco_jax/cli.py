@@ -340,6 +340,43 @@ def solve_cmd(
     _emit(record, False, f"(P1) solved by {method}, scheme {scheme}", _TABLE_UNITS)
 
 
+#: Columns of ``laimco multiuser``'s user table: (record key, header).
+_MULTIUSER_COLUMNS = (("status", "status"), ("bandwidth_hz", "b [Hz]"), ("rho", "rho"), ("rho_server", "rho_srv"),
+                      ("p_w", "p [W]"), ("log10_distortion_bound", "log10 D"))
+
+
+@app.command("multiuser")
+def multiuser_cmd(
+    users: Annotated[Path, typer.Option("--users", help="Cell file (TOML): [cell] bandwidth_hz, f_max_server_hz; "
+                                        "optional [defaults]; one [[user]] table per user (see README).")],
+    objective: Annotated[Optional[str], typer.Option("--objective", help="sum-log (default) | sum | max; "
+                                                     "overrides the file's.")] = None,
+    server_sharing: Annotated[Optional[str], typer.Option("--server-sharing", help="equal (F/K per user, the "
+                                                          "default); overrides the file's.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Many users in one cell: each user's band share and design minimising a joint distortion objective."""
+    from laimco_jax.cli_multiuser import multiuser_record
+
+    record = multiuser_record(users, objective, server_sharing,
+                              lambda s: solution_record(s, method="exact", scheme="proposed"))
+    if as_json:
+        print(json_text(record))
+        return
+    cell = {k: v for k, v in record.items() if k != "users"}
+    unit = "-" if record["objective_name"] == "sum" else "bit"  # sum: relative certificate
+    units = _TABLE_UNITS | dict.fromkeys(("objective", "lower_bound", "equal_split_objective", "alone_objective",
+                                          "certificate"), unit)
+    _emit(cell, False, f"Cell of {len(record['users'])} users, objective {record['objective_name']}", units)
+    table = Table(title="Users in file order (laimco multiuser --json for every field)")
+    for header in ("user",) + tuple(header for _, header in _MULTIUSER_COLUMNS):
+        table.add_column(header, justify="right")
+    for k, user in enumerate(record["users"], start=1):
+        table.add_row(str(k), *[f"{user[c]:.4g}" if isinstance(user[c], float) else str(user[c])
+                                for c, _ in _MULTIUSER_COLUMNS])
+    console.print(table)
+
+
 @app.command("fading")
 def fading_cmd(
     fading: Annotated[str, typer.Option("--fading", help="Fading of the gain g|h|^2: rayleigh, rician:K, "

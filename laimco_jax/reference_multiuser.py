@@ -1,7 +1,7 @@
 """Independent reference for a multi-user cell (issue 15): the band split found by an outer search, each
 user's (P1) solved by CVXPY + Clarabel.
 
-This module shares no code with the cell solver (``laimco_jax.multiuser``): it uses the single-user CVXPY
+This module shares no code with the cell solver (``laimco_jax.solvers.multiuser``): it uses the single-user CVXPY
 form :func:`laimco_jax.reference.solve_cvxpy_exact`, SciPy, the system model (:mod:`laimco_jax.system`) and
 the distortion bound (:mod:`laimco_jax.distortion`), nothing of ``laimco_jax.solvers``' search.
 

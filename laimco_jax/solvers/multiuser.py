@@ -282,31 +282,39 @@ def _price_search(objective: str, cell: Cell, server, start: _Start):
 
 def _chord_sup(bands, lower, upper, price):
     """An upper bound on sup_{b >= 0} [φ(b) − π b] for a concave increasing φ known at sorted ``bands``
-    (leading axis) within [``lower``, ``upper``]: chords extended beyond their ends lie above φ."""
+    (leading axis) within [``lower``, ``upper``]: chords extended beyond their ends lie above φ.
+
+    A band proven infeasible has φ = −inf there and below it (φ is increasing); a chord through two
+    such bands says nothing to its right (+inf).
+    """
     n = bands.shape[0]
     gap = bands[1:] - bands[:-1]
     rise_right = (upper[1:] - lower[:-1]) / gap  # chord (i-1, i) extended right of b_i: slope at most this
     rise_left = (lower[1:] - upper[:-1]) / gap  # chord (i, i+1) extended left of b_i: slope at least this
 
-    def right_line(i, b):  # valid for b >= bands[i], i >= 1
-        return upper[i] + rise_right[i - 1] * (b - bands[i])
+    def line(i, slope, b):
+        value = jnp.where(b == bands[i], upper[i], upper[i] + slope * (b - bands[i]))
+        return jnp.where(jnp.isnan(value), jnp.inf, value)
 
-    def left_line(i, b):  # valid for b <= bands[i], i <= n - 2
-        return upper[i] + rise_left[i] * (b - bands[i])
+    def right_line(i, b):  # valid for b >= bands[i], i >= 1
+        return line(i, rise_right[i - 1], b)
+
+    def left_line(i, b):  # valid for b <= bands[i], i <= n - 2; −inf below a band proven infeasible
+        return jnp.where(upper[i] == -jnp.inf, -jnp.inf, line(i, rise_left[i], b))
 
     candidates = []
     for i in range(n - 1):  # interval [b_i, b_{i+1}]
         lines = ([functools.partial(right_line, i)] if i >= 1 else []) + (
             [functools.partial(left_line, i + 1)] if i + 1 <= n - 2 else [])
+        points = [bands[i], bands[i + 1]]
         if len(lines) == 2:
             slope_a, slope_b = rise_right[i - 1], rise_left[i + 1]
             cross = (upper[i + 1] - upper[i] + slope_a * bands[i] - slope_b * bands[i + 1]) / (slope_a - slope_b)
-            points = [bands[i], bands[i + 1], jnp.clip(jnp.nan_to_num(cross, nan=bands[i]), bands[i], bands[i + 1])]
-        else:
-            points = [bands[i], bands[i + 1]]
+            points.append(jnp.clip(jnp.where(jnp.isfinite(cross), cross, bands[i]), bands[i], bands[i + 1]))
         for b in points:
-            candidates.append(functools.reduce(jnp.minimum, [line(b) for line in lines]) - price * b)
-    head = jnp.where(rise_left[0] >= price, upper[0] - price * bands[0], upper[0] - rise_left[0] * bands[0])
+            candidates.append(functools.reduce(jnp.minimum, [fn(b) for fn in lines]) - price * b)
+    head_at_zero = rise_left[0] < price  # φ − πb rises towards b = 0 along the left chord
+    head = jnp.where(head_at_zero, left_line(0, jnp.zeros_like(bands[0])), left_line(0, bands[0]) - price * bands[0])
     tail = jnp.where(rise_right[-1] <= price, upper[n - 1] - price * bands[n - 1], jnp.inf)
     best = functools.reduce(jnp.maximum, candidates + [head, tail])
     return jnp.where(jnp.isnan(best), jnp.inf, best)

@@ -232,3 +232,34 @@ def test_cli_malformed_cell_files_exit_2_with_one_line(cli, tmp_path, edit, mess
 def test_cli_unknown_objective_flag_exits_2(cli, tmp_path):
     code, _, err = cli("multiuser", "--users", _write(tmp_path, CELL_FILE), "--objective", "median")
     assert code == 2 and "allowed: sum-log, sum, max" in err
+
+
+# ----------------------------------------------------------------------------- the structure it relies on
+
+
+def test_upload_energy_per_bit_is_jointly_convex_in_seconds_per_bit_and_band():
+    """docs/theory.md#multi-user-cell: u·b·(2^{1/(ub)} − 1) has a positive definite Hessian (mpmath)."""
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 40
+    rng = np.random.default_rng(3)
+
+    def energy(u, b):
+        return u * b * (mpmath.power(2, 1 / (u * b)) - 1)
+
+    for u, b in zip(10.0 ** rng.uniform(-9, -4, 50), 10.0 ** rng.uniform(3, 8, 50)):
+        u, b = mpmath.mpf(u), mpmath.mpf(b)
+        h = [[mpmath.diff(energy, (u, b), (2, 0)), mpmath.diff(energy, (u, b), (1, 1))],
+             [mpmath.diff(energy, (u, b), (1, 1)), mpmath.diff(energy, (u, b), (0, 2))]]
+        assert h[0][0] > 0 and h[0][0] * h[1][1] - h[0][1] ** 2 > 0
+
+
+def test_retained_parameters_are_concave_and_increasing_in_the_band():
+    """v(b) from the CVXPY reference (no shared code with the solver) on a grid of bands."""
+    from laimco_jax.reference import solve_cvxpy_exact
+
+    problem = _user(450.0)
+    bands = np.linspace(1.5e6, 5e6, 8)
+    values = np.array([solve_cvxpy_exact(problem.replace(system=problem.system.replace(bandwidth_hz=b)))
+                       .solution.retained_params for b in bands], float)
+    assert np.all(np.diff(values) > 0)
+    assert np.all(np.diff(values, 2) <= 1e-6 * values.max())

@@ -57,12 +57,12 @@ import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
-from laimco_jax.cell import make_cell, stack_cells  # noqa: E402
-from laimco_jax.params import make_problem  # noqa: E402
-from laimco_jax.reference_multiuser import least_band_hz, solve_cell_reference  # noqa: E402
-from laimco_jax.solvers import Status  # noqa: E402
-from laimco_jax.solvers.multiuser import solve_cell, solve_equal_split  # noqa: E402
-from laimco_jax.solvers.solution import found_point  # noqa: E402
+from laimco_jax.cell import make_cell, stack_cells
+from laimco_jax.params import make_problem
+from laimco_jax.reference_multiuser import least_band_hz, solve_cell_reference
+from laimco_jax.solvers import Status
+from laimco_jax.solvers.multiuser import solve_cell, solve_equal_split
+from laimco_jax.solvers.solution import found_point
 
 MIXES = ("near-paper", "mixed")
 BAND_PER_PAIR_HZ, SERVER_PER_PAIR_HZ = 5e6, 4e9  # B and F of a K = 2 cell
@@ -71,14 +71,14 @@ TARGET_RATIO_K2 = 1000.0
 
 def draw_user(rng: np.random.Generator, mix: str, bart_fraction: float):
     if mix == "near-paper":
-        return make_problem(split=4, overrides=dict(
-            distance_m=float(rng.uniform(150.0, 600.0)), delay_s=float(rng.uniform(0.3, 0.5)),
-            energy_j=float(rng.uniform(0.01, 0.03))))
+        return make_problem(split=4, overrides={
+            "distance_m": float(rng.uniform(150.0, 600.0)), "delay_s": float(rng.uniform(0.3, 0.5)),
+            "energy_j": float(rng.uniform(0.01, 0.03))})
     bart = rng.uniform() < bart_fraction
     model, splits = ("bart-base", 6) if bart else ("bert-base", 8)
-    return make_problem(model=model, split=int(rng.integers(1, splits + 1)), overrides=dict(
-        distance_m=float(rng.uniform(100.0, 800.0)), delay_s=float(rng.uniform(0.25, 0.6)),
-        energy_j=float(rng.uniform(0.008, 0.05))))
+    return make_problem(model=model, split=int(rng.integers(1, splits + 1)), overrides={
+        "distance_m": float(rng.uniform(100.0, 800.0)), "delay_s": float(rng.uniform(0.25, 0.6)),
+        "energy_j": float(rng.uniform(0.008, 0.05))})
 
 
 def draw_cells(mix: str, users: int, count: int, seed: int, bart_fraction: float):

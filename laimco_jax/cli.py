@@ -433,9 +433,19 @@ def sweep_cmd(
     distributed: Annotated[bool, typer.Option("--distributed", help="Join a multi-host run (jax.distributed).")] = False,
     gradient: Annotated[Optional[list[str]], typer.Option("--gradient", help="Store d OUTPUT/d FIELD, e.g. log2_distortion_bound/delay_s (repeatable).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Start even if the results may not fit on the disk.")] = False,
+    users: Annotated[Optional[Path], typer.Option("--users", help="Cell file (as laimco multiuser): sweep cells of users; "
+                                                  "--grid then takes bandwidth_hz, f_max_server_hz or a per-user field (set for every user).")] = None,
+    num_users: Annotated[Optional[str], typer.Option("--num-users", help="With --users: a K axis, K1,K2,... or FIRST:LAST users "
+                                                     "copied from the file's first user at drawn distances (needs --distance-range).")] = None,
+    draws: Annotated[Optional[int], typer.Option("--draws", help="With --num-users: random cells per K (default 1).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="With --num-users: seed of the distances (default 0; the same seed gives the same cells).")] = None,
+    distance_range: Annotated[Optional[str], typer.Option("--distance-range", help="With --num-users: MIN:MAX [m], distances uniform over that annulus.")] = None,
+    objective: Annotated[Optional[str], typer.Option("--objective", help="With --users: sum-log, sum, max, a comma list or all (default the file's).")] = None,
 ) -> None:
     """Solve (P1) on a Cartesian grid of configurations, chunk by chunk, into a resumable Zarr store.
 
+    With --users, solve cells of users (laimco multiuser) on a grid of cell or per-user fields, and
+    optionally over the number of users K (--num-users), into the same kind of store with a user dim.
     Ctrl-C exits with status 130 and one line on stderr: the chunks written and how to resume.
     """
     from laimco_jax.cli_sweep import run_sweep_from_cli
@@ -443,7 +453,8 @@ def sweep_cmd(
     path = run_sweep_from_cli(
         preset=preset, model=model, config=config, overrides=_parse_sets(set_), grids=grid, points=points,
         splits=split, schemes=scheme, out=out, spec=spec, resume=resume, chunk_size=chunk_size,
-        distributed=distributed, gradients=gradient, force=force,
+        distributed=distributed, gradients=gradient, force=force, users=users, num_users=num_users, draws=draws,
+        seed=seed, distance_range=distance_range, objectives=objective,
     )
     console.print(f"sweep written to {path}")
 

@@ -1,5 +1,6 @@
 """``laimco sweep``: a sweep from a spec file and/or command-line options, run or resumed
-(:mod:`laimco_jax.sweep`), optionally as one process of a multi-host run (:mod:`jax.distributed`)."""
+(:mod:`laimco_jax.sweep`), optionally as one process of a multi-host run (:mod:`jax.distributed`);
+with ``--users FILE.toml`` a sweep of cells of users (:mod:`laimco_jax.sweep.cells`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 from laimco_jax.params import ConfigError
 from laimco_jax.sweep import (
     DEFAULT_CHUNK_SIZE,
+    build_cell_spec,
     build_spec,
     parse_grid_option,
     read_spec_file,
@@ -33,6 +35,13 @@ def _grid_options(items: Sequence[str] | None) -> dict[str, np.ndarray]:
     return grid
 
 
+_CELL_FLAGS = {"num_users": "--num-users", "draws": "--draws", "seed": "--seed", "distance_range": "--distance-range",
+               "objectives": "--objective"}
+_SINGLE_FLAGS = {"preset": "--preset", "model": "--model", "config": "--config", "overrides": "--set",
+                 "points": "--points", "splits": "--split", "schemes": "--scheme", "gradients": "--gradient",
+                 "spec": "--spec"}
+
+
 def run_sweep_from_cli(
     *,
     preset: str | None = None,
@@ -51,6 +60,12 @@ def run_sweep_from_cli(
     progress: bool = True,
     gradients: Sequence[str] | None = None,
     force: bool = False,
+    users: Path | None = None,
+    num_users: str | None = None,
+    draws: int | None = None,
+    seed: int | None = None,
+    distance_range: str | None = None,
+    objectives: str | None = None,
 ) -> Path:
     """``laimco sweep``: build the spec from a spec file and/or options, then run or resume it.
 
@@ -61,6 +76,10 @@ def run_sweep_from_cli(
     in ``out`` as it was started. ``distributed`` calls ``jax.distributed.initialize()`` first (SLURM and other
     clusters: see :mod:`laimco_jax.sweep`). ``out`` defaults to ``sweep.zarr``; ``force`` skips the disk
     space check (see :func:`~laimco_jax.sweep.run_sweep`). Returns ``out``.
+
+    ``users`` (a cell file) makes it a cell sweep (:func:`~laimco_jax.sweep.build_cell_spec`): ``grids``
+    and ``num_users``, ``draws``, ``seed``, ``distance_range``, ``objectives`` (which need ``users``)
+    build it; the single-user options and ``spec`` are refused with it.
     """
     if distributed:
         jax.distributed.initialize()
@@ -72,7 +91,18 @@ def run_sweep_from_cli(
     given = {"preset": preset, "model": model, "config": config, "points": points, "splits": splits,
              "schemes": schemes, "gradients": gradients}
     grid = _grid_options(grids)
-    if resume and not options and not grid and not overrides and all(v is None for v in given.values()):
+    cell = {"num_users": num_users, "draws": draws, "seed": seed, "distance_range": distance_range,
+            "objectives": objectives}
+    if users is None and any(v is not None for v in cell.values()):
+        flags = [_CELL_FLAGS[k] for k, v in cell.items() if v is not None]
+        raise ConfigError(f"{', '.join(flags)}: only with --users FILE.toml (a sweep of cells of users)")
+    if users is not None:
+        single = [_SINGLE_FLAGS[k] for k, v in {**given, "overrides": overrides, "spec": spec}.items() if v]
+        if single:
+            raise ConfigError(f"--users: a cell sweep takes --grid and {', '.join(_CELL_FLAGS.values())}, "
+                              f"not {', '.join(single)}")
+        sweep = build_cell_spec(users, grid=grid, **cell)
+    elif resume and not options and not grid and not overrides and all(v is None for v in given.values()):
         sweep = stored_spec(out)
     else:
         options.update({k: v for k, v in given.items() if v is not None})

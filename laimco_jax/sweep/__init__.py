@@ -105,8 +105,36 @@ solution retains the most parameters ρq + ρ̃s among the splits solved OPTIMAL
 strictly decreasing in ρq + ρ̃s at the fixed total q + s of a preset model; splits within a relative
 :data:`BEST_SPLIT_RTOL` of the most tie, and ties go to the smallest split), or -1 when no split is solved OPTIMAL; ``best_log10_distortion_bound`` is log10 D̂ there (NaN
 for -1). It is a reduction inside the jitted chunk function, so it costs no second pass.
+
+Cells of users (:mod:`laimco_jax.sweep.cells`, :func:`build_cell_spec`). ``laimco sweep --users
+cell.toml`` sweeps :func:`~laimco_jax.solvers.multiuser.solve_cell` over a cell file (the file of
+``laimco multiuser``) with the same store, chunks, sharding, lock, resume and interrupts::
+
+    laimco sweep --users cell.toml --grid bandwidth_hz=1e6:2e7:8:log --grid delay_s=0.2:0.5:4 --out cells.zarr
+    laimco sweep --users cell.toml --num-users 1:16 --draws 32 --seed 7 --distance-range 100:600 \
+        --objective all --out k.zarr
+
+``--grid`` takes ``bandwidth_hz`` and ``f_max_server_hz`` (the cell's) or any per-user field, which
+every user of the cell then takes. ``--num-users K1,K2,...`` (or ``FIRST:LAST``) adds the K axis
+(dims ``num_users`` and ``draw``): ``--draws`` random cells per K of users copied from the file's first
+user (or its ``[defaults]``), at distances uniform over the annulus ``--distance-range MIN:MAX`` [m],
+drawn from ``--seed`` per draw (the same seed gives the same cells whatever the chunking; a draw's
+K-user cell is its first K users). ``--objective`` (default the file's) is a dim, like ``scheme``.
+Per-cell variables are ``cell_status``, ``cell_objective``, ``cell_lower_bound``, ``cell_certificate``,
+``cell_infeasible_reason``; per-user ones (dim ``user``) ``band_share_hz``, ``server_share_hz`` and the
+Solution fields under the names above (absent users of a smaller K read NaN / -1; the coordinate
+``present`` says which are users; ``distance_m`` and ``weight`` are per-user coordinates). Resume with
+``laimco sweep --resume --out NAME`` as any sweep.
 """
 
+from laimco_jax.sweep.cells import (
+    CellSweepSpec,
+    build_cell_spec,
+    draw_distances,
+    parse_distance_range,
+    parse_num_users,
+    parse_objectives,
+)
 from laimco_jax.sweep.compute import (
     BEST_SPLIT_RTOL,
     DEFAULT_CHUNK_SIZE,
@@ -147,17 +175,23 @@ __all__ = [
     "SOLUTION_VARIABLES",
     "SPLIT_FIELDS",
     "Axis",
+    "CellSweepSpec",
     "ChunkLayout",
     "Interrupted",
     "SweepSpec",
     "best_split",
+    "build_cell_spec",
     "build_spec",
     "chunk_layout",
+    "draw_distances",
     "gradient_variable",
     "open_sweep",
+    "parse_distance_range",
     "parse_gradients",
     "parse_grid_option",
     "parse_grid_values",
+    "parse_num_users",
+    "parse_objectives",
     "parse_schemes",
     "parse_splits",
     "points_axis",

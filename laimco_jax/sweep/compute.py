@@ -97,8 +97,21 @@ class _Plan(NamedTuple):
 
     @property
     def padded_points(self) -> int:
-        """Grid points of a block rounded up to a multiple of the device count."""
-        return -(-math.prod(self.block) // self.mesh.size) * self.mesh.size
+        return padded_points(self.block, self.mesh)
+
+
+def padded_points(block: Sequence[int], mesh: Mesh) -> int:
+    """Grid points of a block rounded up to a multiple of the device count."""
+    return -(-math.prod(block) // mesh.size) * mesh.size
+
+
+def grid_indices(origin, local, shape: Sequence[int], block: Sequence[int]) -> list[jax.Array]:
+    """The index along each grid dim of the points ``local`` (flat in-block numbers, C order) of the
+    block at grid index ``origin``; indices past the grid's end (edge blocks) are clamped to it."""
+    return [
+        jnp.minimum(origin[d] + local // math.prod(block[d + 1 :]) % block[d], shape[d] - 1)
+        for d in range(len(shape))
+    ]
 
 
 def _solve_scheme(problem, plan: _Plan) -> dict[str, jax.Array]:
@@ -138,9 +151,7 @@ def _evaluate_chunk(origin, base, axis_values, split_values, plan: _Plan) -> dic
     instance = jax.lax.with_sharding_constraint(jnp.arange(plan.padded_points * n_splits), sharded)
     local = jnp.minimum(instance // n_splits, n_block - 1)  # the grid point in the block
     swept = {name: v[instance % n_splits] for name, v in split_values.items()}
-    for d, values in enumerate(axis_values):
-        stride = math.prod(plan.block[d + 1 :])
-        index = jnp.minimum(origin[d] + local // stride % plan.block[d], plan.shape[d] - 1)
+    for values, index in zip(axis_values, grid_indices(origin, local, plan.shape, plan.block)):
         swept.update({name: v[index] for name, v in values.items()})
     return jax.lax.with_sharding_constraint(_solve_scheme(configuration(base, swept), plan), sharded)
 
@@ -149,7 +160,7 @@ def local_mesh() -> Mesh:
     return Mesh(np.array(jax.local_devices()), ("chunk",))
 
 
-class _Evaluator(NamedTuple):
+class ChunkEvaluator(NamedTuple):
     """``evaluate(chunk)``: a dict of variables (padded chunk[, split]) per scheme, dispatched asynchronously;
     ``compile_jobs``: one callable per scheme that compiles its chunk function ahead of time (so that
     compiling can overlap preparing the store; a later ``evaluate`` reuses the compiled program).
@@ -159,33 +170,41 @@ class _Evaluator(NamedTuple):
     compile_jobs: tuple[Callable[[], Any], ...]
 
 
-def chunk_evaluator(spec: SweepSpec, layout: ChunkLayout, mesh: Mesh, dtype) -> _Evaluator:
+def replicate(tree, mesh: Mesh, dtype):
+    """``tree``'s leaves as arrays of ``dtype`` (floats; booleans stay booleans) replicated over ``mesh``."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def cast(v):
+        v = np.asarray(v)
+        return v if v.dtype == bool else v.astype(dtype)
+
+    return jax.device_put(jax.tree_util.tree_map(cast, tree), replicated)
+
+
+def chunk_origin(layout: ChunkLayout, chunk: int) -> np.ndarray:
+    """The grid index of chunk number ``chunk``'s first point."""
+    return np.array([r.start for r in layout.region(chunk)], np.int32)
+
+
+def chunk_evaluator(spec: SweepSpec, layout: ChunkLayout, mesh: Mesh, dtype) -> ChunkEvaluator:
     """The chunk evaluation of ``spec``. All values (base configuration, axes, splits) are arguments,
     so sweeps of the same structure share one compilation per scheme.
     """
-    replicated = NamedSharding(mesh, PartitionSpec())
-
-    def cast(tree):
-        return jax.device_put(jax.tree_util.tree_map(lambda v: np.asarray(v, dtype), tree), replicated)
-
-    base = cast(spec.base)
-    axis_values = cast(tuple(dict(axis.values) for axis in spec.axes))
-    split_values = cast(spec.split_values())
+    base = replicate(spec.base, mesh, dtype)
+    axis_values = replicate(tuple(dict(axis.values) for axis in spec.axes), mesh, dtype)
+    split_values = replicate(spec.split_values(), mesh, dtype)
     plans = [_Plan(layout.shape, layout.block, scheme, spec.splits, mesh, spec.gradients) for scheme in spec.schemes]
 
-    def origin(chunk: int) -> np.ndarray:
-        return np.array([r.start for r in layout.region(chunk)], np.int32)
-
     def evaluate(chunk: int) -> list[dict]:
-        return [_evaluate_chunk(origin(chunk), base, axis_values, split_values, plan=plan) for plan in plans]
+        return [_evaluate_chunk(chunk_origin(layout, chunk), base, axis_values, split_values, plan=plan) for plan in plans]
 
     x64 = jax.config.jax_enable_x64  # the caller's setting, per thread: carried into the compile pool
 
     def compile_job(plan: _Plan):
         def compile_plan():
             with jax.enable_x64(x64):
-                return _evaluate_chunk.lower(origin(0), base, axis_values, split_values, plan=plan).compile()
+                return _evaluate_chunk.lower(chunk_origin(layout, 0), base, axis_values, split_values, plan=plan).compile()
 
         return compile_plan
 
-    return _Evaluator(evaluate, tuple(map(compile_job, plans)))
+    return ChunkEvaluator(evaluate, tuple(map(compile_job, plans)))

@@ -16,10 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from laimco_jax.params import ConfigError
+from laimco_jax.sweep.cells import CellSweepSpec
 from laimco_jax.sweep.compute import (
     DEFAULT_CHUNK_SIZE,
     ChunkLayout,
-    chunk_evaluator,
     chunk_layout,
     local_mesh,
 )
@@ -81,7 +81,7 @@ def _progress_bar(enabled: bool):
 
 
 def run_sweep(
-    spec: SweepSpec,
+    spec: SweepSpec | CellSweepSpec,
     out: str | Path,
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -94,12 +94,13 @@ def run_sweep(
     """Solve every instance of ``spec`` and write the results chunk by chunk to the Zarr store ``out``.
 
     Args:
-      spec: a validated sweep (:func:`build_spec`).
+      spec: a validated sweep (:func:`build_spec`, or :func:`~laimco_jax.sweep.cells.build_cell_spec`
+        for cells of users).
       out: ``NAME.zarr``, the store (a directory), or ``NAME.nc``, a netCDF file converted at the end
         from the work store ``NAME.nc.zarr`` (which is what is resumed and is removed once the netCDF
         file is written). Must not exist unless ``resume``.
-      chunk_size: most (P1) instances per chunk (grid points x schemes x splits); ignored on resume
-        (the stored layout is kept).
+      chunk_size: most (P1) instances per chunk (grid points x schemes x splits; a cell sweep: cells x
+        objectives x users); ignored on resume (the stored layout is kept).
       resume: continue the sweep stored in ``out`` (which must hold this very spec), computing only
         the chunks not yet done; if ``out`` does not exist, start it.
       dtype: the float dtype of the computation and the results (default float64). The sweep runs
@@ -144,7 +145,7 @@ def run_sweep(
     return out
 
 
-def _sweep_into(store: Path, out: Path, spec: SweepSpec, *, chunk_size: int, resume: bool, dtype, progress: bool,
+def _sweep_into(store: Path, out: Path, spec: SweepSpec | CellSweepSpec, *, chunk_size: int, resume: bool, dtype, progress: bool,
                 on_chunk: Callable[[int, int], None] | None, force: bool) -> None:
     """:func:`run_sweep` in the store ``store`` of the output ``out``, once it holds the store's lock."""
     _barrier("laimco-sweep-start")
@@ -166,23 +167,23 @@ def _sweep_into(store: Path, out: Path, spec: SweepSpec, *, chunk_size: int, res
     _barrier("laimco-sweep-finished")
 
 
-def _compute(store: Path, spec: SweepSpec, layout: ChunkLayout, dtype, *, create: bool, progress: bool,
+def _compute(store: Path, spec: SweepSpec | CellSweepSpec, layout: ChunkLayout, dtype, *, create: bool, progress: bool,
              on_chunk: Callable[[int, int], None] | None) -> None:
     """Create the store (if ``create``) while compiling, then compute and write this process's chunks not done.
 
     The writer thread's pool is left before the file-writing pool, so every chunk handed to it is
     written whole and marked done even when a KeyboardInterrupt unwinds this.
     """
-    evaluator = chunk_evaluator(spec, layout, local_mesh(), dtype)
+    evaluator = spec.evaluator(layout, local_mesh(), dtype)
     per_point = math.prod(spec.inner_shape)
     who = f" (process {jax.process_index()} of {jax.process_count()})" if jax.process_count() > 1 else ""
     with (
         _progress_bar(progress and jax.process_index() == 0) as bar,
-        ThreadPoolExecutor(min(len(spec.schemes), os.cpu_count() or 1)) as compiler,
+        ThreadPoolExecutor(min(len(evaluator.compile_jobs), os.cpu_count() or 1)) as compiler,
         ThreadPoolExecutor(_WRITE_THREADS) as io,
         ThreadPoolExecutor(1) as writer,
     ):
-        task = bar.add_task(f"compiling {len(spec.schemes)} scheme(s){who}", total=None)
+        task = bar.add_task(f"compiling {len(evaluator.compile_jobs)} program(s){who}", total=None)
         compiled = [compiler.submit(job) for job in evaluator.compile_jobs]  # while the store is prepared
         _barrier("laimco-sweep-checked")
         if create and jax.process_index() == 0:

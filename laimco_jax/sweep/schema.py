@@ -1,5 +1,7 @@
 """What a sweep stores: every variable's name, dims, dtype, fill value and attrs (units from
-:mod:`laimco_jax.units`)."""
+:mod:`laimco_jax.units`), its coordinates and its attrs. The store and the driver reach these through
+the spec (:meth:`SweepSpec.variables <laimco_jax.sweep.spec.SweepSpec.variables>` and its siblings), so
+a cell sweep (:mod:`laimco_jax.sweep.cells`) stores its own."""
 
 from __future__ import annotations
 
@@ -7,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from laimco_jax.params import FIELD_SECTION, dump_toml, problem_from_dict
 from laimco_jax.solvers import Status
-from laimco_jax.sweep.spec import SweepSpec
-from laimco_jax.units import SOLUTION_UNITS
+from laimco_jax.sweep.spec import SPLIT_FIELDS, SweepSpec
+from laimco_jax.units import FIELD_UNITS, SOLUTION_UNITS
 
 _STATUS_FLAGS = {"flag_values": [int(s) for s in Status], "flag_meanings": " ".join(s.name.lower() for s in Status)}
 _REASON_FLAGS = {"flag_values": [0, 1, 2, 3], "flag_meanings": "none delay energy joint"}
@@ -74,3 +77,25 @@ def variables(spec: SweepSpec, dtype) -> dict[str, tuple[tuple[str, ...], Any, A
 def dim_sizes(spec: SweepSpec) -> dict[str, int]:
     """Length of every dim of the stored variables."""
     return dict(zip((a.dim for a in spec.axes), spec.shape), scheme=len(spec.schemes), split=len(spec.splits or ()))
+
+
+def coords(spec: SweepSpec) -> dict[str, Any]:
+    """The coordinates of the stored Dataset: the swept fields, ``scheme`` and ``split``."""
+    out: dict[str, Any] = {}
+    for axis in spec.axes:
+        for name, values in axis.values.items():
+            out[name] = (axis.dim, values, {"units": FIELD_UNITS[name], "long_name": f"{FIELD_SECTION[name]}.{name}"})
+    out["scheme"] = ("scheme", np.array(spec.schemes))
+    if spec.splits is not None:
+        out["split"] = ("split", np.array(spec.splits, np.int32), {"units": "layers", "long_name": "layers on the device"})
+    return out
+
+
+def store_attrs(spec: SweepSpec) -> dict[str, Any]:
+    """The Dataset's attrs that describe this kind of sweep (the store adds the spec, layout and progress)."""
+    return {
+        "title": "laimco_jax sweep of (P1), exact solver",
+        "config_toml": dump_toml(problem_from_dict(spec.base)),
+        "split_model": spec.split_model if spec.splits is not None else "",
+        "split_fields": list(SPLIT_FIELDS) if spec.splits is not None else [],
+    }

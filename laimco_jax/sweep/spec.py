@@ -96,6 +96,37 @@ class SweepSpec:
         values = {name: np.array([row[name] for row in rows], np.float64) for name in SPLIT_FIELDS}
         return {**values, RAW_INPUT: np.array([s == RAW_INPUT_SPLIT for s in self.splits], np.float64)}
 
+    # What the store and the driver ask of a spec (laimco_jax.sweep.store's docstring); the answers
+    # live in schema.py and compute.py, imported here on use (they import this module).
+
+    def variables(self, dtype) -> dict[str, tuple[tuple[str, ...], Any, Any, dict]]:
+        """Stored variable -> (dims, dtype, fill value, attrs)."""
+        from laimco_jax.sweep.schema import variables
+
+        return variables(self, dtype)
+
+    def dim_sizes(self) -> dict[str, int]:
+        """Length of every dim of the stored variables."""
+        from laimco_jax.sweep.schema import dim_sizes
+
+        return dim_sizes(self)
+
+    def coords(self) -> dict[str, Any]:
+        from laimco_jax.sweep.schema import coords
+
+        return coords(self)
+
+    def store_attrs(self) -> dict[str, Any]:
+        from laimco_jax.sweep.schema import store_attrs
+
+        return store_attrs(self)
+
+    def evaluator(self, layout, mesh, dtype):
+        """The :class:`~laimco_jax.sweep.compute.ChunkEvaluator` of this sweep cut into ``layout``."""
+        from laimco_jax.sweep.compute import chunk_evaluator
+
+        return chunk_evaluator(self, layout, mesh, dtype)
+
     def to_json(self) -> str:
         """Canonical JSON (exact float round trip), stored in the results and compared on resume."""
         return json.dumps(

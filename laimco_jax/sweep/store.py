@@ -1,9 +1,17 @@
 """The Zarr store of a sweep: creation (atomic), its arrays, chunk writes and progress markers, the
 ``complete`` attribute, reading it back (:func:`open_sweep`, :func:`stored_spec`), the netCDF
-conversion and the disk-size check."""
+conversion and the disk-size check.
+
+It serves every kind of sweep spec: a :class:`~laimco_jax.sweep.spec.SweepSpec` (single-user (P1)
+instances) and a :class:`~laimco_jax.sweep.cells.CellSweepSpec` (cells of users). A spec provides
+``axes`` (the grid dims, outermost first), ``shape``, ``inner_shape``, ``num_instances``, ``to_json()``
+and the methods ``variables(dtype)``, ``dim_sizes()``, ``coords()``, ``store_attrs()`` and
+``evaluator(layout, mesh, dtype)``; every stored variable's dims start with the grid dims.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -16,39 +24,35 @@ from typing import Any
 import jax
 import numpy as np
 
-from laimco_jax.params import FIELD_SECTION, ConfigError, dump_toml, problem_from_dict
+from laimco_jax.params import ConfigError
+from laimco_jax.sweep.cells import CellSweepSpec
 from laimco_jax.sweep.compute import ChunkLayout
-from laimco_jax.sweep.schema import dim_sizes, variables
-from laimco_jax.sweep.spec import OUT_SUFFIXES, POINT_DIM, SPLIT_FIELDS, SweepSpec
-from laimco_jax.units import FIELD_UNITS
+from laimco_jax.sweep.spec import OUT_SUFFIXES, POINT_DIM, SweepSpec
 
 _ZARR_FORMAT = 2
 PROGRESS = "_progress/done"  # progress markers: 1 once a sweep chunk is written (one Zarr chunk each)
 _NETCDF3_MAX_VARIABLE_BYTES = 2**32 - 4  # netCDF-3 64-bit offset format: per variable [B]
 
 
-def variable_bytes(spec: SweepSpec, layout: ChunkLayout, dtype) -> dict[str, tuple[int, int]]:
+def variable_bytes(spec: SweepSpec | CellSweepSpec, layout: ChunkLayout, dtype) -> dict[str, tuple[int, int]]:
     """Stored variable -> (bytes of one Zarr chunk as stored, bytes of the whole variable) [B], uncompressed
     (the store is: edge chunks are stored whole, so chunks x chunk bytes bounds the store from above)."""
-    sizes, grid = dim_sizes(spec), len(spec.axes)
+    sizes, grid = spec.dim_sizes(), len(spec.axes)
     out = {}
-    for name, (dims, vtype, _, _) in variables(spec, dtype).items():
+    for name, (dims, vtype, _, _) in spec.variables(dtype).items():
         per_point = math.prod(sizes[d] for d in dims[grid:]) * np.dtype(vtype).itemsize
         out[name] = (layout.block_points * per_point, math.prod(spec.shape) * per_point)
     return out
 
 
-def _store_attrs(spec: SweepSpec, layout: ChunkLayout, dtype) -> dict[str, Any]:
+def _store_attrs(spec: SweepSpec | CellSweepSpec, layout: ChunkLayout, dtype) -> dict[str, Any]:
     from laimco_jax import __version__
 
     return {
-        "title": "laimco_jax sweep of (P1), exact solver",
-        "config_toml": dump_toml(problem_from_dict(spec.base)),
+        **spec.store_attrs(),
         "sweep_spec": spec.to_json(),
         "chunk_block": list(layout.block),
         "dtype": np.dtype(dtype).name,
-        "split_model": spec.split_model if spec.splits is not None else "",
-        "split_fields": list(SPLIT_FIELDS) if spec.splits is not None else [],
         "laimco_jax_version": __version__,
         "complete": False,  # set true when the last chunk is written
     }
@@ -69,7 +73,7 @@ def _results(out: Path) -> Path:
     return out if store != out and out.exists() else store
 
 
-def create_store(out: Path, spec: SweepSpec, layout: ChunkLayout, dtype) -> None:
+def create_store(out: Path, spec: SweepSpec | CellSweepSpec, layout: ChunkLayout, dtype) -> None:
     """The empty store, built under the temporary sibling name ``.NAME.partial`` and renamed into
     place, so a store that exists is whole (a sweep killed while creating it leaves only the
     temporary, which the next attempt removes; the caller holds the store's lock).
@@ -84,26 +88,19 @@ def create_store(out: Path, spec: SweepSpec, layout: ChunkLayout, dtype) -> None
         raise
 
 
-def _write_skeleton(out: Path, spec: SweepSpec, layout: ChunkLayout, dtype) -> None:
+def _write_skeleton(out: Path, spec: SweepSpec | CellSweepSpec, layout: ChunkLayout, dtype) -> None:
     """Coordinates, attrs, empty variables (chunked like the sweep) and the progress markers."""
     import xarray as xr
     import zarr
 
-    coords: dict[str, Any] = {}
-    for axis in spec.axes:
-        for name, values in axis.values.items():
-            coords[name] = (axis.dim, values, {"units": FIELD_UNITS[name], "long_name": f"{FIELD_SECTION[name]}.{name}"})
-    coords["scheme"] = ("scheme", np.array(spec.schemes))
-    if spec.splits is not None:
-        coords["split"] = ("split", np.array(spec.splits, np.int32), {"units": "layers", "long_name": "layers on the device"})
-    xr.Dataset(coords=coords, attrs=_store_attrs(spec, layout, dtype)).to_zarr(
+    xr.Dataset(coords=spec.coords(), attrs=_store_attrs(spec, layout, dtype)).to_zarr(
         out, mode="w-", zarr_format=_ZARR_FORMAT, consolidated=False
     )
     root = zarr.open_group(out, mode="r+", zarr_format=_ZARR_FORMAT)
     point_fields = [n for a in spec.axes if a.dim == POINT_DIM for n in a.values]
-    sizes = dim_sizes(spec)
+    sizes = spec.dim_sizes()
     grid_dims = len(layout.block)
-    for name, (dims, vtype, fill, attrs) in variables(spec, dtype).items():
+    for name, (dims, vtype, fill, attrs) in spec.variables(dtype).items():
         if point_fields:
             attrs = {**attrs, "coordinates": " ".join(point_fields)}
         root.create_array(
@@ -119,13 +116,13 @@ def _write_skeleton(out: Path, spec: SweepSpec, layout: ChunkLayout, dtype) -> N
     zarr.consolidate_metadata(out)
 
 
-def open_arrays(out: Path, spec: SweepSpec) -> dict[str, Any]:
+def open_arrays(out: Path, spec: SweepSpec | CellSweepSpec) -> dict[str, Any]:
     """The store's result arrays by variable name, and its progress markers under ``PROGRESS``."""
     import zarr
 
     root = zarr.open_group(out, mode="r+", zarr_format=_ZARR_FORMAT)
     try:
-        return {name: root[name] for name in [*variables(spec, np.float64), PROGRESS]}
+        return {name: root[name] for name in [*spec.variables(np.float64), PROGRESS]}
     except KeyError as exc:
         raise ConfigError(f"{str(out)!r} lacks the array {exc}: an incomplete store; remove it and start again") from exc
 
@@ -177,7 +174,7 @@ def _sweep_attrs(path: Path) -> dict[str, Any]:
     return attrs
 
 
-def check_same_sweep(path: Path, spec: SweepSpec, dtype) -> dict[str, Any]:
+def check_same_sweep(path: Path, spec: SweepSpec | CellSweepSpec, dtype) -> dict[str, Any]:
     """The attrs of the sweep at ``path``, after checking that it is this very sweep (ConfigError if not)."""
     attrs = _sweep_attrs(path)
     if attrs["sweep_spec"] != spec.to_json() or attrs["dtype"] != np.dtype(dtype).name:
@@ -188,9 +185,11 @@ def check_same_sweep(path: Path, spec: SweepSpec, dtype) -> dict[str, Any]:
     return attrs
 
 
-def stored_spec(out: str | Path) -> SweepSpec:
+def stored_spec(out: str | Path) -> SweepSpec | CellSweepSpec:
     """The spec of the sweep stored for ``out`` (to resume it without repeating the options)."""
-    return SweepSpec.from_json(_sweep_attrs(_results(Path(out)))["sweep_spec"])
+    text = _sweep_attrs(_results(Path(out)))["sweep_spec"]
+    kind = CellSweepSpec if json.loads(text).get("kind") == CellSweepSpec.KIND else SweepSpec
+    return kind.from_json(text)
 
 
 def open_sweep(out: str | Path):
@@ -263,7 +262,7 @@ def _free_bytes(path: Path) -> tuple[Path, int]:
     return where, shutil.disk_usage(where).free
 
 
-def check_size(out: Path, spec: SweepSpec, layout: ChunkLayout, dtype, chunks_left: int) -> None:
+def check_size(out: Path, spec: SweepSpec | CellSweepSpec, layout: ChunkLayout, dtype, chunks_left: int) -> None:
     """ConfigError unless the rest of the sweep fits on the disk of ``out``: ``chunks_left`` chunks of
     every variable (uncompressed, an upper bound), plus the whole netCDF file for a ``.nc`` output,
     which must also keep each variable under netCDF-3's 4 GiB."""

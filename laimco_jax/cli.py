@@ -599,9 +599,9 @@ def reproduce_cmd(
     out: Annotated[Path, typer.Option("--out", help="Directory for the figures (PNG), their data (CSV) and summary.md.")] = Path("results"),
     quick: Annotated[bool, typer.Option("--quick", help="Small grids and batches (about a minute; what CI runs).")] = False,
     preset: Annotated[str, typer.Option("--preset", help="System preset.")] = "paper",
-    parts: Annotated[Optional[str], typer.Option("--parts", help="Comma list of parts (default: all).")] = None,
+    parts: Annotated[Optional[str], typer.Option("--parts", help="Comma list of parts (default: every part but multiuser; all: every part).")] = None,
 ) -> None:
-    """The paper's Figs. 2-6 and what it lacks (SCA vs the exact optimum, sensitivity), with summary.md.
+    """The paper's Figs. 2-6 and what it lacks (SCA vs the exact optimum, sensitivity, fading; multi-user cells with --parts multiuser), with summary.md.
 
     A re-run with the same arguments reuses the finished parts recorded in OUT/manifest.json.
     """

@@ -7,6 +7,8 @@
   applied to a real pruned MiniLM (closing the loop).
 * :mod:`~laimco_jax.experiments.fading` — beyond the paper: the static outage design against ε and the
   Monte Carlo over channel draws (tables, figures).
+* :mod:`~laimco_jax.experiments.multiuser` — beyond the paper: cells of K users sharing the band and the
+  server, every objective against the equal split (tables, figures).
 * :mod:`~laimco_jax.experiments.plots` — matplotlib figures of the theory tables (Agg, no pyplot state).
 * :mod:`~laimco_jax.experiments.reproduce` — every part end to end, resumably, and ``summary.md``.
 
@@ -14,4 +16,4 @@ Submodules are imported on use (``from laimco_jax.experiments import paper``), s
 package loads nothing heavy.
 """
 
-__all__ = ["fading", "paper", "plots", "reproduce", "theory"]
+__all__ = ["fading", "multiuser", "paper", "plots", "reproduce", "theory"]

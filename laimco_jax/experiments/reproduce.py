@@ -11,6 +11,11 @@ Parts (each writes PNG + CSV into the output directory):
 ``distortion``            Fig. 3 — output against parameter distortion, magnitude and random pruning
 ``loop``                  the exact solver's ρ, ρ̃ over T0 applied to the real MiniLM (D̂ beside the
                           measured output distortion and embedding cosine similarity)
+``fading``                beyond the paper: the static outage design's log10 D̂* against ε (Rayleigh,
+                          Rician K = 5) beside the adaptive design's mean, and the CDF over channel draws
+``multiuser``             beyond the paper, not in the default run (``--parts multiuser`` or ``all``):
+                          K = 1 … 16 users sharing the band and the server, per objective, against the
+                          equal split
 ========================  ==========================================================================
 
 A re-run with the same arguments reuses finished parts: ``manifest.json`` records each part's
@@ -32,13 +37,32 @@ import pandas as pd
 
 from laimco_jax.experiments import paper
 
-__all__ = ["PARTS", "ReproduceConfig", "reproduce", "write_summary"]
+__all__ = ["PARTS", "DEFAULT_PARTS", "FadingGrid", "ReproduceConfig", "reproduce", "write_summary"]
 
 MANIFEST = "manifest.json"
 #: Fig. 3 in the full run: remaining ratios and power-iteration steps for Proposition 3.2's G (the
 #: theory module's own defaults, 20 ratios and 50 steps, take over 10 minutes on a 2-core CPU).
 FIG3_RATIOS = (0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0)
 FIG3_POWER_ITERATIONS = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class FadingGrid:
+    """The ``fading`` part: BERT-base at ``distance_m`` (the preset's 500 m has no static design at
+    ε = 0.05 under Rayleigh fading; the static curve is also drawn there, ``preset_distance_m``), the
+    Monte Carlo of ``samples`` draws from ``seed`` at ε = ``outage`` for each fading model."""
+
+    models: tuple[str, ...] = ("rayleigh", "rician:5")
+    distance_m: float = 100.0
+    preset_distance_m: float = 500.0
+    outage: float = 0.05
+    samples: int = 20_000
+    seed: int = 0
+    model: str = "bert-base"
+
+    @classmethod
+    def quick(cls) -> FadingGrid:
+        return cls(samples=2_000)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,12 +82,24 @@ class ReproduceConfig:
     def grids(self) -> paper.FigureGrids:
         return paper.FigureGrids.quick() if self.quick else paper.FigureGrids()
 
+    def part_grid(self, part: str):
+        """The grid a part computes on (a dataclass; the figure grids for the system parts)."""
+        if part == "assumptions":
+            return paper.AssumptionGrids()
+        if part == "fading":
+            return FadingGrid.quick() if self.quick else FadingGrid()
+        if part == "multiuser":
+            from laimco_jax.experiments.multiuser import MultiuserGrid
+
+            return MultiuserGrid.quick() if self.quick else MultiuserGrid()
+        return self.grids
+
     def key(self, part: str) -> dict[str, Any]:
         """The arguments a part's result depends on, as ``manifest.json`` stores them (tuples as lists;
         compared with the manifest on a re-run)."""
         from laimco_jax import __version__
 
-        grids = dataclasses.asdict(paper.AssumptionGrids() if part == "assumptions" else self.grids)
+        grids = dataclasses.asdict(self.part_grid(part))
         return json.loads(json.dumps(dict(part=part, quick=self.quick, preset=self.preset, version=__version__,
                                           grids=grids, profiles=paper.PROFILES)))
 
@@ -170,6 +206,60 @@ def _close_loop(config: ReproduceConfig, out: Path) -> list[str]:
     return [path.name for path in theory.write_table(table, out, "close_loop")]
 
 
+def _fading_name(model: str, distance_m: float) -> str:
+    return f"{model}, d = {distance_m:g} m"
+
+
+def _fading(config: ReproduceConfig, out: Path) -> list[str]:
+    """Beyond the paper: per fading model, the static outage design against ε at the part's distance
+    and at the preset's, the Monte Carlo of the static design and of the adaptive design at ε."""
+    from laimco_jax.experiments.fading import OUTAGE_GRID, plot_adaptive_cdf, plot_static_curve, static_curve_table
+    from laimco_jax.fading import parse_fading
+    from laimco_jax.outage import monte_carlo, summarize
+    from laimco_jax.params import make_problem
+
+    grid: FadingGrid = config.part_grid("fading")
+    outages = sorted({*OUTAGE_GRID, grid.outage})
+    curves, results, records, draws = {}, {}, [], []
+    for text in grid.models:
+        fading = parse_fading(text)
+        for distance in (grid.distance_m, grid.preset_distance_m):
+            problem = make_problem(config.preset, grid.model, overrides=dict(distance_m=distance))
+            curve = static_curve_table(problem, fading, outages)
+            curves[_fading_name(fading.name, distance)] = curve.assign(fading=fading.name, distance_m=distance)
+        problem = make_problem(config.preset, grid.model, overrides=dict(distance_m=grid.distance_m))
+        result = monte_carlo(problem, fading, grid.outage, samples=grid.samples, seed=grid.seed)
+        name = _fading_name(fading.name, grid.distance_m)
+        results[name] = result
+        records.append(dict(summarize(result), distance_m=grid.distance_m))
+        draws.append(pd.DataFrame(dict(fading=fading.name, draw=np.arange(result.gain_factor.size),
+                                       gain_factor=result.gain_factor,
+                                       adaptive_log10_distortion_bound=result.adaptive_log10_distortion_bound,
+                                       static_miss=result.static_miss)))
+    columns = ["fading", "distance_m"]
+    static = pd.concat(curves.values(), ignore_index=True)
+    static[columns + [c for c in static.columns if c not in columns]].to_csv(out / "fading_static.csv", index=False)
+    summary = pd.DataFrame(records)
+    summary[columns + [c for c in summary.columns if c not in columns]].to_csv(out / "fading_summary.csv", index=False)
+    pd.concat(draws, ignore_index=True).to_csv(out / "fading_draws.csv", index=False)
+    means = {_fading_name(r["fading"], r["distance_m"]): r["adaptive_mean_log10_distortion_bound"] for r in records}
+    plot_static_curve(curves, out / "fading_static.png", means)
+    plot_adaptive_cdf(results, out / "fading_cdf.png")
+    return ["fading_static.csv", "fading_summary.csv", "fading_draws.csv", "fading_static.png", "fading_cdf.png"]
+
+
+def _multiuser(config: ReproduceConfig, out: Path) -> list[str]:
+    """Beyond the paper: cells of K users against K, every objective, the equal-split and alone baselines."""
+    from laimco_jax.experiments import multiuser
+
+    users, cells = multiuser.multiuser_tables(config.part_grid("multiuser"), config.preset)
+    users.to_csv(out / "multiuser_users.csv", index=False)
+    cells.to_csv(out / "multiuser_cells.csv", index=False)
+    multiuser.plot_users(users, out / "multiuser_users.png")
+    multiuser.plot_gain(cells, out / "multiuser_gain.png")
+    return ["multiuser_users.csv", "multiuser_cells.csv", "multiuser_users.png", "multiuser_gain.png"]
+
+
 #: Part name -> (description for the progress display, function writing the part's files).
 PARTS: dict[str, tuple[str, Callable[[ReproduceConfig, Path], list[str]]]] = {
     "systems": ("Figs. 4-6: every scheme over the budget and split grids", _systems),
@@ -180,7 +270,12 @@ PARTS: dict[str, tuple[str, Callable[[ReproduceConfig, Path], list[str]]]] = {
     "weights": ("Fig. 2: Laplace and Gaussian fits of real weights", _weights),
     "distortion": ("Fig. 3: output vs parameter distortion under pruning", _distortion),
     "loop": ("the solver's ratios applied to the real MiniLM", _close_loop),
+    "fading": ("beyond the paper: the static outage design and the Monte Carlo over fading draws", _fading),
+    "multiuser": ("beyond the paper: K users sharing the band and the server", _multiuser),
 }
+#: The parts of a run without ``parts``: every part but ``multiuser`` (three solver compilations, about a
+#: minute even in --quick); ``parts=["all"]`` (``--parts all``) runs every part.
+DEFAULT_PARTS: tuple[str, ...] = tuple(name for name in PARTS if name != "multiuser")
 
 
 def _read_manifest(out: Path) -> dict[str, Any]:
@@ -215,7 +310,8 @@ def _rerun_command(out: Path, config: ReproduceConfig, parts: Sequence[str] | No
 
 def reproduce(out: str | Path, config: ReproduceConfig = ReproduceConfig(), *, parts: Sequence[str] | None = None,
               progress: bool = True) -> dict[str, list[str]]:
-    """Compute every part (or ``parts``) into ``out`` and write ``summary.md``; returns part -> files.
+    """Compute the parts of :data:`DEFAULT_PARTS` (or ``parts``; ``["all"]``: every part) into ``out`` and
+    write ``summary.md``; returns part -> files.
 
     Finished parts with matching arguments are reused. ``progress`` shows a rich progress display.
     Every part computes in float64 whatever the caller's ``jax_enable_x64``: the parts run inside
@@ -228,11 +324,11 @@ def reproduce(out: str | Path, config: ReproduceConfig = ReproduceConfig(), *, p
     from laimco_jax.params import ConfigError
     from laimco_jax.sweep import Interrupted
 
-    chosen = list(PARTS) if parts is None else list(parts)
+    chosen = list(DEFAULT_PARTS) if parts is None else list(PARTS) if list(parts) == ["all"] else list(parts)
     unknown = [p for p in chosen if p not in PARTS]
     if unknown or not chosen:
         problem = f"parts={unknown} are not known" if unknown else "parts=[] names no part"
-        raise ConfigError(f"{problem}; allowed: {', '.join(PARTS)}")
+        raise ConfigError(f"{problem}; allowed: {', '.join(PARTS)} or all")
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -429,6 +525,10 @@ def write_summary(out: str | Path, config: ReproduceConfig = ReproduceConfig()) 
     lines += _theory_summary(out)
     if (out / "fig2_weights.csv").exists() and (out / "fig4_delay.csv").exists():
         lines += _laplace_scale_summary(out)
+    if (out / "fading_summary.csv").exists() and (out / "fading_static.csv").exists():
+        lines += _fading_summary(out)
+    if (out / "multiuser_cells.csv").exists():
+        lines += _multiuser_summary(out)
     path = out / "summary.md"
     path.write_text("\n".join(lines))
     return path
@@ -497,4 +597,130 @@ def _theory_summary(out: Path) -> list[str]:
                   f"{int(loop.split.iloc[0])}), applied to the real MiniLM: cosine similarity of mean-pooled "
                   "sentence embeddings to the unpruned model's. Figure: `close_loop.png`.", "",
                   _markdown_table(wide), ""]
+    return lines
+
+
+def _fading_summary(out: Path) -> list[str]:
+    """The fading section of ``summary.md``, read off ``fading_summary.csv`` and ``fading_static.csv``."""
+    records = pd.read_csv(out / "fading_summary.csv")
+    static = pd.read_csv(out / "fading_static.csv")
+    distance, outage = float(records.distance_m.iloc[0]), float(records.outage.iloc[0])
+    table = pd.DataFrame(dict(
+        fading=records.fading,
+        static_log10_D=records.static_log10_distortion_bound,
+        static_outage=[f"{o:.4f} ± {e:.4f}" for o, e in zip(records.static_outage, records.static_outage_standard_error)],
+        adaptive_mean_log10_D=records.adaptive_mean_log10_distortion_bound,
+        adaptive_q05=records.adaptive_log10_distortion_bound_q05,
+        adaptive_q50=records.adaptive_log10_distortion_bound_q50,
+        adaptive_q95=records.adaptive_log10_distortion_bound_q95,
+        adaptive_infeasible=records.adaptive_infeasible_fraction,
+        value_of_channel_knowledge=records.value_of_channel_knowledge_log10))
+    reach, none_at = [], []
+    for (fading, d), curve in static.groupby(["fading", "distance_m"], sort=False):
+        feasible = curve[np.isfinite(curve.log10_distortion_bound)]
+        at = curve[np.isclose(curve.outage, outage)].log10_distortion_bound
+        if not len(feasible):
+            where = "at no ε of the grid"
+        elif len(feasible) == len(curve):
+            where = "at every ε of the grid"
+        else:
+            where = f"from ε = {feasible.outage.min():.3g} on"
+        found = len(at) and np.isfinite(at.iloc[0])
+        level = f"log10 D̂* = {at.iloc[0]:.3g} at ε = {outage:g}" if found else f"none at ε = {outage:g}"
+        reach.append(f"{fading} at d = {d:g} m {where} ({level})")
+        if not found:
+            none_at.append(f"{fading} at d = {d:g} m")
+    samples = int(records.samples.iloc[0])
+    return ["## Fading: the outage-constrained static design and the adaptive design (beyond the paper)", "",
+            f"BERT-base at d = {distance:g} m, the preset's budgets. The static design is fixed before the channel "
+            "is drawn and meets T0 and E0 with probability ≥ 1 − ε: (P1) at the ε-quantile of the gain g·|h|² "
+            "(docs/theory.md#fading-channels). The adaptive design is solved per draw, knowing it. Monte Carlo over "
+            f"{samples:,} draws per model (seed {int(records.seed.iloc[0])}) at ε = {outage:g}: `static_outage` is the "
+            "fraction of draws where the static design misses a budget (± one standard error; it should come out at "
+            "ε), the adaptive quantiles count a draw without a feasible design as +inf, and the value of channel "
+            "knowledge is the static log10 D̂* minus the adaptive mean [decades].", "",
+            _markdown_table(table), "",
+            f"The static design over the grid ε = {static.outage.min():.3g} … {static.outage.max():.3g} exists for "
+            + "; ".join(reach) + "."
+            + (f" No static design meets the budgets at ε = {outage:g} for " + " and ".join(none_at)
+               + f", which is why the Monte Carlo runs at d = {distance:g} m." if none_at else "")
+            + " Figures: `fading_static.png` (static log10 D̂* against ε, the adaptive mean dotted), `fading_cdf.png` "
+            "(CDF of the adaptive design's log10 D̂* over the draws, the static level dashed); data: "
+            "`fading_static.csv`, `fading_summary.csv`, `fading_draws.csv`. The same run for one model: "
+            f"`laimco fading --set distance_m={distance:g} --fading rayleigh --outage {outage:g} --samples {samples} "
+            "--out DIR`.", ""]
+
+
+def _multiuser_summary(out: Path) -> list[str]:
+    """The multi-user section of ``summary.md``, read off ``multiuser_cells.csv`` (and the users file)."""
+    from laimco_jax.experiments.multiuser import MAIN_BUDGETS
+
+    cells = pd.read_csv(out / "multiuser_cells.csv")
+    users = pd.read_csv(out / "multiuser_users.csv")
+    distances = users.drop_duplicates("user").distance_m
+    main = cells[cells.budgets == MAIN_BUDGETS]
+    rows = []
+    for k, group in main.groupby("users"):
+        by = group.set_index("objective")
+        row = dict(K=int(k))
+        for objective, column, scale in (("sum-log", "sum-log gain [bits/user]", k), ("sum", "sum gain [%]", None),
+                                         ("max", "max gain [bits]", 1)):
+            cell = by.loc[objective]
+            if not np.isfinite(cell.value):
+                text = f"{cell.status} ({cell.infeasible_reason})"
+            elif not np.isfinite(cell.equal_split_value):
+                text = "equal split infeasible"
+            else:
+                gain = 100 * cell.gain / cell.equal_split_value if scale is None else cell.gain / scale
+                gain = 0.0 if abs(gain) < 1e-9 else gain  # K = 1: the same solve up to rounding
+                text = f"{gain:.3g}" + ("" if cell.status == "optimal" else f" ({cell.status}, cert {cell.certificate:.2g})")
+            row[column] = text
+        row["equal-split infeasible users"] = int(by.equal_split_infeasible_users.iloc[0])
+        rows.append(row)
+    lines = ["## Multi-user cell: K users sharing the band and the server (beyond the paper)", "",
+             f"K = {int(cells.users.min())} … {int(cells.users.max())} BERT-base users (preset system, split 4, "
+             f"weights 1) at seeded distances uniform in {distances.min():.0f} … {distances.max():.0f} m (user k is "
+             "the same user in every cell with K ≥ k) share the paper's uplink band B = 5 MHz by FDMA and the server "
+             "clock F = 4 GHz, so sharing tightens with K. Each objective is solved for every cell in one batched call "
+             "(`solvers.multiuser.solve_cell`; docs/theory.md#multi-user-cell) and compared with the equal split (B/K "
+             "and F/K per user, each user solved exactly). The server is shared equally (F/K) in both: optimised "
+             "server shares are not built, so the joint allocation optimises the band shares only. Certificates: "
+             "the gap to the proven lower bound in bits per user (sum-log), bits (max), relative (sum); a cell is "
+             "`optimal` below 1e-6.", "",
+             "Gain of the joint allocation over the equal split at "
+             + ", ".join(f"{r.budgets} budgets T0 = {r.delay_s:g} s, E0 = {r.energy_j:g} J"
+                         for r in main.drop_duplicates("budgets").itertuples())
+             + " (sum-log: equal-split minus joint Σ log2 D̂ per user; sum: the relative reduction of Σ D̂; max: of "
+             "max log2 D̂; a status is named where the solve is not certified optimal, with its certificate):", "",
+             _markdown_table(pd.DataFrame(rows)), ""]
+    for name, group in cells.groupby("budgets", sort=False):
+        t0, e0 = group.delay_s.iloc[0], group.energy_j.iloc[0]
+        counts = "; ".join(f"{o}: " + ", ".join(f"{s} {n}" for s, n in g.status.value_counts().items())
+                           + f" (largest certificate where a point was found "
+                             f"{g[np.isfinite(g.value)].certificate.max():.2g})"
+                           for o, g in group.groupby("objective", sort=False))
+        infeasible = group[group.status == "infeasible"]
+        unresolved = group[~np.isfinite(group.value) & (group.status != "infeasible")]
+        text = (f"no feasible allocation (proven) for K ≥ {int(infeasible.users.min())} of "
+                f"{int(group.users.min())} … {int(group.users.max())} (reason: "
+                + ", ".join(sorted(set(infeasible.infeasible_reason))) + ")") if len(infeasible) else \
+            "no cell is proven infeasible"
+        if len(unresolved):
+            text += ("; the solver found no allocation and no proof of infeasibility (status "
+                     + "/".join(sorted(set(unresolved.status))) + ") at "
+                     + "; ".join(f"{o} K = " + ", ".join(map(str, g.users))
+                                 for o, g in unresolved.groupby("objective", sort=False)))
+        rescued = group[np.isfinite(group.value) & ~np.isfinite(group.equal_split_value)]
+        if len(rescued):
+            text += ("; the equal split leaves some user without a design meeting its budgets at K = "
+                     + ", ".join(str(k) for k in sorted(set(rescued.users))) + ", where the joint allocation has one")
+        worse = group[np.isfinite(group.value) & np.isfinite(group.equal_split_value)
+                      & (group.value > group.equal_split_value + 1e-9 * np.abs(group.equal_split_value))]
+        lines.append(f"* {name} budgets (T0 = {t0:g} s, E0 = {e0:g} J): {text}; cells per status: {counts}"
+                     + ("; the returned joint point is worse than the equal split at "
+                        + ", ".join(f"{r.objective} K = {r.users}" for r in worse.itertuples())
+                        + " (not certified optimal there)" if len(worse) else "") + ".")
+    lines += ["", "Figures: `multiuser_users.png` (each user's log10 D̂ and band share against K, per objective, "
+              f"{MAIN_BUDGETS} budgets), `multiuser_gain.png` (the gain over the equal split and the certificate "
+              "against K); data: `multiuser_cells.csv`, `multiuser_users.csv`.", ""]
     return lines

@@ -54,11 +54,9 @@ __all__ = [
 
 #: Certificate below which a cell is OPTIMAL: bits per unit weight (sum-log), bits (max), relative (sum).
 DEFAULT_CELL_GAP_TOL = 1e-6
-_BAND_FLOOR = 2.0**-40  # the least band share searched, relative to B
-_PRICE_FLOOR = 2.0**-60  # the least band price searched, relative to the highest
-_FEASIBILITY_STEPS = 40
-_OUTER_STEPS = 32
-_INNER_STEPS = 16
+_GRID_POINTS = 16  # samples of each user's response from its least band to B
+_ROUNDS = 3  # rounds of (balance the target, refine each user around its crossing)
+_REFINE_STEPS = 8  # new samples per user and round
 _CHORD_STEP = 1e-4  # relative spacing of the five bands of the concavity bound
 
 
@@ -101,14 +99,49 @@ class CellSolution(NamedTuple):
 # ----------------------------------------------------------------------------- users at given bands
 
 
+def _uploads(cell: Cell):
+    """The users that share the band: present and with an embedding to upload (θ > 0)."""
+    return cell.present & (cell.users.model.embedding_bits > 0)
+
+
 def _users_at(cell: Cell, band, server) -> tuple[Problem, Solution]:
-    """Every user's problem and exact solution at band ``band`` [Hz] and server clock ``server`` [Hz]."""
-    band = jnp.where(cell.present, band, cell.bandwidth_hz[..., None])  # absent users: any valid value
+    """Every user's problem and exact solution at band ``band`` [Hz] and server clock ``server`` [Hz]
+    (users that do not share the band are solved at B: their problem does not depend on it)."""
+    band = jnp.where(_uploads(cell), band, cell.bandwidth_hz[..., None])
     system = cell.users.system.derive(bandwidth_hz=band, f_max_server_hz=server)
     problem = cell.users.derive(system=system)
     return problem, solve_exact(problem)
 
 
+def _least_band_hz(cell: Cell):
+    """The least band [Hz] at which each user can meet its budgets (+inf if none; 0 without upload).
+
+    At the pruning lower bounds ρ = ρ̃ = 0 (scheme ``proposed``) only the upload costs, so the user is
+    feasible iff some p <= P_max uploads θ bits within T0 and E0: at the power that just meets T0,
+    p_T(b) = (b N0/g)(2^{θ/(T0 b)} − 1), which must be at most min(P_max, E0/T0). With x = θ ln2/(T0 b)
+    that is (e^x − 1)/x <= m = min(P_max, E0/T0)·g·T0/(N0 θ ln2), and (e^x − 1)/x increases in x: the
+    least band is θ ln2/(T0 x*) at the root x* (a bisection of its bit pattern), none if m <= 1.
+    """
+    system, model, budget = cell.users.system, cell.users.model, cell.users.budget
+    power = jnp.minimum(system.p_max_w, budget.energy_j / budget.delay_s)
+    bits = model.embedding_bits
+    rate = bits / budget.delay_s  # [bit/s] the upload must reach
+    level = jnp.log(power * channel_gain(system) / (system.noise_psd_w_per_hz * jnp.where(bits > 0, rate, 1.0) * LN2))
+    top = 2.0 * jnp.maximum(level, 0.0) + 2.0  # (e^x − 1)/x >= e^x/x·(1 − e^-x) exceeds m there
+    tiny = jnp.full_like(top, 1e-300)
+
+    def step(_, bracket):
+        lo, hi = bracket
+        mid = _bits_mid(lo, hi)
+        above = jnp.log(jnp.expm1(mid) / mid) > level
+        return jnp.where(above, lo, mid), jnp.where(above, mid, hi)
+
+    _, root = jax.lax.fori_loop(0, 64, step, (tiny, top))
+    band = rate * LN2 / root
+    return jnp.where(bits > 0, jnp.where(level > 0, band, jnp.inf), 0.0)
+
+
+# ----------------------------------------------------------------------------- utilities of the objectives
 def _band_marginal(problem: Problem, solution: Solution):
     """dv/db [parameters/Hz]: (λ + μ p) θ r_b / r², the envelope theorem at fixed power p (eqs. (2), (6), (7)).
 
@@ -174,110 +207,169 @@ def _bits_mid(lo, hi):
     return jax.lax.bitcast_convert_type(a + (b - a) // 2, lo.dtype)
 
 
-# ----------------------------------------------------------------------------- searches over the band
+# ----------------------------------------------------------------------------- the search over the band
 
 
-class _Bracket(NamedTuple):
-    """Per-user band brackets [lo, hi] [Hz] and whether each end is proven (lo too little, hi enough)."""
-
-    lo: Any
-    hi: Any
-    lo_proven: Any
-    hi_proven: Any
+def _falsi(x_lo, x_hi, f_lo, f_hi):
+    """The regula falsi point of [x_lo, x_hi] for f_lo >= 0 >= f_hi; the midpoint where a value is not finite."""
+    t = f_lo / (f_lo - f_hi)
+    usable = jnp.isfinite(f_lo) & jnp.isfinite(f_hi) & (t >= 0) & (t <= 1)
+    return jnp.where(usable, x_lo + t * (x_hi - x_lo), 0.5 * (x_lo + x_hi))
 
 
-def _least_band(cell: Cell, server, enough, bracket: _Bracket, steps: int) -> _Bracket:
-    """Bisect each user's bracket for the least band b with ``enough(problem, solution)`` (monotone in b).
+class _Samples(NamedTuple):
+    """Each user's response y (non-increasing in the band) at bands b, sorted along the last axis."""
 
-    ``enough`` returns (sufficient, proven_insufficient) arrays; the bracket's ends keep their flags.
-    """
-
-    def step(_, br: _Bracket) -> _Bracket:
-        mid = _bits_mid(br.lo, br.hi)
-        ok, short = enough(*_users_at(cell, mid, server))
-        return _Bracket(
-            lo=jnp.where(ok, br.lo, mid),
-            hi=jnp.where(ok, mid, br.hi),
-            lo_proven=jnp.where(ok, br.lo_proven, short),
-            hi_proven=br.hi_proven | ok,
-        )
-
-    return jax.lax.fori_loop(0, steps, step, bracket)
+    log_band: Any  # ln b [ln Hz], batch + (K, S)
+    y: Any
 
 
-def _feasible(problem: Problem, solution: Solution):
-    return found_point(solution.status), solution.status == Status.INFEASIBLE
+def _bracket(samples: _Samples, target):
+    """For each user, the adjacent samples around the crossing y = ``target`` (batch + (K,)): the index j
+    of the last sample with y >= target, clipped so that (j, j + 1) is a pair."""
+    count = jnp.sum(samples.y >= target[..., None], axis=-1)
+    j = jnp.clip(count - 1, 0, samples.y.shape[-1] - 2)
+
+    def at(a, i):
+        return jnp.take_along_axis(a, i[..., None], axis=-1)[..., 0]
+
+    return count, at(samples.log_band, j), at(samples.log_band, j + 1), at(samples.y, j), at(samples.y, j + 1)
+
+
+def _crossing(samples: _Samples, target):
+    """The band [Hz] where y crosses ``target``: linear in (ln b, y) between the adjacent samples, or the
+    finite one of them where the other is infinite (y is −inf beyond a band at which the user keeps every
+    parameter, +inf below its least band: where it jumps in between is unknown until refined, and the
+    finite end keeps the sum of the bands continuous in the target); the first or last band where y lies
+    on one side throughout."""
+    count, x_lo, x_hi, y_lo, y_hi = _bracket(samples, target)
+    inside = _falsi(x_lo, x_hi, y_lo - target, y_hi - target)
+    inside = jnp.exp(jnp.where(jnp.isfinite(y_lo) & ~jnp.isfinite(y_hi), x_lo,
+                               jnp.where(~jnp.isfinite(y_lo) & jnp.isfinite(y_hi), x_hi, inside)))
+    last = samples.y.shape[-1]
+    return jnp.where(count == 0, jnp.exp(samples.log_band[..., 0]),
+                     jnp.where(count == last, jnp.exp(samples.log_band[..., -1]), inside))
+
+
+def _balanced_target(cell: Cell, samples: _Samples, target_lo, target_hi):
+    """The target z with Σ_k b_k(z) = B on the users' interpolated responses (no solves: a bisection of
+    z; the sum is non-increasing in z, at least B at ``target_lo`` and at most B at ``target_hi``)."""
+    uploads = _uploads(cell)
+
+    def step(_, bracket):
+        lo, hi = bracket
+        mid = 0.5 * (lo + hi)
+        more = jnp.sum(jnp.where(uploads, _crossing(samples, mid[..., None]), 0.0), axis=-1) > cell.bandwidth_hz
+        return jnp.where(more, mid, lo), jnp.where(more, hi, mid)
+
+    lo, hi = jax.lax.fori_loop(0, 64, step, (target_lo, target_hi))
+    return 0.5 * (lo + hi)
+
+
+def _refine(samples: _Samples, target, respond, steps: int) -> _Samples:
+    """``steps`` new samples per user inside its bracket around the crossing of ``target``, alternating
+    regula falsi and bisection (in ln b), added to the samples."""
+    _, x_lo, x_hi, y_lo, y_hi = _bracket(samples, target)
+
+    def step(i, state):
+        x_lo, x_hi, y_lo, y_hi, new_x, new_y = state
+        x = jnp.where(i % 2 == 0, _falsi(x_lo, x_hi, y_lo - target, y_hi - target), 0.5 * (x_lo + x_hi))
+        y = respond(jnp.exp(x))
+        above = y >= target
+        new_x = new_x.at[..., i].set(x)
+        new_y = new_y.at[..., i].set(y)
+        return (jnp.where(above, x, x_lo), jnp.where(above, x_hi, x), jnp.where(above, y, y_lo),
+                jnp.where(above, y_hi, y), new_x, new_y)
+
+    empty = jnp.zeros(x_lo.shape + (steps,), x_lo.dtype)
+    *_, new_x, new_y = jax.lax.fori_loop(0, steps, step, (x_lo, x_hi, y_lo, y_hi, empty, empty))
+    log_band = jnp.concatenate([samples.log_band, new_x], axis=-1)
+    order = jnp.argsort(log_band, axis=-1)
+    y = jnp.concatenate([samples.y, new_y], axis=-1)
+    return _Samples(jnp.take_along_axis(log_band, order, axis=-1), jnp.take_along_axis(y, order, axis=-1))
 
 
 class _Start(NamedTuple):
-    """What every objective starts from: each user alone with the whole band, its least band, and a
-    feasible allocation (the least bands plus an equal share of the band left over)."""
+    """Each user alone with the whole band, the least bands, and the cell's verdict before any search."""
 
     alone: Solution
     alone_problem: Problem
-    least: _Bracket
-    spread: Any  # b_k [Hz] of the feasible allocation
-    status: Any  # INFEASIBLE / UNRESOLVED where no allocation is feasible, else OPTIMAL (provisional)
+    least: Any  # least band [Hz] per user
+    spread: Any  # a feasible allocation: the least bands plus an equal share of the rest [Hz]
+    status: Any  # INFEASIBLE where proven, UNRESOLVED where a user alone is unresolved, else OPTIMAL
     reason: Any
 
 
 def _start(cell: Cell, server) -> _Start:
     full = jnp.broadcast_to(cell.bandwidth_hz[..., None], cell.present.shape)
     alone_problem, alone = _users_at(cell, full, server)
-    ok, proven = _feasible(alone_problem, alone)
-    floor = full * _BAND_FLOOR
-    least = _least_band(cell, server, _feasible, _Bracket(floor, full, jnp.zeros_like(ok), ok), _FEASIBILITY_STEPS)
-    left = cell.bandwidth_hz - _present_sum(cell, least.hi)
-    spread = least.hi + jnp.maximum(left, 0.0)[..., None] / _present_count(cell)[..., None]
     absent = ~cell.present
-    user_infeasible = jnp.any(proven & ~absent, axis=-1)
-    user_unresolved = jnp.any(~ok & ~proven & ~absent, axis=-1)
-    band_short = _present_sum(cell, least.lo) >= cell.bandwidth_hz
-    band_proven = band_short & jnp.all(least.lo_proven | absent, axis=-1)
-    no_allocation = left < 0
-    status = jnp.where(
-        user_infeasible | band_proven,
-        Status.INFEASIBLE,
-        jnp.where(user_unresolved | no_allocation, Status.UNRESOLVED, Status.OPTIMAL),
-    )
+    uploads = _uploads(cell)
+    least = jnp.where(uploads, _least_band_hz(cell), 0.0)
+    left = cell.bandwidth_hz - jnp.sum(least, axis=-1)
+    count = jnp.maximum(jnp.sum(uploads, axis=-1), 1).astype(least.dtype)
+    spread = jnp.where(uploads, least + jnp.maximum(left, 0.0)[..., None] / count[..., None], 0.0)
+    user_infeasible = jnp.any((alone.status == Status.INFEASIBLE) & ~absent, axis=-1)
+    user_unresolved = jnp.any(~found_point(alone.status) & ~absent, axis=-1)
+    band_short = jnp.sum(least * (1.0 - 1e-9), axis=-1) >= cell.bandwidth_hz  # closed form, with room for rounding
+    status = jnp.where(user_infeasible | band_short, Status.INFEASIBLE,
+                       jnp.where(user_unresolved | (left <= 0), Status.UNRESOLVED, Status.OPTIMAL))
     reason = jnp.where(user_infeasible, CellInfeasibleReason.USER,
-                       jnp.where(band_proven, CellInfeasibleReason.BAND, CellInfeasibleReason.NONE))
+                       jnp.where(band_short, CellInfeasibleReason.BAND, CellInfeasibleReason.NONE))
     return _Start(alone, alone_problem, least, spread, status, reason)
 
 
-# ----------------------------------------------------------------------------- sum-log and sum: band price
+def _response(objective: str, cell: Cell, server):
+    """y(b) of the search: log of the marginal utility of band (sum-log, sum; non-increasing: v_k and U_k
+    are concave) or log2 D̂_k (max); +inf where the user finds no point (it needs more band)."""
+
+    def respond(band):
+        problem, solution = _users_at(cell, band, server)
+        if objective == "max":
+            y = solution.log2_distortion_bound
+        else:
+            y = jnp.log(_utility_slope(objective, cell, solution.log2_distortion_bound) * _band_marginal(problem, solution))
+        return jnp.where(found_point(solution.status), y, jnp.inf)
+
+    return respond
 
 
-def _marginal_utility(objective: str, cell: Cell, problem: Problem, solution: Solution):
-    """d U_k(v_k(b))/db [utility/Hz] at the solved band."""
-    return _utility_slope(objective, cell, solution.log2_distortion_bound) * _band_marginal(problem, solution)
+def _allocate(objective: str, cell: Cell, server, start: _Start):
+    """The band split (Σ b_k = B over the users that upload) and the final target of the search.
+
+    Each user's response y(b) is sampled on a geometric grid from its least band to B; then, in
+    rounds, the target z balancing the interpolated bands is found (no solves) and every user's
+    samples are refined around its crossing of z. The responses are only piecewise smooth (a kink of
+    v_k where an active set changes makes y jump), which the bisection half of the refinement handles.
+    """
+    respond = _response(objective, cell, server)
+    uploads = _uploads(cell)
+    full = jnp.broadcast_to(cell.bandwidth_hz[..., None], start.least.shape)
+    low = jnp.where(uploads, start.least * (1.0 + 1e-9), full)
+    fraction = jnp.linspace(0.0, 1.0, _GRID_POINTS, dtype=full.dtype)
+    log_band = jnp.log(low)[..., None] + fraction * (jnp.log(full) - jnp.log(low))[..., None]
+    log_band = log_band.at[..., -1].set(jnp.log(full))
+    y = jax.vmap(respond, in_axes=-1, out_axes=-1)(jnp.exp(log_band))
+    samples = _Samples(log_band, y)
+    # Σ b_k(z) >= B below the largest response at B (that user wants all of it) and <= B above every
+    # response sampled; where every response at B is −inf (all users saturate below B: the band is not
+    # scarce) the lower end sits below every finite response, at the users' saturation bands.
+    finite = uploads[..., None] & jnp.isfinite(y)
+    lowest = jnp.min(jnp.where(finite, y, jnp.inf), axis=(-2, -1))
+    highest = jnp.max(jnp.where(finite, y, -jnp.inf), axis=(-2, -1))
+    at_full = jnp.max(jnp.where(uploads, y[..., -1], -jnp.inf), axis=-1)
+    target_lo = jnp.where(jnp.isfinite(at_full), at_full, lowest - 1.0)
+    target_hi = jnp.maximum(highest + 1.0, target_lo)
+    for _ in range(_ROUNDS):
+        target = _balanced_target(cell, samples, target_lo, target_hi)
+        samples = _refine(samples, target[..., None], respond, _REFINE_STEPS)
+    target = _balanced_target(cell, samples, target_lo, target_hi)
+    bands = jnp.where(uploads, _crossing(samples, target[..., None]), 0.0)
+    total = jnp.sum(bands, axis=-1, keepdims=True)
+    return jnp.where(uploads, cell.bandwidth_hz[..., None] * (bands / jnp.where(total > 0, total, 1.0)), 0.0), target
 
 
-def _price_search(objective: str, cell: Cell, server, start: _Start):
-    """The band price π with Σ_k b_k(π) = B and each user's b_k(π) (the maximiser of U_k(v_k(b)) − πb)."""
-    spread_problem, spread_solution = _users_at(cell, start.spread, server)
-    at_full = _marginal_utility(objective, cell, start.alone_problem, start.alone)
-    at_spread = _marginal_utility(objective, cell, spread_problem, spread_solution)
-    price_hi = jnp.max(jnp.where(cell.present & jnp.isfinite(at_spread), at_spread, 0.0), axis=-1)
-    price_hi = jnp.where(price_hi > 0, price_hi, jnp.finfo(price_hi.dtype).tiny)
-    price_lo = jnp.min(jnp.where(cell.present, at_full, jnp.inf), axis=-1)
-    price_lo = jnp.clip(price_lo, price_hi * _PRICE_FLOOR, price_hi)
-    def outer(_, state):
-        lo, hi, br = state
-        price = _bits_mid(lo, hi)
-
-        def wants_more(problem, solution):  # the maximiser lies above b: marginal utility > π
-            more = _marginal_utility(objective, cell, problem, solution) > price[..., None]
-            return ~more, more
-
-        found = _least_band(cell, server, wants_more, br, _INNER_STEPS)
-        too_cheap = _present_sum(cell, _bits_mid(found.lo, found.hi)) > cell.bandwidth_hz
-        keep = too_cheap[..., None]
-        br = _Bracket(jnp.where(keep, br.lo, found.lo), jnp.where(keep, found.hi, br.hi), br.lo_proven, br.hi_proven)
-        return jnp.where(too_cheap, price, lo), jnp.where(too_cheap, hi, price), br
-
-    lo, hi, br = jax.lax.fori_loop(0, _OUTER_STEPS, outer, (price_lo, price_hi, _full_bracket(cell, start)))
-    return _bits_mid(lo, hi), _bits_mid(br.lo, br.hi)
+# ----------------------------------------------------------------------------- certificates
 
 
 def _chord_sup(bands, lower, upper, price):
@@ -332,67 +424,8 @@ def _price_bound(objective: str, cell: Cell, server, bands, price):
     whole = solutions.log2_distortion_bound[2] - _bits_per_param(cell) * (
         model.params_device + model.params_server - solutions.retained_params[2])
     sup = jnp.minimum(sup, _utility(objective, cell, whole))
+    sup = jnp.where(_uploads(cell), sup, upper[2])  # a user without upload: its value at any band
     return price * cell.bandwidth_hz + _present_sum(cell, sup)
-
-
-# ----------------------------------------------------------------------------- max: level search
-
-
-def _reaches(cell: Cell, level):
-    """The test of :func:`_least_band` for "log2 D̂_k <= ``level``": (reached, proven out of reach)."""
-    slope = _bits_per_param(cell)
-
-    def test(problem: Problem, solution: Solution):
-        need = solution.log2_distortion_bound - level[..., None]
-        optimistic = need - slope * (solution.upper_bound - solution.retained_params)
-        return found_point(solution.status) & (need <= 0), (solution.status == Status.INFEASIBLE) | (optimistic > 0)
-
-    return test
-
-
-def _full_bracket(cell: Cell, start: _Start) -> _Bracket:
-    """From the least band (proven too little where the feasibility search proved it) to the whole band."""
-    full = jnp.broadcast_to(cell.bandwidth_hz[..., None], start.spread.shape)
-    return _Bracket(start.least.lo, full, start.least.lo_proven, jnp.zeros_like(start.least.hi_proven))
-
-
-def _level_search(cell: Cell, server, start: _Start, gap_tol):
-    """The least level t with Σ_k (least band with log2 D̂_k <= t) <= B: the allocation achieving it and
-    a proven lower bound on t (a level whose proven-insufficient bands already sum to B)."""
-    solution_spread = _users_at(cell, start.spread, server)[1]
-    level_hi = jnp.max(jnp.where(cell.present, solution_spread.log2_distortion_bound, -jnp.inf), axis=-1)
-    alone = start.alone
-    best_alone = alone.log2_distortion_bound - _bits_per_param(cell) * (alone.upper_bound - alone.retained_params)
-    level_lo = jnp.max(jnp.where(cell.present, best_alone, -jnp.inf), axis=-1)
-    absent = ~cell.present
-
-    def proven_out_of_reach(found: _Bracket):
-        return jnp.all(found.lo_proven | absent, axis=-1) & (_present_sum(cell, found.lo) >= cell.bandwidth_hz)
-
-    def outer(_, state):
-        lo, hi, proven_lo, allocation, br = state
-        level = 0.5 * (lo + hi)
-        found = _least_band(cell, server, _reaches(cell, level), br, _INNER_STEPS)
-        reached = jnp.all(found.hi_proven | absent, axis=-1) & (_present_sum(cell, found.hi) <= cell.bandwidth_hz)
-        keep = reached[..., None]
-        br = _Bracket(jnp.where(keep, found.lo, br.lo), jnp.where(keep, br.hi, found.hi),
-                      jnp.where(keep, found.lo_proven, br.lo_proven), jnp.where(keep, br.hi_proven, found.hi_proven))
-        return (
-            jnp.where(reached, lo, level),
-            jnp.where(reached, level, hi),
-            jnp.where(proven_out_of_reach(found), jnp.maximum(proven_lo, level), proven_lo),
-            jnp.where(keep, found.hi, allocation),
-            br,
-        )
-
-    state = (level_lo, level_hi, level_lo, start.spread, _full_bracket(cell, start))
-    _, level_hi, proven_lo, allocation, _ = jax.lax.fori_loop(0, _OUTER_STEPS, outer, state)
-    # The bisection's own proofs lag behind its bracket: prove a level just below the one reached.
-    proof_level = level_hi - 0.25 * gap_tol
-    found = _least_band(cell, server, _reaches(cell, proof_level), _full_bracket(cell, start), _FEASIBILITY_STEPS)
-    proven_lo = jnp.where(proven_out_of_reach(found), jnp.maximum(proven_lo, proof_level), proven_lo)
-    left = jnp.maximum(cell.bandwidth_hz - _present_sum(cell, allocation), 0.0)
-    return allocation + left[..., None] / _present_count(cell)[..., None], proven_lo
 
 
 # ----------------------------------------------------------------------------- the solver
@@ -403,16 +436,28 @@ def _equal_server_share(cell: Cell):
     return jnp.broadcast_to(share[..., None], cell.present.shape)
 
 
-def _normalised(cell: Cell, bands):
-    """``bands`` scaled to sum to B over the present users (0 for absent users)."""
-    bands = jnp.where(cell.present, bands, 0.0)
-    return cell.bandwidth_hz[..., None] * (bands / jnp.sum(bands, axis=-1, keepdims=True))
-
-
 def _cell_objective(objective: str, cell: Cell, log2_bounds):
     if objective == "max":
         return jnp.max(jnp.where(cell.present, log2_bounds, -jnp.inf), axis=-1)
     return -_present_sum(cell, _utility(objective, cell, log2_bounds))
+
+
+def _level_bound(cell: Cell, server, bands, problem: Problem, users: Solution, level, alone: Solution):
+    """A proven lower bound on min max_k log2 D̂_k: for weights λ_k >= 0 summing to 1, max_k ≥ Σ_k λ_k, and
+    min Σ_k λ_k log2 D̂_k is bounded by :func:`_price_bound`; λ_k ∝ 1/(marginal of −log2 D̂_k per Hz) over the
+    users at the level (which makes the price the same for all of them), and no user can beat its
+    best alone."""
+    marginal = _utility_slope("sum-log", cell._replace(weights=jnp.ones_like(cell.weights)), users.log2_distortion_bound)
+    marginal = marginal * _band_marginal(problem, users)
+    at_level = _uploads(cell) & (users.log2_distortion_bound >= level[..., None] - 1e-3) & (marginal > 0) & jnp.isfinite(marginal)
+    inverse = jnp.where(at_level, 1.0 / jnp.where(at_level, marginal, 1.0), 0.0)
+    total = jnp.sum(inverse, axis=-1)
+    weights = inverse / jnp.where(total > 0, total, 1.0)[..., None]
+    price = 1.0 / jnp.where(total > 0, total, jnp.inf)
+    weighted = -_price_bound("sum-log", cell._replace(weights=weights), server, bands, price)
+    best_alone = alone.log2_distortion_bound - _bits_per_param(cell) * (alone.upper_bound - alone.retained_params)
+    best_alone = jnp.max(jnp.where(cell.present, best_alone, -jnp.inf), axis=-1)
+    return jnp.maximum(jnp.where(total > 0, weighted, -jnp.inf), best_alone)
 
 
 @functools.partial(jax.jit, static_argnames=("objective",))
@@ -431,16 +476,13 @@ def solve_cell(cell: Cell, objective: str = "sum-log", *, gap_tol: float = DEFAU
     cell = jax.tree_util.tree_map(jnp.asarray, cell)
     server = _equal_server_share(cell)
     start = _start(cell, server)
-    if objective == "max":
-        bands, lower_bound = _level_search(cell, server, start, gap_tol)
-    else:
-        price, bands = _price_search(objective, cell, server, start)
-        bands = _normalised(cell, bands)
-    bands = jnp.where(cell.present, bands, 0.0)
-    _, users = _users_at(cell, bands, server)
+    bands, target = _allocate(objective, cell, server, start)
+    problem, users = _users_at(cell, bands, server)
     value = _cell_objective(objective, cell, users.log2_distortion_bound)
-    if objective != "max":
-        lower_bound = -_price_bound(objective, cell, server, bands, price)
+    if objective == "max":
+        lower_bound = _level_bound(cell, server, bands, problem, users, value, start.alone)
+    else:
+        lower_bound = -_price_bound(objective, cell, server, bands, jnp.exp(target))
     all_found = jnp.all(found_point(users.status) | ~cell.present, axis=-1)
     gap = jnp.maximum(value - lower_bound, 0.0)
     scale = {"sum-log": _present_sum(cell, cell.weights), "max": 1.0, "sum": value}[objective]

@@ -413,19 +413,23 @@ def _chord_sup(bands, lower, upper, price):
 
 
 def _price_bound(objective: str, cell: Cell, server, bands, price):
-    """π B + Σ_k sup_b [U_k(v_k(b)) − π b] >= max Φ (weak duality of Σ b_k <= B), each sup bounded by
-    :func:`_chord_sup` on five bands around b_k and by U_k at ρ = ρ̃ = 1."""
+    """min over π in {``price``, 0} of π B + Σ_k sup_b [U_k(v_k(b)) − π b] >= max Φ (weak duality of
+    Σ b_k <= B holds at every π >= 0; π = 0 is the tighter one where the band is not scarce), each sup
+    bounded by :func:`_chord_sup` on five bands around b_k and by U_k at ρ = ρ̃ = 1."""
     offsets = jnp.asarray([-2.0, -1.0, 0.0, 1.0, 2.0], bands.dtype) * _CHORD_STEP
     around = bands * (1.0 + offsets.reshape((5,) + (1,) * bands.ndim))
     _, solutions = _users_at(cell, around, server)
     lower, upper = _utility_bounds(objective, cell, solutions)
-    sup = _chord_sup(around, lower, upper, price[..., None])
     model = cell.users.model
     whole = solutions.log2_distortion_bound[2] - _bits_per_param(cell) * (
         model.params_device + model.params_server - solutions.retained_params[2])
-    sup = jnp.minimum(sup, _utility(objective, cell, whole))
-    sup = jnp.where(_uploads(cell), sup, upper[2])  # a user without upload: its value at any band
-    return price * cell.bandwidth_hz + _present_sum(cell, sup)
+
+    def bound(price):
+        sup = jnp.minimum(_chord_sup(around, lower, upper, price[..., None]), _utility(objective, cell, whole))
+        sup = jnp.where(_uploads(cell), sup, upper[2])  # a user without upload: its value at any band
+        return price * cell.bandwidth_hz + _present_sum(cell, sup)
+
+    return jnp.minimum(bound(price), bound(jnp.zeros_like(price)))
 
 
 # ----------------------------------------------------------------------------- the solver

@@ -47,3 +47,13 @@ def run_cli(capsys, monkeypatch, *args):
 def cli(capsys, monkeypatch):
     """``cli(*args)`` runs ``laimco ARGS`` in-process and returns ``(exit code, stdout, stderr)``."""
     return functools.partial(run_cli, capsys, monkeypatch)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test module. XLA's CPU backend maps memory regions per
+    compiled program (over a thousand for a cell solver), and a single pytest process compiling
+    hundreds of programs ran into the kernel's limit on memory maps (vm.max_map_count, 65530 here) and
+    crashed inside the compiler."""
+    yield
+    jax.clear_caches()

@@ -39,16 +39,19 @@ def _check(problems, weights, objective, method):
     np.testing.assert_allclose(np.asarray(ours.bandwidth_hz).sum(), np.sum(ref.bandwidth_hz), rtol=1e-6)
 
 
-@pytest.mark.parametrize("objective", ["sum-log", "sum", "max"])
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("objective", ["sum-log", pytest.param("sum", marks=pytest.mark.slow),
+                                       pytest.param("max", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_two_users_match_the_cvxpy_band_search(objective, seed):
     _check(*_random_cell(seed, 2), objective, "cvxpy-search")
 
 
+@pytest.mark.slow
 def test_three_users_match_the_cvxpy_band_search():
     _check(*_random_cell(7, 3), "sum-log", "cvxpy-search")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["sum-log", "sum"])
 def test_eight_users_match_scipy_over_the_whole_cell(objective):
     _check(*_random_cell(11, 8), objective, "scipy")

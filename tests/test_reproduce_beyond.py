@@ -17,6 +17,7 @@ from laimco_jax.params import make_problem
 from laimco_jax.system import OperatingPoint, evaluate
 
 B, F = 5e6, 4e9
+pytestmark = pytest.mark.slow  # compiles the cell solver once per objective (about a minute)
 
 
 @pytest.fixture(scope="module")

@@ -83,6 +83,7 @@ from laimco_jax.sweep.spec import (
     _encode_values,
     configuration,
     parse_grid_values,
+    parse_names,
 )
 from laimco_jax.units import FIELD_UNITS, SOLUTION_UNITS
 
@@ -152,17 +153,7 @@ def parse_distance_range(spec: str | Sequence[float]) -> tuple[float, float]:
 
 def parse_objectives(spec: str | Sequence[str] | None, default: str) -> tuple[str, ...]:
     """Objectives from ``all``, a comma list or a list (None: ``default``)."""
-    if spec is None:
-        return (check_objective(default),)
-    names = list(spec) if isinstance(spec, (list, tuple)) else [s.strip() for s in str(spec).split(",")]
-    if names == ["all"]:
-        return OBJECTIVES
-    for name in names:
-        if name not in OBJECTIVES:
-            raise ConfigError(f"--objective {spec!r}: {name!r} is not known; allowed: all, {', '.join(OBJECTIVES)}")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"--objective {spec!r}: give each objective once")
-    return tuple(names)
+    return parse_names(spec, OBJECTIVES, check_objective(default), "objective")
 
 
 def draw_distances(seed: int, draws: int, users: int, distance_range: tuple[float, float]) -> np.ndarray:

@@ -277,19 +277,25 @@ def parse_splits(spec: str | int | Sequence[int] | None, model: str) -> tuple[in
     return tuple(splits)
 
 
-def parse_schemes(spec: str | Sequence[str] | None) -> tuple[str, ...]:
-    """Schemes from ``all``, a comma list or a list of names (None: ``proposed``)."""
+def parse_names(spec: str | Sequence[str] | None, allowed: Sequence[str], default: str, label: str) -> tuple[str, ...]:
+    """Names from ``all``, a comma list or a list of names, each in ``allowed`` and given once (None:
+    ``default``); a ConfigError naming ``label`` otherwise."""
     if spec is None:
-        return ("proposed",)
+        return (default,)
     names = list(spec) if isinstance(spec, (list, tuple)) else [s.strip() for s in str(spec).split(",")]
     if names == ["all"]:
-        return SCHEMES
+        return tuple(allowed)
     for name in names:
-        if name not in SCHEMES:
-            raise ConfigError(f"scheme = {spec!r}: {name!r} is not known; allowed: all, {', '.join(SCHEMES)}")
+        if name not in allowed:
+            raise ConfigError(f"{label} = {spec!r}: {name!r} is not known; allowed: all, {', '.join(allowed)}")
     if not names or len(set(names)) != len(names):
-        raise ConfigError(f"scheme = {spec!r}: give each scheme once")
+        raise ConfigError(f"{label} = {spec!r}: give each {label} once")
     return tuple(names)
+
+
+def parse_schemes(spec: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Schemes from ``all``, a comma list or a list of names (None: ``proposed``)."""
+    return parse_names(spec, SCHEMES, "proposed", "scheme")
 
 
 def parse_gradients(specs: Sequence[str] | None) -> tuple[tuple[str, str], ...]:

@@ -220,6 +220,7 @@ def test_a_design_for_a_larger_gain_misses_more_often(problem):
     assert float(bolder.log10_distortion_bound) < float(design.solution.log10_distortion_bound)
 
 
+@pytest.mark.slow
 def test_zero_variance_fading_is_the_deterministic_solve(problem):
     deterministic = solve_exact(problem)
     design = static_design(problem, parse_fading("lognormal:0"), 0.05)
@@ -234,6 +235,7 @@ def test_zero_variance_fading_is_the_deterministic_solve(problem):
     assert float(nearly.log10_distortion_bound) == pytest.approx(float(deterministic.log10_distortion_bound), rel=1e-3)
 
 
+@pytest.mark.slow
 def test_monte_carlo_is_the_same_whatever_the_chunk_size(problem):
     fading = parse_fading("rayleigh+lognormal:4")
     runs = [monte_carlo(problem, fading, 0.1, samples=300, seed=9, chunk_size=size) for size in (300, 64, 7)]
@@ -246,6 +248,7 @@ def test_monte_carlo_is_the_same_whatever_the_chunk_size(problem):
     np.testing.assert_array_equal(runs[0].gain_factor, np.asarray(jitted(fading, 9, jnp.arange(300), jnp.float64)))
 
 
+@pytest.mark.slow
 def test_adaptive_design_is_the_solve_at_each_drawn_gain(problem):
     fading = parse_fading("rician:3")
     result = monte_carlo(problem, fading, 0.05, samples=50, seed=4)

@@ -82,6 +82,7 @@ def _assert_stored(ds, index, solution, k_present):
     assert np.all(np.isnan(at.rho.values[absent])) and np.all(at.status.values[absent] == -1)
 
 
+@pytest.mark.slow  # compiles the cell solver (about 20 s)
 def test_grid_sweep_stores_solve_cell_of_the_same_cells(reference):
     ds = reference
     assert ds.attrs["complete"] and dict(ds.sizes) == {"delay_s": 2, "bandwidth_hz": 3, "objective": 1, "user": 2}
@@ -103,6 +104,7 @@ def test_grid_sweep_stores_solve_cell_of_the_same_cells(reference):
     assert np.all(ds.band_share_hz.sum("user") <= ds.bandwidth_hz * (1 + 1e-12))
 
 
+@pytest.mark.slow  # compiles the cell solver (about 20 s)
 def test_stored_cell_file_loads_back_as_the_cell(reference, tmp_path):
     (tmp_path / "back.toml").write_text(reference.attrs["cell_toml"])
     back, options = load_cell(tmp_path / "back.toml")
@@ -113,6 +115,7 @@ def test_stored_cell_file_loads_back_as_the_cell(reference, tmp_path):
     assert float(back.bandwidth_hz) == 5e6 and float(back.f_max_server_hz) == F
 
 
+@pytest.mark.slow  # compiles the cell solver (about 20 s)
 def test_resume_after_an_interruption_loses_and_repeats_nothing(cell_file, reference, tmp_path, cli):
     out = tmp_path / "resumed.zarr"
     spec = sweep.build_cell_spec(cell_file, grid=GRID)
@@ -137,6 +140,7 @@ def test_resume_after_an_interruption_loses_and_repeats_nothing(cell_file, refer
     xr.testing.assert_identical(sweep.open_sweep(out).load(), reference)
 
 
+@pytest.mark.slow  # compiles the cell solver (about 20 s)
 def test_num_users_axis_draws_seeded_cells_padded_with_absent_users(cell_file, tmp_path, cli):
     out = tmp_path / "k.zarr"
     code, _, err = cli("sweep", "--users", cell_file, "--num-users", "1,2", "--draws", "2", "--seed", "3",

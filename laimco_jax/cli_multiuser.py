@@ -12,7 +12,14 @@ import numpy as np
 
 from laimco_jax.cell import Cell, check_objective, check_server_sharing, load_cell
 from laimco_jax.solvers import INFEASIBLE_REASON_TEXT, InfeasibleReason, Status, found_point
-from laimco_jax.solvers.multiuser import CELL_INFEASIBLE_REASON_TEXT, CellInfeasibleReason, solve_alone, solve_cell, solve_equal_split
+from laimco_jax.solvers.multiuser import (
+    CELL_INFEASIBLE_REASON_TEXT,
+    CellInfeasibleReason,
+    cell_objective,
+    solve_alone,
+    solve_cell,
+    solve_equal_split,
+)
 
 
 def _user(tree, k: int):
@@ -23,11 +30,7 @@ def _baseline(objective: str, cell: Cell, solution) -> float | None:
     """The objective of a baseline's users (None if a user found no point there)."""
     if not bool(np.all(found_point(np.asarray(solution.status)))):
         return None
-    log2 = np.asarray(solution.log2_distortion_bound)
-    weights = np.asarray(cell.weights)
-    value = {"sum-log": lambda: np.sum(weights * log2), "sum": lambda: np.sum(weights * np.exp2(log2)),
-             "max": lambda: np.max(log2)}[objective]()
-    return float(value)
+    return float(cell_objective(objective, cell, solution.log2_distortion_bound))
 
 
 def multiuser_record(path: Path, objective: str | None, server_sharing: str | None,

@@ -47,6 +47,7 @@ __all__ = [
     "CellInfeasibleReason",
     "CELL_INFEASIBLE_REASON_TEXT",
     "solve_cell",
+    "cell_objective",
     "solve_equal_split",
     "solve_alone",
     "DEFAULT_CELL_GAP_TOL",
@@ -293,22 +294,18 @@ class _Start(NamedTuple):
     """Each user alone with the whole band, the least bands, and the cell's verdict before any search."""
 
     alone: Solution
-    alone_problem: Problem
     least: Any  # least band [Hz] per user
-    spread: Any  # a feasible allocation: the least bands plus an equal share of the rest [Hz]
     status: Any  # INFEASIBLE where proven, UNRESOLVED where a user alone is unresolved, else OPTIMAL
     reason: Any
 
 
 def _start(cell: Cell, server) -> _Start:
     full = jnp.broadcast_to(cell.bandwidth_hz[..., None], cell.present.shape)
-    alone_problem, alone = _users_at(cell, full, server)
+    _, alone = _users_at(cell, full, server)
     absent = ~cell.present
     uploads = _uploads(cell)
     least = jnp.where(uploads, _least_band_hz(cell), 0.0)
     left = cell.bandwidth_hz - jnp.sum(least, axis=-1)
-    count = jnp.maximum(jnp.sum(uploads, axis=-1), 1).astype(least.dtype)
-    spread = jnp.where(uploads, least + jnp.maximum(left, 0.0)[..., None] / count[..., None], 0.0)
     user_infeasible = jnp.any((alone.status == Status.INFEASIBLE) & ~absent, axis=-1)
     user_unresolved = jnp.any(~found_point(alone.status) & ~absent, axis=-1)
     band_short = jnp.sum(least * (1.0 - 1e-9), axis=-1) >= cell.bandwidth_hz  # closed form, with room for rounding
@@ -316,7 +313,7 @@ def _start(cell: Cell, server) -> _Start:
                        jnp.where(user_unresolved | (left <= 0), Status.UNRESOLVED, Status.OPTIMAL))
     reason = jnp.where(user_infeasible, CellInfeasibleReason.USER,
                        jnp.where(band_short, CellInfeasibleReason.BAND, CellInfeasibleReason.NONE))
-    return _Start(alone, alone_problem, least, spread, status, reason)
+    return _Start(alone, least, status, reason)
 
 
 def _response(objective: str, cell: Cell, server):
@@ -440,7 +437,8 @@ def _equal_server_share(cell: Cell):
     return jnp.broadcast_to(share[..., None], cell.present.shape)
 
 
-def _cell_objective(objective: str, cell: Cell, log2_bounds):
+def cell_objective(objective: str, cell: Cell, log2_bounds):
+    """The objective of ``cell`` at its users' log2 D̂_k: Σ w_k log2 D̂_k, Σ w_k D̂_k or max_k log2 D̂_k."""
     if objective == "max":
         return jnp.max(jnp.where(cell.present, log2_bounds, -jnp.inf), axis=-1)
     return -_present_sum(cell, _utility(objective, cell, log2_bounds))
@@ -482,7 +480,7 @@ def solve_cell(cell: Cell, objective: str = "sum-log", *, gap_tol: float = DEFAU
     start = _start(cell, server)
     bands, target = _allocate(objective, cell, server, start)
     problem, users = _users_at(cell, bands, server)
-    value = _cell_objective(objective, cell, users.log2_distortion_bound)
+    value = cell_objective(objective, cell, users.log2_distortion_bound)
     if objective == "max":
         lower_bound = _level_bound(cell, server, bands, problem, users, value, start.alone)
     else:

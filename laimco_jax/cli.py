@@ -438,11 +438,17 @@ def sweep_cmd(
     num_users: Annotated[Optional[str], typer.Option("--num-users", help="With --users: a K axis, K1,K2,... or FIRST:LAST users "
                                                      "copied from the file's first user at drawn distances (needs --distance-range).")] = None,
     draws: Annotated[Optional[int], typer.Option("--draws", help="With --num-users: random cells per K (default 1).")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="With --num-users: seed of the distances (default 0; the same seed gives the same cells).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="With --num-users: seed of the distances; with --fading: seed of the channel draws (default 0; the same seed gives the same draws).")] = None,
     distance_range: Annotated[Optional[str], typer.Option("--distance-range", help="With --num-users: MIN:MAX [m], distances uniform over that annulus.")] = None,
     objective: Annotated[Optional[str], typer.Option("--objective", help="With --users: sum-log, sum, max, a comma list or all (default the file's).")] = None,
+    fading: FadingOpt = None,
+    samples: Annotated[Optional[int], typer.Option("--samples", help="With --fading: channel draws per grid point (default 1000).")] = None,
+    reduce_only: Annotated[bool, typer.Option("--reduce-only", help="With --fading: store only the mean, 5/50/95 % quantiles and infeasible fraction of log10 D̂* over the draws, not the sample dim.")] = False,
 ) -> None:
     """Solve (P1) on a Cartesian grid of configurations, chunk by chunk, into a resumable Zarr store.
+
+    With --fading MODEL, solve every grid point at --samples channel draws (seeded by --seed; a sample
+    dim with the drawn gain_factor) and store the reductions over them (--reduce-only: those alone).
 
     With --users, solve cells of users (laimco multiuser) on a grid of cell or per-user fields, and
     optionally over the number of users K (--num-users), into the same kind of store with a user dim.
@@ -454,7 +460,8 @@ def sweep_cmd(
         preset=preset, model=model, config=config, overrides=_parse_sets(set_), grids=grid, points=points,
         splits=split, schemes=scheme, out=out, spec=spec, resume=resume, chunk_size=chunk_size,
         distributed=distributed, gradients=gradient, force=force, users=users, num_users=num_users, draws=draws,
-        seed=seed, distance_range=distance_range, objectives=objective,
+        seed=seed, distance_range=distance_range, objectives=objective, fading=fading, samples=samples,
+        reduce_only=reduce_only,
     )
     console.print(f"sweep written to {path}")
 

@@ -39,7 +39,7 @@ _CELL_FLAGS = {"num_users": "--num-users", "draws": "--draws", "seed": "--seed",
                "objectives": "--objective"}
 _SINGLE_FLAGS = {"preset": "--preset", "model": "--model", "config": "--config", "overrides": "--set",
                  "points": "--points", "splits": "--split", "schemes": "--scheme", "gradients": "--gradient",
-                 "spec": "--spec"}
+                 "spec": "--spec", "fading": "--fading", "samples": "--samples", "reduce_only": "--reduce-only"}
 
 
 def run_sweep_from_cli(
@@ -66,6 +66,9 @@ def run_sweep_from_cli(
     seed: int | None = None,
     distance_range: str | None = None,
     objectives: str | None = None,
+    fading: str | None = None,
+    samples: int | None = None,
+    reduce_only: bool = False,
 ) -> Path:
     """``laimco sweep``: build the spec from a spec file and/or options, then run or resume it.
 
@@ -80,6 +83,11 @@ def run_sweep_from_cli(
     ``users`` (a cell file) makes it a cell sweep (:func:`~laimco_jax.sweep.build_cell_spec`): ``grids``
     and ``num_users``, ``draws``, ``seed``, ``distance_range``, ``objectives`` (which need ``users``)
     build it; the single-user options and ``spec`` are refused with it.
+
+    ``fading`` (a model of :func:`~laimco_jax.fading.parse_fading`), ``samples``, ``seed`` and
+    ``reduce_only`` make a single-user sweep a fading sweep (:mod:`laimco_jax.sweep.fading`): N channel
+    draws per grid point, their reductions, and unless ``reduce_only`` a ``sample`` dim; ``seed`` is
+    then the draws' seed (with ``users``, the seed of the drawn distances).
     """
     if distributed:
         jax.distributed.initialize()
@@ -89,13 +97,18 @@ def run_sweep_from_cli(
     chunk_size = file_chunk_size if chunk_size is None else chunk_size
     options.pop("out", None)
     given = {"preset": preset, "model": model, "config": config, "points": points, "splits": splits,
-             "schemes": schemes, "gradients": gradients}
+             "schemes": schemes, "gradients": gradients, "fading": fading, "samples": samples,
+             "reduce_only": reduce_only or None}
     grid = _grid_options(grids)
     cell = {"num_users": num_users, "draws": draws, "seed": seed, "distance_range": distance_range,
             "objectives": objectives}
-    if users is None and any(v is not None for v in cell.values()):
+    fading_sweep = fading is not None or options.get("fading") is not None
+    if users is None and any(v is not None for k, v in cell.items() if k != "seed" or not fading_sweep):
         flags = [_CELL_FLAGS[k] for k, v in cell.items() if v is not None]
-        raise ConfigError(f"{', '.join(flags)}: only with --users FILE.toml (a sweep of cells of users)")
+        raise ConfigError(f"{', '.join(flags)}: only with --users FILE.toml (a sweep of cells of users)"
+                          + (" or, for --seed, with --fading MODEL (the seed of the channel draws)" if seed is not None else ""))
+    if users is None and seed is not None:
+        given["seed"] = seed
     if users is not None:
         single = [_SINGLE_FLAGS[k] for k, v in {**given, "overrides": overrides, "spec": spec}.items() if v]
         if single:

@@ -24,8 +24,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from laimco_jax.fading import Fading, check_outage, check_samples, check_seed, gain_factor_draws
-from laimco_jax.fading import gain_factor_quantile, quantile_derivatives
+from laimco_jax.fading import (
+    Fading,
+    check_outage,
+    check_samples,
+    check_seed,
+    gain_factor_draws,
+    gain_factor_quantile,
+    quantile_derivatives,
+)
 from laimco_jax.params import ConfigError, Problem, SystemParams
 from laimco_jax.sensitivity import SINGULAR, field_derivatives
 from laimco_jax.solvers import Solution, Status, found_point, scheme_spec, solve_exact
@@ -33,18 +40,21 @@ from laimco_jax.solvers.solution import budget_excess
 from laimco_jax.system import channel_gain, evaluate
 
 __all__ = [
-    "DEFAULT_OUTAGE",
     "DEFAULT_CHUNK",
+    "DEFAULT_OUTAGE",
+    "REDUCTIONS",
     "SUMMARY_QUANTILES",
-    "with_channel_gain",
-    "quantile_gain",
+    "MonteCarlo",
     "StaticDesign",
+    "adaptive_reductions",
+    "draw_gain_factors",
+    "monte_carlo",
+    "quantile_gain",
     "static_design",
     "static_misses",
     "static_sensitivity",
-    "MonteCarlo",
-    "monte_carlo",
     "summarize",
+    "with_channel_gain",
 ]
 
 DEFAULT_OUTAGE = 0.05
@@ -138,8 +148,9 @@ class MonteCarlo(NamedTuple):
 
 
 #: :func:`~laimco_jax.fading.gain_factor_draws` as a program of its own: fused with the solve, XLA may
-#: round the same draw differently in batches of different sizes.
-_draws = jax.jit(gain_factor_draws, static_argnames=("fading", "dtype"))
+#: round the same draw differently in batches of different sizes. Every batched user of the draws
+#: (this module, the fading sweep) calls this one.
+draw_gain_factors = jax.jit(gain_factor_draws, static_argnames=("fading", "dtype"))
 
 
 @functools.partial(jax.jit, static_argnames=("scheme",))
@@ -186,10 +197,50 @@ def monte_carlo(
         static = static_design(problem, fading, outage, scheme)
         parts = []
         for start in range(0, samples, size):  # the last batch is padded with the next draws, then cut
-            factor = _draws(fading, seed, start + jnp.arange(size), problem.budget.delay_s.dtype)
+            factor = draw_gain_factors(fading, seed, start + jnp.arange(size), problem.budget.delay_s.dtype)
             parts.append((factor, *_solve_draws(problem, static.solution, factor, scheme=scheme)))
         factor, log10_d, miss = (np.concatenate([np.asarray(p[i]) for p in parts])[:samples] for i in range(3))
     return MonteCarlo(static, seed, factor, log10_d, miss)
+
+
+def _quantile_key(level: float) -> str:
+    return f"adaptive_log10_distortion_bound_q{round(100 * level):02d}"
+
+
+#: The reductions of the adaptive design's log10 D̂* over channel draws (:func:`adaptive_reductions`):
+#: key -> (units, description). The keys of ``laimco fading --json`` and the fading sweep's variables.
+REDUCTIONS: dict[str, tuple[str, str]] = {
+    "adaptive_mean_log10_distortion_bound": ("log10", "mean of log10 D̂* over the draws with a design"),
+    **{_quantile_key(level): ("log10", f"{100 * level:g} % quantile (inverted CDF) of log10 D̂* over the draws, +inf: no design")
+       for level in SUMMARY_QUANTILES},
+    "adaptive_infeasible_fraction": ("-", "fraction of draws without a design that meets both budgets"),
+}
+
+
+def adaptive_reductions(log10_d) -> dict[str, jax.Array]:
+    """The :data:`REDUCTIONS` of log10 D̂* over the draws along the last axis of ``log10_d`` (+inf: no design).
+
+    * ``adaptive_mean_log10_distortion_bound``: the mean over the finite entries (+inf if none);
+    * ``adaptive_log10_distortion_bound_qNN``: the quantiles :data:`SUMMARY_QUANTILES`, exact, by the
+      inverted empirical CDF (numpy's ``method="inverted_cdf"``, Hyndman-Fan type 1): the
+      ⌈N·q⌉-th smallest of the N entries, +inf counting as the largest;
+    * ``adaptive_infeasible_fraction``: the fraction of entries that are +inf.
+
+    Pure JAX (one sort along the last axis), so it runs inside ``jit`` on device arrays of any batch shape;
+    the result has the batch shape. Computes in the input's dtype (float64 needs x64 on).
+    """
+    log10_d = jnp.asarray(log10_d)
+    n = log10_d.shape[-1]
+    feasible = jnp.isfinite(log10_d)
+    served = jnp.sum(feasible, axis=-1)
+    total = jnp.sum(jnp.where(feasible, log10_d, 0.0), axis=-1)
+    ordered = jnp.sort(log10_d, axis=-1)
+    out = {"adaptive_mean_log10_distortion_bound": jnp.where(served > 0, total / jnp.maximum(served, 1), jnp.inf)}
+    for level in SUMMARY_QUANTILES:
+        index = min(max(math.ceil(n * level - 1.0), 0), n - 1)  # numpy's inverted_cdf: ceil(n q - 1), clipped
+        out[_quantile_key(level)] = ordered[..., index]
+    out["adaptive_infeasible_fraction"] = (n - served) / n
+    return out
 
 
 def summarize(result: MonteCarlo) -> dict[str, Any]:
@@ -208,12 +259,13 @@ def summarize(result: MonteCarlo) -> dict[str, Any]:
     """
     static = result.static
     log10_d = result.adaptive_log10_distortion_bound
-    feasible = np.isfinite(log10_d)
     samples = int(log10_d.size)
     static_found = bool(found_point(int(static.solution.status)))
     static_log10 = float(static.solution.log10_distortion_bound) if static_found else math.inf
     measured = float(np.mean(result.static_miss))
-    adaptive_mean = float(np.mean(log10_d[feasible])) if feasible.any() else math.inf
+    with jax.enable_x64(True):
+        reduced = {name: float(value) for name, value in adaptive_reductions(log10_d).items()}
+    adaptive_mean = reduced["adaptive_mean_log10_distortion_bound"]
     record = {
         "fading": static.fading.name,
         "outage": static.outage,
@@ -225,11 +277,7 @@ def summarize(result: MonteCarlo) -> dict[str, Any]:
         "static_log10_distortion_bound": static_log10,
         "static_outage": measured,
         "static_outage_standard_error": math.sqrt(measured * (1.0 - measured) / samples),
-        "adaptive_mean_log10_distortion_bound": adaptive_mean,
+        **reduced,
     }
-    for level in SUMMARY_QUANTILES:
-        record[f"adaptive_log10_distortion_bound_q{round(100 * level):02d}"] = float(
-            np.quantile(log10_d, level, method="inverted_cdf"))
-    record["adaptive_infeasible_fraction"] = 1.0 - float(np.mean(feasible))
     record["value_of_channel_knowledge_log10"] = static_log10 - adaptive_mean
     return record

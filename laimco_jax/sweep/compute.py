@@ -147,13 +147,22 @@ def _evaluate_chunk(origin, base, axis_values, split_values, plan: _Plan) -> dic
     grid point of the block (and is dropped on writing); edge blocks are clamped to the grid likewise.
     """
     sharded = NamedSharding(plan.mesh, PartitionSpec("chunk"))
-    n_block, n_splits = math.prod(plan.block), len(plan.splits or (None,))
+    n_splits = len(plan.splits or (None,))
     instance = jax.lax.with_sharding_constraint(jnp.arange(plan.padded_points * n_splits), sharded)
-    local = jnp.minimum(instance // n_splits, n_block - 1)  # the grid point in the block
     swept = {name: v[instance % n_splits] for name, v in split_values.items()}
-    for values, index in zip(axis_values, grid_indices(origin, local, plan.shape, plan.block)):
-        swept.update({name: v[index] for name, v in values.items()})
-    return jax.lax.with_sharding_constraint(_solve_scheme(configuration(base, swept), plan), sharded)
+    problem = block_problem(origin, base, axis_values, instance // n_splits, plan.shape, plan.block, swept)
+    return jax.lax.with_sharding_constraint(_solve_scheme(problem, plan), sharded)
+
+
+def block_problem(origin, base, axis_values, local, shape: Sequence[int], block: Sequence[int], swept=None):
+    """The Problem at the grid points ``local`` (flat in-block numbers; those past the block repeat its last
+    point) of the block at grid index ``origin``: ``base`` with each axis' fields gathered there, plus
+    the values ``swept`` (e.g. a split's fields) already laid out like ``local``."""
+    index = grid_indices(origin, jnp.minimum(local, math.prod(block) - 1), shape, block)
+    values = dict(swept or {})
+    for axis, at in zip(axis_values, index):
+        values.update({name: v[at] for name, v in axis.items()})
+    return configuration(base, values)
 
 
 def local_mesh() -> Mesh:

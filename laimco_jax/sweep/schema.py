@@ -11,7 +11,7 @@ import numpy as np
 
 from laimco_jax.params import FIELD_SECTION, dump_toml, problem_from_dict
 from laimco_jax.solvers import Status
-from laimco_jax.sweep.spec import SPLIT_FIELDS, SweepSpec
+from laimco_jax.sweep.spec import SAMPLE_DIM, SPLIT_FIELDS, SweepSpec
 from laimco_jax.units import FIELD_UNITS, SOLUTION_UNITS
 
 _STATUS_FLAGS = {"flag_values": [int(s) for s in Status], "flag_meanings": " ".join(s.name.lower() for s in Status)}
@@ -59,6 +59,14 @@ def variables(spec: SweepSpec, dtype) -> dict[str, tuple[tuple[str, ...], Any, A
     dims = tuple(a.dim for a in spec.axes) + ("scheme",)
     inner = dims + (() if spec.splits is None else ("split",))
     out = {}
+    if spec.fading is not None:
+        from laimco_jax.outage import REDUCTIONS
+
+        for name, (units, text) in REDUCTIONS.items():
+            out[name] = (dims, dtype, np.nan, {"units": units, "long_name": f"adaptive design: {text}"})
+        if spec.fading.reduce_only:
+            return out
+        inner = dims + (SAMPLE_DIM,)
     for field, (stored, text, extra) in SOLUTION_VARIABLES.items():
         integer = field in _INT_FIELDS
         out[stored] = (inner, np.int32 if integer else dtype, -1 if integer else np.nan,
@@ -76,7 +84,8 @@ def variables(spec: SweepSpec, dtype) -> dict[str, tuple[tuple[str, ...], Any, A
 
 def dim_sizes(spec: SweepSpec) -> dict[str, int]:
     """Length of every dim of the stored variables."""
-    return dict(zip((a.dim for a in spec.axes), spec.shape), scheme=len(spec.schemes), split=len(spec.splits or ()))
+    sizes = dict(zip((a.dim for a in spec.axes), spec.shape), scheme=len(spec.schemes), split=len(spec.splits or ()))
+    return sizes | ({} if spec.fading is None else {SAMPLE_DIM: spec.fading.samples})
 
 
 def coords(spec: SweepSpec) -> dict[str, Any]:
@@ -88,6 +97,13 @@ def coords(spec: SweepSpec) -> dict[str, Any]:
     out["scheme"] = ("scheme", np.array(spec.schemes))
     if spec.splits is not None:
         out["split"] = ("split", np.array(spec.splits, np.int32), {"units": "layers", "long_name": "layers on the device"})
+    if spec.fading is not None and not spec.fading.reduce_only:
+        from laimco_jax.sweep.fading import gain_factors
+
+        out[SAMPLE_DIM] = (SAMPLE_DIM, np.arange(spec.fading.samples, dtype=np.int64),
+                           {"units": "1", "long_name": "channel draw (global index, keys the draw with the seed)"})
+        out["gain_factor"] = (SAMPLE_DIM, gain_factors(spec.fading),
+                              {"units": "1", "long_name": "drawn |h|^2: the draw's gain is channel_gain x gain_factor"})
     return out
 
 
@@ -98,4 +114,6 @@ def store_attrs(spec: SweepSpec) -> dict[str, Any]:
         "config_toml": dump_toml(problem_from_dict(spec.base)),
         "split_model": spec.split_model if spec.splits is not None else "",
         "split_fields": list(SPLIT_FIELDS) if spec.splits is not None else [],
-    }
+    } | ({} if spec.fading is None else {
+        "fading": spec.fading.model, "fading_samples": spec.fading.samples, "fading_seed": spec.fading.seed,
+        "fading_reduce_only": spec.fading.reduce_only})

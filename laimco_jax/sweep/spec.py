@@ -58,6 +58,49 @@ class Axis:
         return len(next(iter(self.values.values())))
 
 
+#: The dim of a fading sweep's channel draws (:class:`FadingSamples`).
+SAMPLE_DIM = "sample"
+#: Channel draws per grid point of a fading sweep when ``--samples`` is not given.
+DEFAULT_FADING_SAMPLES = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class FadingSamples:
+    """The channel draws of a fading sweep (:mod:`laimco_jax.sweep.fading`): the model (a
+    :func:`~laimco_jax.fading.parse_fading` string, canonical), the draws N per grid point, their seed,
+    and whether only the reductions over the draws are stored (``reduce_only``)."""
+
+    model: str
+    samples: int
+    seed: int = 0
+    reduce_only: bool = False
+
+    @property
+    def fading(self):
+        from laimco_jax.fading import parse_fading
+
+        return parse_fading(self.model)
+
+
+def parse_fading_samples(model: str | None, samples: Any = None, seed: Any = None,
+                         reduce_only: bool = False) -> FadingSamples | None:
+    """The :class:`FadingSamples` of ``--fading MODEL --samples N --seed S [--reduce-only]`` (None without
+    ``--fading``; ``samples`` default :data:`DEFAULT_FADING_SAMPLES`, ``seed`` 0). ConfigError (one line
+    naming the option, the value and what is allowed) for an unknown model, N outside [1, 2^32], a seed
+    that is not an integer in [0, 2^32), or --samples / --reduce-only without --fading."""
+    from laimco_jax.fading import check_samples, check_seed, parse_fading
+
+    if model is None:
+        given = [flag for flag, v in ((f"--samples {samples!r}", samples), ("--reduce-only", reduce_only or None))
+                 if v is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: only with --fading MODEL (the channel draws of a fading sweep)")
+        return None
+    name = parse_fading(model).name
+    samples = check_samples("--samples", DEFAULT_FADING_SAMPLES if samples is None else samples)
+    return FadingSamples(name, samples, check_seed("--seed", 0 if seed is None else seed), bool(reduce_only))
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class SweepSpec:
     """A validated sweep: base configuration, grid axes, schemes and (optionally) split points.
@@ -71,6 +114,7 @@ class SweepSpec:
     splits: tuple[int, ...] | None = None
     split_model: str = "bert-base"
     gradients: tuple[tuple[str, str], ...] = ()  # (output, field): d output/d field stored per point
+    fading: FadingSamples | None = None  # channel draws per grid point (laimco_jax.sweep.fading)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -79,7 +123,10 @@ class SweepSpec:
 
     @property
     def inner_shape(self) -> tuple[int, ...]:
-        """Sizes of the dims every grid point carries: (schemes[, splits])."""
+        """Sizes of the dims every grid point carries: (schemes[, splits]) or, with fading, (schemes, samples)
+        (also with ``reduce_only``: every draw is solved, so the chunk size counts them)."""
+        if self.fading is not None:
+            return (len(self.schemes), self.fading.samples)
         return (len(self.schemes),) + (() if self.splits is None else (len(self.splits),))
 
     @property
@@ -123,14 +170,21 @@ class SweepSpec:
 
     def evaluator(self, layout, mesh, dtype):
         """The :class:`~laimco_jax.sweep.compute.ChunkEvaluator` of this sweep cut into ``layout``."""
+        if self.fading is not None:
+            from laimco_jax.sweep.fading import fading_evaluator
+
+            return fading_evaluator(self, layout, mesh, dtype)
         from laimco_jax.sweep.compute import chunk_evaluator
 
         return chunk_evaluator(self, layout, mesh, dtype)
 
     def to_json(self) -> str:
-        """Canonical JSON (exact float round trip), stored in the results and compared on resume."""
+        """Canonical JSON (exact float round trip), stored in the results and compared on resume (the key
+        ``fading`` only in a fading sweep, so the stores of other sweeps keep their spec text)."""
+        fading = {} if self.fading is None else {"fading": dataclasses.asdict(self.fading)}
         return json.dumps(
             {
+                **fading,
                 "base": self.base,
                 "axes": [{"dim": a.dim, "values": {k: _encode_values(v) for k, v in a.values.items()}} for a in self.axes],
                 "schemes": list(self.schemes),
@@ -149,7 +203,8 @@ class SweepSpec:
         )
         splits = None if data["splits"] is None else tuple(data["splits"])
         gradients = tuple(tuple(g) for g in data.get("gradients", ()))
-        return cls(data["base"], axes, tuple(data["schemes"]), splits, data["split_model"], gradients)
+        fading = FadingSamples(**data["fading"]) if "fading" in data else None
+        return cls(data["base"], axes, tuple(data["schemes"]), splits, data["split_model"], gradients, fading)
 
 
 _SPACINGS = {"linspace": np.linspace, "geomspace": np.geomspace}
@@ -419,6 +474,10 @@ def build_spec(
     splits: str | int | Sequence[int] | None = None,
     schemes: str | Sequence[str] | None = None,
     gradients: Sequence[str] | None = None,
+    fading: str | None = None,
+    samples: int | None = None,
+    seed: int | None = None,
+    reduce_only: bool = False,
 ) -> SweepSpec:
     """A validated :class:`SweepSpec`; every error (ConfigError) is raised here, before any compute.
 
@@ -430,7 +489,13 @@ def build_spec(
       schemes: see :func:`parse_schemes`.
       gradients: ``OUTPUT/FIELD`` items (see :func:`parse_gradients`): the implicit derivative of an
         output of :class:`~laimco_jax.sensitivity.OptimumOutputs` w.r.t. a field, stored per instance.
+      fading, samples, seed, reduce_only: channel draws per grid point (:func:`parse_fading_samples`,
+        :mod:`laimco_jax.sweep.fading`); not with ``splits`` or ``gradients``.
     """
+    draws = parse_fading_samples(fading, samples, seed, reduce_only)
+    if draws is not None and (splits is not None or gradients):
+        given = ", ".join(flag for flag, v in (("--split", splits), ("--gradient", gradients)) if v)
+        raise ConfigError(f"--fading {fading!r} with {given}: a fading sweep has no split axis or stored gradients")
     base = problem_to_dict(make_problem(preset, model, config=config, overrides=overrides or {}))
     fixed = {key: field_name(key, f"--set {key}") for key in overrides or {}}  # key -> bare field name
     if fixed and splits is not None:
@@ -449,7 +514,7 @@ def build_spec(
         raise ConfigError(f"--set {', '.join(fixed_and_swept)}: the field is also swept (--grid or points), "
                           "which would override it; give each field one value or one axis")
     spec = SweepSpec(
-        base, tuple(axes), parse_schemes(schemes), parse_splits(splits, model), model, parse_gradients(gradients)
+        base, tuple(axes), parse_schemes(schemes), parse_splits(splits, model), model, parse_gradients(gradients), draws
     )
     _validate(spec)
     return spec
@@ -468,6 +533,10 @@ _SPEC_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "grid": ((dict,), 'a table of FIELD = "SPEC" or FIELD = [values]'),
     "points": ((str, list), "a CSV file path (string) or an array of tables [[points]]"),
     "gradient": ((list,), 'a list of "OUTPUT/FIELD" strings'),
+    "fading": ((str,), "a fading model (string), e.g. \"rayleigh\" or \"rician:5+lognormal:8\""),
+    "samples": ((int,), "an integer >= 1 (channel draws per grid point, with fading)"),
+    "seed": ((int,), "an integer >= 0 (seed of the channel draws, with fading)"),
+    "reduce_only": ((bool,), "true or false (store only the reductions over the draws, with fading)"),
 }
 
 
@@ -475,7 +544,7 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
     """The options of a TOML spec file (format in :mod:`laimco_jax.sweep`), paths resolved against it.
 
     Returns ``{"preset", "model", "config", "overrides", "grid", "points", "splits", "schemes",
-    "out", "chunk_size"}`` (absent keys omitted): the keywords of :func:`build_spec` plus ``out``
+    "gradients", "fading", "samples", "seed", "reduce_only", "out", "chunk_size"}`` (absent keys omitted): the keywords of :func:`build_spec` plus ``out``
     and ``chunk_size``. Raises ConfigError naming the file, the key, its value and what is allowed.
     """
     path = Path(path)
@@ -485,7 +554,8 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"spec file {str(path)!r}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(_SPEC_KEYS)}")
     for key, value in data.items():
         types, allowed = _SPEC_KEYS[key]
-        if not isinstance(value, types) or isinstance(value, bool) or (key == "chunk_size" and value < 1):
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types) or (
+                key == "chunk_size" and value < 1):
             raise ConfigError(f"spec file {str(path)!r}: {key} = {value!r}; expected {allowed}")
     here = path.parent
     renames = {"set": "overrides", "split": "splits", "scheme": "schemes", "gradient": "gradients"}

@@ -391,8 +391,12 @@ def fading_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the draws (the same seed gives the same draws).")] = 0,
     chunk_size: Annotated[int, typer.Option("--chunk-size", help="Draws solved per batch (memory bound).")] = 16_384,
     out: Annotated[Optional[Path], typer.Option("--out", help="Directory (created) for fading_draws.csv, "
-                                                "fading_static.csv, fading_summary.json, fading_cdf.png, fading_static.png.")] = None,
+                                                "fading_static.csv, fading_summary.json, fading_cdf.png, fading_static.png "
+                                                "(with --users: fading_cell_draws.csv, fading_cell_summary.json).")] = None,
     as_json: JsonOpt = False,
+    users: Annotated[Optional[Path], typer.Option("--users", help="Cell file (as laimco multiuser): independent draws per "
+                                                  "user, the static cell design at each user's ε-quantile and the cell outage.")] = None,
+    objective: Annotated[Optional[str], typer.Option("--objective", help="With --users: sum-log, sum or max (default the file's).")] = None,
 ) -> None:
     """Fading: the static outage design, its outage over N channel draws, and the adaptive design per draw.
 
@@ -401,17 +405,33 @@ def fading_cmd(
     gain: the mean and 5/50/95 % quantiles of its log10 D̂* (a draw without a design counts as +inf in
     the quantiles), its infeasible fraction, and the value of channel knowledge (static minus adaptive
     mean log10 D̂*). docs/theory.md#fading-channels.
-    """
-    from laimco_jax.cli_fading import FADING_UNITS, fading_record
 
-    record = fading_record(_problem(preset, model, config, set_), fading, outage=outage, samples=samples, seed=seed,
-                           scheme=scheme, chunk_size=chunk_size, out=out)
+    With --users CELL.toml, a cell of users with independent draws per user: the static cell design at
+    every user's ε-quantile gain, the cell outage (draws where any user misses a budget; 1 - (1 - ε)^K
+    for K users whose budgets bind) and the adaptive cell design (laimco multiuser) per draw.
+    """
+    from laimco_jax.cli_fading import CELL_FADING_UNITS, FADING_UNITS, cell_fading_record, fading_record
+
+    if users is not None:
+        given = [flag for flag, v in (("--preset", preset), ("--model", model), ("--config", config), ("--set", set_))
+                 if v] + (["--scheme"] if scheme != "proposed" else [])
+        record = cell_fading_record(users, fading, objective=objective, outage=outage, samples=samples, seed=seed,
+                                    chunk_size=chunk_size, out=out, refused=given)
+        title = (f"Fading {record['fading']} in a cell of {record['users']} users: static design at each user's "
+                 f"ε = {outage:g} and adaptive cell design over {record['samples']} draws")
+        units = FADING_UNITS | CELL_FADING_UNITS
+    elif objective is not None:
+        raise ConfigError(f"--objective {objective!r}: only with --users CELL.toml (the objective of a cell)")
+    else:
+        record = fading_record(_problem(preset, model, config, set_), fading, outage=outage, samples=samples,
+                               seed=seed, scheme=scheme, chunk_size=chunk_size, out=out)
+        title = f"Fading {record['fading']}: static design at ε = {outage:g} and adaptive design over {record['samples']} draws"
+        units = FADING_UNITS
     files = record.pop("files", None)
     if as_json:
         print(json_text(record | ({"files": files} if files else {})))
         return
-    _emit(record, False, f"Fading {record['fading']}: static design at ε = {outage:g} and adaptive design over "
-          f"{record['samples']} draws", FADING_UNITS)
+    _emit(record, False, title, units)
     if files:
         console.print(f"wrote {', '.join(files)}")
 

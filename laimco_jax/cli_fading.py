@@ -83,3 +83,76 @@ def fading_record(problem: Problem, fading: str, *, outage: float, samples: int,
         summary.write_text(json_text(record) + "\n")
         record["files"] = [str(p) for p in [*paths, summary]]
     return record
+
+
+_OBJECTIVE = "bit (sum-log, max) or - (sum)"  # Σ w log2 D̂, max log2 D̂ or Σ w D̂
+#: Units of the keys of ``laimco fading --users`` beyond :data:`FADING_UNITS` ("-": dimensionless).
+CELL_FADING_UNITS = {
+    "users": "users",
+    "static_cell_objective": _OBJECTIVE,
+    "static_user_outage": "-",
+    "static_cell_outage": "-",
+    "static_cell_outage_standard_error": "-",
+    "cell_outage_independent": "-",
+    "cell_outage_union_bound": "-",
+    "adaptive_mean_cell_objective": _OBJECTIVE,
+    "adaptive_cell_objective_q05": _OBJECTIVE,
+    "adaptive_cell_objective_q50": _OBJECTIVE,
+    "adaptive_cell_objective_q95": _OBJECTIVE,
+    "value_of_channel_knowledge_objective": _OBJECTIVE,
+}
+
+
+def cell_draws_table(result) -> Any:
+    """One row per joint draw of a :class:`~laimco_jax.outage.CellMonteCarlo`: ``draw``, ``gain_factor_K``
+    and ``static_miss_K`` per user K (1-based), ``static_cell_miss``, ``adaptive_cell_objective`` (+inf: no
+    design) and ``adaptive_status``."""
+    import numpy as np
+    import pandas as pd
+
+    from laimco_jax.solvers import Status
+
+    columns = {"draw": np.arange(result.gain_factor.shape[0])}
+    for k in range(result.gain_factor.shape[1]):
+        columns[f"gain_factor_{k + 1}"] = result.gain_factor[:, k]
+        columns[f"static_miss_{k + 1}"] = result.user_miss[:, k]
+    columns["static_cell_miss"] = result.user_miss.any(axis=1)
+    columns["adaptive_cell_objective"] = result.adaptive_objective
+    columns["adaptive_status"] = [Status(int(s)).name.lower() for s in result.adaptive_status]
+    return pd.DataFrame(columns)
+
+
+def cell_fading_record(users: Path, fading: str, *, objective: str | None, outage: float, samples: int, seed: int,
+                       chunk_size: int, out: Path | None, refused: list[str] | None = None) -> dict[str, Any]:
+    """``laimco fading --users CELL.toml``: :func:`~laimco_jax.outage.summarize_cell` of the cell's Monte Carlo
+    run (independent draws per user, the static cell design at every user's ε-quantile gain and its cell
+    outage, the adaptive cell design per draw). ``objective`` defaults to the file's; the file's server
+    sharing must be ``equal``. With ``out``: ``fading_cell_draws.csv`` (:func:`cell_draws_table`) and
+    ``fading_cell_summary.json`` (key ``files``). ``refused``: single-user flags given (a ConfigError)."""
+    from laimco_jax.cell import check_objective, load_cell
+    from laimco_jax.cli import json_text
+    from laimco_jax.outage import cell_monte_carlo, summarize_cell
+
+    if refused:
+        raise ConfigError(f"--users: the cell file gives every user's configuration; drop {', '.join(refused)}")
+    model = parse_fading(fading)
+    outage = check_outage("--outage", outage)
+    samples = check_samples("--samples", samples)
+    seed = check_seed("--seed", seed)
+    check_range("--chunk-size", chunk_size, Range(1.0))
+    cell, options = load_cell(users)
+    objective = check_objective(options.objective if objective is None else objective)
+    if options.server_sharing != "equal":
+        raise ConfigError(f"--users {str(users)!r}: server_sharing = {options.server_sharing!r}; laimco fading "
+                          "--users solves cells with equal server shares only (set server_sharing = \"equal\")")
+    result = cell_monte_carlo(cell, model, outage, objective=objective, samples=samples, seed=seed,
+                              chunk_size=chunk_size)
+    record = summarize_cell(result)
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = [out / "fading_cell_draws.csv", out / "fading_cell_summary.json"]
+        cell_draws_table(result).to_csv(paths[0], index=False)
+        paths[1].write_text(json_text(record) + "\n")
+        record["files"] = [str(p) for p in paths]
+    return record

@@ -8,6 +8,11 @@ above a threshold, and the outage constraint is (P1) at the ε-quantile g·q_ε 
 :func:`~laimco_jax.solvers.solve_exact`, :func:`static_sensitivity` chains the implicit derivatives of
 the optimum in the gain (:mod:`laimco_jax.sensitivity`) with dq_ε/dε and dq_ε/dθ.
 
+Cells. :func:`static_cell_design` solves a cell of users (:func:`~laimco_jax.solvers.multiuser.solve_cell`)
+with every user's gain at its ε-quantile; :func:`cell_monte_carlo` draws independent fadings per user,
+measures the cell's outage (a joint draw where any user misses a budget) and solves the adaptive cell
+design per draw; :func:`summarize_cell` reduces them.
+
 Monte Carlo. :func:`monte_carlo` draws N gains (seeded, chunk-invariant), measures the static design's
 outage on them (the fraction of draws where it misses a budget: ε up to sampling error when a budget
 binds) and solves the adaptive design, (P1) at each drawn gain, in batches; :func:`summarize` reduces
@@ -44,16 +49,24 @@ __all__ = [
     "DEFAULT_OUTAGE",
     "REDUCTIONS",
     "SUMMARY_QUANTILES",
+    "CellMonteCarlo",
+    "CellStaticDesign",
     "MonteCarlo",
     "StaticDesign",
     "adaptive_reductions",
+    "cell_at_gains",
+    "cell_gain_factors",
+    "cell_monte_carlo",
+    "cell_static_misses",
     "draw_gain_factors",
     "monte_carlo",
     "quantile_gain",
+    "static_cell_design",
     "static_design",
     "static_misses",
     "static_sensitivity",
     "summarize",
+    "summarize_cell",
     "with_channel_gain",
 ]
 
@@ -203,8 +216,8 @@ def monte_carlo(
     return MonteCarlo(static, seed, factor, log10_d, miss)
 
 
-def _quantile_key(level: float) -> str:
-    return f"adaptive_log10_distortion_bound_q{round(100 * level):02d}"
+def _quantile_key(level: float, quantity: str = "log10_distortion_bound") -> str:
+    return f"adaptive_{quantity}_q{round(100 * level):02d}"
 
 
 #: The reductions of the adaptive design's log10 D̂* over channel draws (:func:`adaptive_reductions`):
@@ -217,8 +230,11 @@ REDUCTIONS: dict[str, tuple[str, str]] = {
 }
 
 
-def adaptive_reductions(log10_d) -> dict[str, jax.Array]:
+def adaptive_reductions(log10_d, quantity: str = "log10_distortion_bound") -> dict[str, jax.Array]:
     """The :data:`REDUCTIONS` of log10 D̂* over the draws along the last axis of ``log10_d`` (+inf: no design).
+
+    ``quantity`` names what is reduced in the keys (``adaptive_mean_QUANTITY``, ``adaptive_QUANTITY_qNN``;
+    e.g. ``cell_objective`` for the adaptive cell design's objective, :func:`summarize_cell`).
 
     * ``adaptive_mean_log10_distortion_bound``: the mean over the finite entries (+inf if none);
     * ``adaptive_log10_distortion_bound_qNN``: the quantiles :data:`SUMMARY_QUANTILES`, exact, by the
@@ -235,10 +251,10 @@ def adaptive_reductions(log10_d) -> dict[str, jax.Array]:
     served = jnp.sum(feasible, axis=-1)
     total = jnp.sum(jnp.where(feasible, log10_d, 0.0), axis=-1)
     ordered = jnp.sort(log10_d, axis=-1)
-    out = {"adaptive_mean_log10_distortion_bound": jnp.where(served > 0, total / jnp.maximum(served, 1), jnp.inf)}
+    out = {f"adaptive_mean_{quantity}": jnp.where(served > 0, total / jnp.maximum(served, 1), jnp.inf)}
     for level in SUMMARY_QUANTILES:
         index = min(max(math.ceil(n * level - 1.0), 0), n - 1)  # numpy's inverted_cdf: ceil(n q - 1), clipped
-        out[_quantile_key(level)] = ordered[..., index]
+        out[_quantile_key(level, quantity)] = ordered[..., index]
     out["adaptive_infeasible_fraction"] = (n - served) / n
     return out
 
@@ -281,3 +297,146 @@ def summarize(result: MonteCarlo) -> dict[str, Any]:
     }
     record["value_of_channel_knowledge_log10"] = static_log10 - adaptive_mean
     return record
+
+
+# ----------------------------------------------------------------------------- cells of users
+
+
+def cell_gain_factors(fading: Fading, seed: int, start: int, size: int, samples: int, users: int):
+    """|h|² of ``size`` joint draws from ``start`` (of ``samples``) of a cell of ``users`` users, (size, K):
+    user k of joint draw j gets the draw of global index j·K + k (:func:`draw_gain_factors`), so the users'
+    fadings are independent and reproducible from ``seed`` whatever the batching. Draws past ``samples``
+    (a padded last batch) repeat the last one."""
+    index = jnp.minimum((start + jnp.arange(size))[:, None] * users + jnp.arange(users), samples * users - 1)
+    return draw_gain_factors(fading, seed, index.ravel(), jnp.float64).reshape(size, users)
+
+
+def cell_at_gains(cell, gain_factors):
+    """The batch of cells (batch shape ``gain_factors.shape[:-1]``) that are ``cell`` (one cell, per-user
+    leaves (K,)) with user k's gain g_k·``gain_factors[..., k]`` (g_k its path loss or channel_gain)."""
+    shape = jnp.shape(gain_factors)
+    per_user = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, shape), (cell.users, cell.weights, cell.present))
+    gain = channel_gain(cell.users.system) * gain_factors
+    shared = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, shape[:-1]), (cell.bandwidth_hz, cell.f_max_server_hz))
+    return cell._replace(users=with_channel_gain(per_user[0], gain, validate=False), weights=per_user[1],
+                         present=per_user[2], bandwidth_hz=shared[0], f_max_server_hz=shared[1])
+
+
+class CellStaticDesign(NamedTuple):
+    """The static design of a cell under fading: the cell solved with every user's gain at its ε-quantile."""
+
+    fading: Fading
+    outage: float  # ε, each user's
+    objective: str
+    gain_factor_quantile: float  # q_ε [-]
+    solution: Any  # CellSolution of the cell at the gains g_k·q_ε (one cell)
+    users: Problem  # each user at its band share and server share, at its path-loss gain g_k (leaves (K,))
+    present: Any  # (K,) bool
+
+
+def static_cell_design(cell, fading: Fading, outage: float, objective: str, batch: int = 1) -> CellStaticDesign:
+    """The static cell design for a per-user outage ε: :func:`~laimco_jax.solvers.multiuser.solve_cell` on
+    ``cell`` (one cell) with each user's gain at its ε-quantile g_k·q_ε. It is solved as the first of a
+    batch of ``batch`` copies, so the program compiled for batches of the draws serves it too."""
+    from laimco_jax.solvers.multiuser import solve_cell
+
+    outage = check_outage("outage", outage)
+    quantile = gain_factor_quantile(fading, outage)
+    size = jnp.shape(cell.present)[-1]
+    solution = jax.tree_util.tree_map(lambda x: x[0], solve_cell(cell_at_gains(cell, jnp.full((batch, size), quantile)),
+                                                                 objective))
+    band = jnp.where(cell.users.model.embedding_bits > 0, solution.bandwidth_hz, cell.bandwidth_hz)
+    users = cell.users.derive(system=cell.users.system.derive(bandwidth_hz=band, f_max_server_hz=solution.server_share_hz))
+    return CellStaticDesign(fading, outage, objective, quantile, solution, users, jnp.asarray(cell.present))
+
+
+def cell_static_misses(static: CellStaticDesign, gain_factors):
+    """Whether each user of the static cell design misses its T0 or E0 at the gains g_k·``gain_factors``
+    ((..., K) |h|² draws), re-evaluated at its band and server share (:func:`static_misses`); every user
+    misses where the static cell has no design, absent users never. Bool, the shape of ``gain_factors``."""
+    misses = static_misses(static.users, static.solution.users, gain_factors) | ~found_point(static.solution.status)
+    return misses & static.present
+
+
+class CellMonteCarlo(NamedTuple):
+    """Joint channel draws of a cell (one row per joint draw, by index) and its static design."""
+
+    static: CellStaticDesign
+    seed: int
+    gain_factor: np.ndarray  # (N, K) |h|² of each user [-]
+    user_miss: np.ndarray  # (N, K) the static design's user k misses a budget
+    adaptive_objective: np.ndarray  # (N,) the adaptive cell design's objective; +inf: no design
+    adaptive_status: np.ndarray  # (N,) its Status
+
+
+def cell_monte_carlo(cell, fading: Fading, outage: float = DEFAULT_OUTAGE, *, objective: str, samples: int,
+                     seed: int = 0, chunk_size: int = DEFAULT_CHUNK) -> CellMonteCarlo:
+    """The static cell design for a per-user ε = ``outage`` and ``samples`` joint draws (independent per
+    user, :func:`cell_gain_factors`): per draw, which users of the static design miss a budget, and the
+    adaptive cell design (:func:`~laimco_jax.solvers.multiuser.solve_cell` at the drawn gains, in batches
+    of ``chunk_size`` cells, padded, so one program per (objective, K) serves all). ``cell`` is one cell
+    (:func:`~laimco_jax.cell.load_cell`). Computes in float64 inside ``jax.enable_x64(True)``.
+    ConfigError for bad ε, samples (also samples·K > 2^32), seed or chunk size.
+    """
+    from laimco_jax.cell import check_objective
+    from laimco_jax.solvers.multiuser import solve_cell
+
+    check_objective(objective)
+    users = int(np.shape(cell.present)[-1])
+    samples = check_samples("samples", samples)
+    check_samples("samples x users", samples * users)
+    seed = check_seed("seed", seed)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ConfigError(f"chunk_size = {chunk_size!r}: expected an integer >= 1 (cells per batch)")
+    size = min(chunk_size, samples)
+    with jax.enable_x64(True):
+        cell = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64) if jnp.asarray(x).dtype != bool else x, cell)
+        static = static_cell_design(cell, fading, outage, objective, size)
+        parts = []
+        for start in range(0, samples, size):
+            factor = cell_gain_factors(fading, seed, start, size, samples, users)
+            solution = solve_cell(cell_at_gains(cell, factor), objective)
+            value = jnp.where(found_point(solution.status), solution.objective, jnp.inf)
+            parts.append((factor, cell_static_misses(static, factor), value, solution.status))
+        columns = [np.concatenate([np.asarray(p[i]) for p in parts])[:samples] for i in range(4)]
+    return CellMonteCarlo(static, seed, *columns)
+
+
+def summarize_cell(result: CellMonteCarlo) -> dict[str, Any]:
+    """The reductions of a cell's Monte Carlo run (keys of ``laimco fading --users --json``).
+
+    * ``static_cell_objective``: the static cell design's objective (+inf if it has none);
+    * ``static_user_outage``: per user, the fraction of draws where it misses a budget (ε where its budget
+      binds at g_k·q_ε, less otherwise);
+    * ``static_cell_outage``: the fraction of joint draws where ANY user misses a budget, and its standard
+      error; ``cell_outage_independent`` = 1 − (1 − ε)^K, what it is when every user's budget binds
+      (independent users), and ``cell_outage_union_bound`` = min(1, Kε) (docs/theory.md#fading-channels);
+    * the :func:`adaptive_reductions` of the adaptive cell design's objective (quantity ``cell_objective``:
+      ``adaptive_mean_cell_objective``, ``adaptive_cell_objective_qNN``, ``adaptive_infeasible_fraction``);
+    * ``value_of_channel_knowledge_objective``: static objective minus the adaptive mean.
+    """
+    static = result.static
+    samples, users = result.user_miss.shape
+    found = bool(found_point(int(static.solution.status)))
+    static_value = float(static.solution.objective) if found else math.inf
+    cell_outage = float(np.mean(np.any(result.user_miss, axis=-1)))
+    with jax.enable_x64(True):
+        reduced = {k: float(v) for k, v in adaptive_reductions(result.adaptive_objective, "cell_objective").items()}
+    return {
+        "fading": static.fading.name,
+        "outage": static.outage,
+        "objective": static.objective,
+        "users": users,
+        "samples": samples,
+        "seed": result.seed,
+        "fading_gain_factor_quantile": static.gain_factor_quantile,
+        "static_status": Status(int(static.solution.status)).name.lower(),
+        "static_cell_objective": static_value,
+        "static_user_outage": [float(v) for v in np.mean(result.user_miss, axis=0)],
+        "static_cell_outage": cell_outage,
+        "static_cell_outage_standard_error": math.sqrt(cell_outage * (1.0 - cell_outage) / samples),
+        "cell_outage_independent": 1.0 - (1.0 - static.outage) ** users,
+        "cell_outage_union_bound": min(1.0, users * static.outage),
+        **reduced,
+        "value_of_channel_knowledge_objective": static_value - reduced["adaptive_mean_cell_objective"],
+    }

@@ -12,7 +12,7 @@ import pytest
 from laimco_jax import sweep
 from laimco_jax.fading import gain_factor_draws, parse_fading
 from laimco_jax.outage import REDUCTIONS, adaptive_reductions, with_channel_gain
-from laimco_jax.params import make_problem
+from laimco_jax.params import ConfigError, make_problem
 from laimco_jax.solvers import found_point, solve_exact
 from laimco_jax.sweep import fading as sweep_fading
 from laimco_jax.sweep.spec import SweepSpec
@@ -179,3 +179,27 @@ def test_cli_bad_input_is_one_line_and_exit_2(cli, tmp_path, args, words):
     assert len(err.strip().splitlines()) == 1, err
     assert all(word in err for word in words), err
     assert not (tmp_path / "x.zarr").exists()
+
+
+def test_spec_file_fading_keys(tmp_path):
+    path = tmp_path / "spec.toml"
+    path.write_text('fading = "rician:5"\nsamples = 64\nseed = 9\nreduce_only = true\n[grid]\ndistance_m = "100,200"\n')
+    options = sweep.read_spec_file(path)
+    spec = sweep.build_spec(**options)
+    assert spec.fading == sweep.FadingSamples("rician:5", 64, 9, True)
+    assert spec.inner_shape == (1, 64) and spec.num_instances == 128
+    path.write_text('fading = "rayleigh"\nreduce_only = "yes"\n')
+    with pytest.raises(ConfigError, match="reduce_only = 'yes'; expected true or false"):
+        sweep.read_spec_file(path)
+
+
+def test_cli_fading_sweep_reduce_only(cli, runs, tmp_path):
+    out = tmp_path / "cli.zarr"
+    grid = [a for field, spec in GRID.items() for a in ("--grid", f"{field}={spec}")]
+    code, _, err = cli("sweep", *grid, "--fading", MODEL, "--samples", SAMPLES, "--seed", SEED, "--reduce-only",
+                       "--chunk-size", SAMPLES, "--out", out)
+    assert code == 0, err
+    ds = sweep.open_sweep(out).load()
+    assert ds.attrs["fading_reduce_only"] and set(ds.data_vars) == set(REDUCTIONS)
+    for name in REDUCTIONS:
+        assert np.array_equal(ds[name].values, runs["reduced"][name].values), name

@@ -106,6 +106,20 @@ strictly decreasing in ρq + ρ̃s at the fixed total q + s of a preset model; s
 :data:`BEST_SPLIT_RTOL` of the most tie, and ties go to the smallest split), or -1 when no split is solved OPTIMAL; ``best_log10_distortion_bound`` is log10 D̂ there (NaN
 for -1). It is a reduction inside the jitted chunk function, so it costs no second pass.
 
+Fading (:mod:`laimco_jax.sweep.fading`). ``laimco sweep ... --fading MODEL --samples N --seed S
+[--reduce-only]`` (spec file keys ``fading``, ``samples``, ``seed``, ``reduce_only``; defaults N = 1000,
+S = 0) solves every grid point and scheme at the same N channel draws of the model (the forms of
+:func:`~laimco_jax.fading.parse_fading`; the gain is the point's gain times the drawn |h|², draw i keyed
+by (S, i) alone, so the results do not depend on the chunk size). Stored: per grid point and scheme the
+reductions over the draws, ``adaptive_mean_log10_distortion_bound``, ``adaptive_log10_distortion_bound_q05``
+/ ``_q50`` / ``_q95`` (exact order statistics, a draw without a design counting as +inf) and
+``adaptive_infeasible_fraction``; unless ``--reduce-only``, every Solution variable with a last dim
+``sample`` and the coordinate ``gain_factor`` (the drawn |h|² per sample). The chunk size counts every
+draw; a chunk holds all N draws of at least one grid point and solves them in batches, keeping 8 bytes
+per draw for the exact quantiles. Not with ``--split`` or ``--gradient``, nor with ``--users``::
+
+    laimco sweep --grid distance_m=50:500:10 --fading rayleigh --samples 1000000 --seed 1 --reduce-only --out f.zarr
+
 Cells of users (:mod:`laimco_jax.sweep.cells`, :func:`build_cell_spec`). ``laimco sweep --users
 cell.toml`` sweeps :func:`~laimco_jax.solvers.multiuser.solve_cell` over a cell file (the file of
 ``laimco multiuser``) with the same store, chunks, sharding, lock, resume and interrupts::
@@ -146,12 +160,16 @@ from laimco_jax.sweep.driver import Interrupted, run_sweep
 from laimco_jax.sweep.lock import LOCK_HEARTBEAT_S, LOCK_STALE_S
 from laimco_jax.sweep.schema import SOLUTION_VARIABLES, gradient_variable
 from laimco_jax.sweep.spec import (
+    DEFAULT_FADING_SAMPLES,
     OUT_SUFFIXES,
     POINT_DIM,
+    SAMPLE_DIM,
     SPLIT_FIELDS,
     Axis,
+    FadingSamples,
     SweepSpec,
     build_spec,
+    parse_fading_samples,
     parse_gradients,
     parse_grid_option,
     parse_grid_values,
@@ -167,16 +185,19 @@ from laimco_jax.units import FIELD_UNITS
 __all__ = [
     "BEST_SPLIT_RTOL",
     "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_FADING_SAMPLES",
     "FIELD_UNITS",
     "LOCK_HEARTBEAT_S",
     "LOCK_STALE_S",
     "OUT_SUFFIXES",
     "POINT_DIM",
+    "SAMPLE_DIM",
     "SOLUTION_VARIABLES",
     "SPLIT_FIELDS",
     "Axis",
     "CellSweepSpec",
     "ChunkLayout",
+    "FadingSamples",
     "Interrupted",
     "SweepSpec",
     "best_split",
@@ -187,6 +208,7 @@ __all__ = [
     "gradient_variable",
     "open_sweep",
     "parse_distance_range",
+    "parse_fading_samples",
     "parse_gradients",
     "parse_grid_option",
     "parse_grid_values",

@@ -38,8 +38,14 @@ equal share (2.5 MHz, 2 GHz) stays that of the tests' K = 2 cells at every K; ``
 F = 4 GHz at every K (at K = 32 most cells are then short of band).
 
 Usage: ``python benchmarks/bench_multiuser.py [--cells 2:512,8:128,32:32] [--ref-cells 2:5,8:2,32:0]
-[--mixes near-paper,mixed] [--objective sum-log] [--resources per-user] [--repeats 3]
+[--mixes near-paper,mixed] [--objective sum-log] [--server-sharing equal] [--resources per-user] [--repeats 3]
 [--out benchmarks/results/bench_multiuser.json]``.
+
+With ``--server-sharing optimized`` (e.g. ``--cells 2:64,8:32,32:8,64:4 --out
+benchmarks/results/bench_multiuser_optimized.json``) the solver chooses the server shares too: no
+reference runs (it solves fixed shares), and each case adds the gain over equal server shares (the same
+cells solved with F/K each, the band split optimal) and the certificate's 10/50/90 % quantiles — the
+duality gap the non-convex server split leaves (docs/theory.md#optimised-server-shares).
 """
 
 from __future__ import annotations
@@ -61,7 +67,7 @@ from laimco_jax.cell import make_cell, stack_cells
 from laimco_jax.params import make_problem
 from laimco_jax.reference_multiuser import least_band_hz, solve_cell_reference
 from laimco_jax.solvers import Status
-from laimco_jax.solvers.multiuser import solve_cell, solve_equal_split
+from laimco_jax.solvers.multiuser import cell_objective, solve_cell, solve_equal_split
 from laimco_jax.solvers.solution import found_point
 
 MIXES = ("near-paper", "mixed")
@@ -96,15 +102,6 @@ def draw_cells(mix: str, users: int, count: int, seed: int, bart_fraction: float
         weights = [float(w) for w in np.exp(rng.uniform(-1.0, 1.0, users))]
         cells.append((problems, weights))
     return cells, redraws
-
-
-def cell_objective(objective: str, weights, log2_bounds):
-    """The objective (minimised) of cells from per-user log2 D̂ (last axis the users)."""
-    if objective == "sum-log":
-        return np.sum(weights * log2_bounds, axis=-1)
-    if objective == "sum":
-        return np.sum(weights * np.exp2(log2_bounds), axis=-1)
-    return np.max(log2_bounds, axis=-1)
 
 
 def timed(fn, repeats: int) -> tuple[float, float]:
@@ -154,20 +151,21 @@ def run_case(args, mix: str, users: int, count: int, ref_count: int) -> dict:
     drawn, redraws = draw_cells(mix, users, count, args.seed, args.bart_fraction)
     batch = stack_cells([make_cell(p, w, band_hz, server_hz) for p, w in drawn])
 
-    first_s, best_s = timed(lambda: solve_cell(batch, args.objective), args.repeats)
-    ours = jax.device_get(solve_cell(batch, args.objective))
+    sharing = args.server_sharing
+    first_s, best_s = timed(lambda: solve_cell(batch, args.objective, sharing), args.repeats)
+    ours = jax.device_get(solve_cell(batch, args.objective, sharing))
     equal = jax.device_get(solve_equal_split(batch))
     status = np.asarray(ours.status)
     counts = {s.name: int(np.sum(status == s)) for s in Status}
     has_point = np.asarray(found_point(status))
-    weights = np.asarray(batch.weights)
+
+    def gain_over(baseline_served, baseline_value):
+        both = has_point & baseline_served
+        gain = baseline_value[both] - np.asarray(ours.objective)[both]
+        return gain / baseline_value[both] if args.objective == "sum" else gain  # sum: relative
 
     equal_served = np.all(np.asarray(found_point(equal.status)), axis=-1)
-    equal_value = cell_objective(args.objective, weights, np.asarray(equal.log2_distortion_bound))
-    both = has_point & equal_served
-    gain = equal_value[both] - np.asarray(ours.objective)[both]
-    if args.objective == "sum":
-        gain = gain / equal_value[both]  # relative
+    gain = gain_over(equal_served, np.asarray(cell_objective(args.objective, batch, equal.log2_distortion_bound)))
 
     case = {
         "mix": mix, "users": users, "cells": count, "bandwidth_hz": band_hz, "f_max_server_hz": server_hz,
@@ -187,8 +185,22 @@ def run_case(args, mix: str, users: int, count: int, ref_count: int) -> dict:
             "cells_equal_split_cannot_serve": int(np.sum(has_point & ~equal_served)),
         },
     }
+    if sharing == "optimized":
+        # the same cells with equal server shares and the optimal band split: what optimising the shares gains
+        shares = jax.device_get(solve_cell(batch, args.objective))
+        served = np.asarray(found_point(shares.status))
+        optimized_gain = gain_over(served, np.asarray(shares.objective))
+        case["equal_server_shares"] = {"gain": stats(optimized_gain),
+                                       "gain_min": float(optimized_gain.min()) if optimized_gain.size else None}
+        quantiles = np.quantile(np.asarray(ours.certificate)[has_point], [0.1, 0.5, 0.9]) if has_point.any() else []
+        case["certificate_quantiles_10_50_90"] = [float(q) for q in quantiles]
 
-    ref = {"cells": 0, "skipped": f"--ref-cells gives none at K = {users}" if ref_count == 0 else None}
+    if sharing == "optimized":
+        ref_count = 0  # the reference solves fixed server shares
+    ref = {"cells": 0, "skipped": f"--ref-cells gives none at K = {users} (SLSQP over the whole cell is too slow "
+                                  "at large K)" if ref_count == 0 else None}
+    if sharing == "optimized":
+        ref["skipped"] = "the reference solves fixed server shares only"
     if ref_count > 0:
         method = "auto" if users <= 3 else "scipy"
         chosen = list(range(min(ref_count, count)))
@@ -218,7 +230,7 @@ def run_case(args, mix: str, users: int, count: int, ref_count: int) -> dict:
     if ref_count > 0:
         # The machine may be shared: time ours again right after the reference, so that both sides of the
         # ratio have seen the same load, and keep the best of all the timed calls.
-        again_first, again_s = timed(lambda: solve_cell(batch, args.objective), args.repeats - 1)
+        again_first, again_s = timed(lambda: solve_cell(batch, args.objective, sharing), args.repeats - 1)
         again_s = min(again_first, again_s)  # compiled already: every call of these counts
         case["steady_s_after_reference"] = again_s
         best_s = min(best_s, again_s)
@@ -252,6 +264,13 @@ def print_case(case: dict) -> None:
         print(f"      joint vs equal split over {eq['gain']['count']} cells: median gain {eq['gain']['median']:.4g} "
               f"{eq['gain_units']}, max {eq['gain']['max']:.4g}, min {eq['gain_min']:.3g}; cells the equal split "
               f"cannot serve: {eq['cells_equal_split_cannot_serve']}")
+    if "equal_server_shares" in c:
+        g, q = c["equal_server_shares"]["gain"], c["certificate_quantiles_10_50_90"]
+        if g["count"]:
+            print(f"      optimised vs equal server shares over {g['count']} cells: median gain {g['median']:.4g} "
+                  f"{eq['gain_units']}, max {g['max']:.4g}, min {c['equal_server_shares']['gain_min']:.3g}")
+        if q:
+            print(f"      certificate (duality gap) 10/50/90 %: {q[0]:.3g} / {q[1]:.3g} / {q[2]:.3g}")
     r = c["reference"]
     if r["cells"]:
         diff = r["max_relative_objective_difference"]
@@ -260,7 +279,7 @@ def print_case(case: dict) -> None:
               f"{r['compared']}; lower bound above ref: {r['lower_bound_above_reference']}; "
               f"feasibility mismatches: {r['feasibility_verdict_mismatches']}; ref statuses {r['statuses']}")
     else:
-        print(f"      reference: skipped ({r['skipped']}; SLSQP over the whole cell is too slow at this K)")
+        print(f"      reference: skipped ({r['skipped']})")
 
 
 def main() -> None:
@@ -270,6 +289,8 @@ def main() -> None:
     parser.add_argument("--mixes", default=",".join(MIXES))
     parser.add_argument("--objective", default="sum-log", choices=("sum-log", "sum", "max"))
     parser.add_argument("--resources", default="per-user", choices=("per-user", "fixed"))
+    parser.add_argument("--server-sharing", default="equal", choices=("equal", "optimized"),
+                        help="optimized: also the gain over equal server shares and the gap distribution; no reference")
     parser.add_argument("--bart-fraction", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3)
@@ -288,13 +309,14 @@ def main() -> None:
         "load_average_at_start": list(os.getloadavg()),
         "jax": jax.__version__,
         "laimco_jax": source_version(),
-        "objective": args.objective, "resources": args.resources, "seed": args.seed, "repeats": args.repeats,
+        "objective": args.objective, "server_sharing": args.server_sharing, "resources": args.resources,
+        "seed": args.seed, "repeats": args.repeats,
         "bart_fraction": args.bart_fraction,
         "cases": [],
     }
     version = report["laimco_jax"]
     print(f"{report['machine']}; load {report['load_average_at_start'][0]:.2f}; objective {args.objective}; "
-          f"resources {args.resources}")
+          f"server sharing {args.server_sharing}; resources {args.resources}")
     print(f"laimco_jax from {version['path']} at {version['commit']}"
           + (" WITH UNCOMMITTED CHANGES" if version["uncommitted_changes"] else ""))
     for users, count in cells.items():

@@ -57,8 +57,8 @@ __all__ = [
 
 #: Objectives over the users' distortion bounds D̂_k (eq. (41)): Σ w_k log2 D̂_k, Σ w_k D̂_k, max_k log2 D̂_k.
 OBJECTIVES: tuple[str, ...] = ("sum-log", "sum", "max")
-#: How the server clock F is shared: F/K to each user (optimised shares f̃_k with Σ f̃_k ≤ F are not built yet).
-SERVER_SHARING: tuple[str, ...] = ("equal",)
+#: How the server clock F is shared: F/K to each user, or shares S_k with Σ S_k ≤ F chosen with the bands.
+SERVER_SHARING: tuple[str, ...] = ("equal", "optimized")
 #: Fields of the cell as a whole, not of a user.
 SHARED_FIELDS: tuple[str, ...] = ("bandwidth_hz", "f_max_server_hz")
 _WEIGHT_RANGE = Range(0.0, False, 1e6)

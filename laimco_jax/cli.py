@@ -352,7 +352,9 @@ def multiuser_cmd(
     objective: Annotated[Optional[str], typer.Option("--objective", help="sum-log (default) | sum | max; "
                                                      "overrides the file's.")] = None,
     server_sharing: Annotated[Optional[str], typer.Option("--server-sharing", help="equal (F/K per user, the "
-                                                          "default); overrides the file's.")] = None,
+                                                          "default) | optimized (shares chosen with the bands; the "
+                                                          "certificate is a duality gap, see README); overrides "
+                                                          "the file's.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Many users in one cell: each user's band share and design minimising a joint distortion objective."""
@@ -369,11 +371,12 @@ def multiuser_cmd(
                                           "certificate"), unit)
     _emit(cell, False, f"Cell of {len(record['users'])} users, objective {record['objective_name']}", units)
     table = Table(title="Users in file order (laimco multiuser --json for every field)")
-    for header in ("user",) + tuple(header for _, header in _MULTIUSER_COLUMNS):
+    columns = _MULTIUSER_COLUMNS[:2] + ((("server_share_hz", "F_k [Hz]"),) if record["server_sharing"] == "optimized"
+                                        else ()) + _MULTIUSER_COLUMNS[2:]
+    for header in ("user",) + tuple(header for _, header in columns):
         table.add_column(header, justify="right")
     for k, user in enumerate(record["users"], start=1):
-        table.add_row(str(k), *[f"{user[c]:.4g}" if isinstance(user[c], float) else str(user[c])
-                                for c, _ in _MULTIUSER_COLUMNS])
+        table.add_row(str(k), *[f"{user[c]:.4g}" if isinstance(user[c], float) else str(user[c]) for c, _ in columns])
     console.print(table)
 
 

@@ -41,7 +41,7 @@ def multiuser_record(path: Path, objective: str | None, server_sharing: str | No
     objective = check_objective(objective or options.objective)
     sharing = check_server_sharing(server_sharing or options.server_sharing)
     cell = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64) if np.asarray(x).dtype != bool else x, cell)
-    solution = solve_cell(cell, objective)
+    solution = solve_cell(cell, objective, sharing)
     status = Status(int(solution.status))
     reason = CellInfeasibleReason(int(solution.infeasible_reason))
     users = []

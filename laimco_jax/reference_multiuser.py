@@ -7,7 +7,7 @@ the distortion bound (:mod:`laimco_jax.distortion`), nothing of ``laimco_jax.sol
 
 The cell: K users, each a scalar :class:`~laimco_jax.params.Problem` with a weight w_k > 0. User k gets
 the uplink band b_k ≥ 0 [Hz] (its problem with ``system.bandwidth_hz = b_k``, noise power b_k N0), with
-Σ b_k ≤ B, and the equal server share F/K [cycles/s] (``system.f_max_server_hz = F/K``). With
+Σ b_k ≤ B, and a fixed server share, by default F/K [cycles/s] (``system.f_max_server_hz = F/K``). With
 v_k(b) the optimal retained parameters ρq + ρ̃s of user k at band b (concave and non-decreasing in b) and
 log2 D̂_k(b) its bound (41) (affine decreasing in v_k), the objectives over b = (b_1, ..., b_K) are
 
@@ -160,7 +160,7 @@ def least_band_hz(problem: Problem) -> float:
 
 
 class _User:
-    """One user of the cell at the equal server share: weight, least band and cached CVXPY solves."""
+    """One user of the cell at its server share: weight, least band and cached CVXPY solves."""
 
     def __init__(self, problem: Problem, weight: float, server_hz: float, cell_band_hz: float):
         self.problem = problem.replace(system=problem.system.derive(f_max_server_hz=server_hz))
@@ -264,7 +264,7 @@ class _Shares(NamedTuple):
     s_share: np.ndarray
     delay: np.ndarray  # D = T_d/T0, T_d = N/(c f_max) [-]
     energy: np.ndarray  # A = (E_d/E0) D², E_d = η φ N f_max²/c
-    delay_server: np.ndarray  # D̃ at F/K
+    delay_server: np.ndarray  # D̃ at the user's server share
     energy_server: np.ndarray
     bits: np.ndarray  # a = θ/(B T0) [bit/(Hz s) over the cell band and the delay budget]
     link_energy: np.ndarray  # c = N0 B T0/(g E0)
@@ -481,20 +481,26 @@ def solve_cell_reference(
     weights: Sequence[float],
     objective: str,
     method: str = "auto",
+    server_hz: Sequence[float] | None = None,
 ) -> CellReference:
-    """The optimal band split of a cell with equal server shares, by an outer search over the split and
+    """The optimal band split of a cell at fixed server shares, by an outer search over the split and
     :func:`~laimco_jax.reference.solve_cvxpy_exact` per user (see the module docstring).
 
     ``problems``: K scalar single-user problems (their ``bandwidth_hz`` and ``f_max_server_hz`` are
-    replaced by the cell's); ``bandwidth_hz`` B [Hz]; ``f_max_server_hz`` F [cycles/s], each user runs at
-    up to F/K; ``weights``: w_k > 0; ``objective``: ``"sum-log"``, ``"sum"`` or ``"max"``; ``method``:
-    ``"cvxpy-search"``, ``"scipy"`` or ``"auto"`` (the search for at most :data:`SEARCH_MAX_USERS` users
-    with θ > 0, SciPy above). ConfigError on malformed input.
+    replaced by the cell's); ``bandwidth_hz`` B [Hz]; ``f_max_server_hz`` F [cycles/s]; ``weights``:
+    w_k > 0; ``objective``: ``"sum-log"``, ``"sum"`` or ``"max"``; ``method``: ``"cvxpy-search"``,
+    ``"scipy"`` or ``"auto"`` (the search for at most :data:`SEARCH_MAX_USERS` users with θ > 0, SciPy
+    above); ``server_hz``: each user's server clock [cycles/s], > 0 and summing to at most F (default
+    F/K each). ConfigError on malformed input.
     """
     weights = _check(problems, bandwidth_hz, f_max_server_hz, weights, objective, method)
     bandwidth_hz, k = float(bandwidth_hz), len(problems)
+    shares = np.full(k, float(f_max_server_hz) / k) if server_hz is None else np.asarray(server_hz, np.float64)
+    if shares.shape != (k,) or not np.all(np.isfinite(shares) & (shares > 0.0)) or shares.sum() > f_max_server_hz * (1 + 1e-12):
+        raise ConfigError(f"server_hz = {shares.tolist()} must be {k} clocks > 0 summing to at most "
+                          f"f_max_server_hz = {f_max_server_hz!r}")
     with jax.enable_x64(True):
-        users = [_User(p, float(w), float(f_max_server_hz) / k, bandwidth_hz) for p, w in zip(problems, weights)]
+        users = [_User(p, float(w), float(f), bandwidth_hz) for p, w, f in zip(problems, weights, shares)]
         if _infeasible_cell(users, bandwidth_hz):
             return _infeasible(k)
         link = [i for i, u in enumerate(users) if u.has_link]

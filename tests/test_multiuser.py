@@ -224,6 +224,8 @@ def test_cli_infeasible_cell_exits_0_and_names_the_user(cli, tmp_path):
         (lambda t: t.replace("weight = 2.0", "weight = -1.0"), "user 2: weight = -1.0 is outside the allowed range (0"),
         (lambda t: t.replace("weight = 2.0", "weight = 0"), "user 2: weight = 0"),
         (lambda t: t.replace('objective = "sum-log"', 'objective = "mean"'), "objective = 'mean' is not known"),
+        (lambda t: t.replace('objective = "sum-log"', 'server_sharing = "fair"'),
+         "server_sharing = 'fair' is not known; allowed: equal, optimized"),
         (lambda t: t.replace("[cell]", "[cel]"), "unknown table(s) cel"),
         (lambda t: t.replace("bandwidth_hz = 5e6\n", ""), "[cell] is missing bandwidth_hz"),
         (lambda t: t.replace("bandwidth_hz = 5e6", "bandwidth_hz = 1e30"), "cell.bandwidth_hz = 1e+30 is outside"),
@@ -239,6 +241,11 @@ def test_cli_malformed_cell_files_exit_2_with_one_line(cli, tmp_path, edit, mess
 def test_cli_unknown_objective_flag_exits_2(cli, tmp_path):
     code, _, err = cli("multiuser", "--users", _write(tmp_path, CELL_FILE), "--objective", "median")
     assert code == 2 and "allowed: sum-log, sum, max" in err
+
+
+def test_cli_unknown_server_sharing_flag_exits_2(cli, tmp_path):
+    code, _, err = cli("multiuser", "--users", _write(tmp_path, CELL_FILE), "--server-sharing", "fair")
+    assert code == 2 and "allowed: equal, optimized" in err
 
 
 # ----------------------------------------------------------------------------- the structure it relies on

@@ -39,17 +39,18 @@ def users(out):
 
 
 def test_files_and_columns(out, cells, users):
-    for name in ("fading_static", "fading_cdf", "multiuser_users", "multiuser_gain"):
+    for name in ("fading_static", "fading_cdf", "multiuser_users", "multiuser_gain", "multiuser_server"):
         assert (out / f"{name}.png").stat().st_size > 10_000  # a drawn figure, not an empty canvas
-    assert {"budgets", "delay_s", "energy_j", "objective", "users", "status", "infeasible_reason", "value",
+    assert {"budgets", "delay_s", "energy_j", "objective", "server_sharing", "users", "status", "infeasible_reason", "value",
             "lower_bound", "certificate", "equal_split_value", "equal_split_infeasible_users", "alone_value",
             "gain"} <= set(cells.columns)
     assert {"objective", "users", "user", "distance_m", "cell_status", "user_status", "bandwidth_hz", "band_share",
-            "server_share_hz", "rho", "f_device_hz", "p_w", "rho_server", "f_server_hz", "log10_distortion_bound",
+            "server_share_hz", "server_share", "rho", "f_device_hz", "p_w", "rho_server", "f_server_hz", "log10_distortion_bound",
             "equal_split_log10_distortion_bound", "alone_log10_distortion_bound"} <= set(users.columns)
     grid = ReproduceConfig(quick=True).part_grid("multiuser")
     assert set(cells.objective) == {"sum-log", "sum", "max"} and set(cells.users) == set(grid.users)
-    assert len(users) == len(cells.drop_duplicates(["budgets", "objective"])) * sum(grid.users)
+    assert set(cells[cells.server_sharing == "optimized"].objective) == {"sum-log"}
+    assert len(users) == len(cells.drop_duplicates(["budgets", "objective", "server_sharing"])) * sum(grid.users)
     static = pd.read_csv(out / "fading_static.csv")
     assert {"fading", "distance_m", "outage", "quantile_gain", "status", "log10_distortion_bound"} <= set(static.columns)
     assert set(static.fading) == {"rayleigh", "rician:5"}
@@ -59,12 +60,16 @@ def test_files_and_columns(out, cells, users):
 
 
 def test_multiuser_users_meet_their_budgets_within_the_band(users):
-    """Each returned design, re-evaluated at the user's band and F/K, meets T0 and E0; Σ b_k ≤ B."""
+    """Each returned design, re-evaluated at the user's band and server share, meets T0 and E0; Σ b_k ≤ B;
+    the server shares are F/K (equal) or sum to at most F (optimized)."""
     served = users[users.log10_distortion_bound.notna()]
     assert len(served) > 0.9 * len(users)
-    for _, cell in served.groupby(["budgets", "objective", "users"]):
+    for (_, _, sharing, _), cell in served.groupby(["budgets", "objective", "server_sharing", "users"]):
         assert cell.bandwidth_hz.sum() <= B * (1 + 1e-12)
-        np.testing.assert_allclose(cell.server_share_hz, F / cell.users.iloc[0], rtol=1e-12)
+        if sharing == "equal":
+            np.testing.assert_allclose(cell.server_share_hz, F / cell.users.iloc[0], rtol=1e-12)
+        else:
+            assert cell.server_share_hz.sum() <= F * (1 + 1e-12) and (cell.server_share_hz > 0).all()
     for row in served.itertuples():
         problem = make_problem(overrides=dict(distance_m=row.distance_m, delay_s=row.delay_s, energy_j=row.energy_j,
                                               bandwidth_hz=row.bandwidth_hz, f_max_server_hz=row.server_share_hz))
@@ -75,7 +80,18 @@ def test_multiuser_users_meet_their_budgets_within_the_band(users):
 
 
 def test_multiuser_joint_between_alone_and_equal_split(cells, users):
-    """alone ≤ joint (each user's own relaxation), certified joint ≤ equal split, proven bound ≤ both."""
+    """alone ≤ joint (each user's own relaxation), certified joint ≤ equal split, proven bound ≤ both;
+    optimised server shares never worse than equal ones, their proven bound below both."""
+    equal = cells[cells.server_sharing == "equal"].set_index(["budgets", "objective", "users"])
+    optimized = cells[cells.server_sharing == "optimized"].set_index(["budgets", "objective", "users"])
+    paired = optimized.join(equal, rsuffix="_equal", how="inner")
+    paired = paired[np.isfinite(paired.value_equal)]
+    assert len(paired) == len(optimized[np.isfinite(optimized.value)]) > 0
+    assert (paired.value <= paired.value_equal + 1e-9 * np.abs(paired.value_equal)).all()
+    assert (paired.lower_bound <= paired.value + 1e-9 * np.abs(paired.value)).all()
+    assert (paired.alone_value <= paired.value + 1e-9 * np.abs(paired.value)).all()
+    users = users[users.server_sharing == "equal"]
+    cells = cells[cells.server_sharing == "equal"]
     found = cells[np.isfinite(cells.value)]
     both = found[np.isfinite(found.equal_split_value)]
     certified = both[both.status == "optimal"]
@@ -129,7 +145,7 @@ def test_summary_sections(out):
     text = (out / "summary.md").read_text()
     assert "## Fading: the outage-constrained static design" in text
     assert "## Multi-user cell" in text
-    assert "optimised server shares are not built" in text
+    assert "**Optimised server shares** (sum-log" in text and "gain per user K = 1 " in text
     assert "| K | sum-log gain [bits/user] |" in text and "| rayleigh |" in text and "| rician:5 |" in text
 
 

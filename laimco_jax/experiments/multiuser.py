@@ -7,12 +7,13 @@ setting is solved in one batched :func:`~laimco_jax.solvers.multiuser.solve_cell
 (:func:`~laimco_jax.cell.stack_cells` pads the smaller cells with absent users), and beside it the
 two baselines: the equal split (B/K and F/K each) and each user alone with the whole cell.
 
-* :func:`multiuser_tables`: one row per (budgets, objective, K, user) and one per (budgets, objective, K);
+* :func:`multiuser_tables`: one row per (budgets, objective, server sharing, K, user) and one per
+  (budgets, objective, server sharing, K); every objective with equal server shares (F/K), and
+  ``sum-log`` with optimised shares too (docs/theory.md#optimised-server-shares);
 * :func:`plot_users`: log10 D̂ and the band share of every user against K, one row of panels per objective;
-* :func:`plot_gain`: the joint allocation's gain over the equal split and its certificate against K.
-
-The server is shared equally (F/K per user): optimised server shares are not built
-(:data:`laimco_jax.cell.SERVER_SHARING`).
+* :func:`plot_gain`: the joint allocation's gain over the equal split and its certificate against K;
+* :func:`plot_server`: optimised against equal server shares (``sum-log``): the gain, each user's share
+  and the certificate (the duality gap the non-convex server split leaves) against K.
 """
 
 from __future__ import annotations
@@ -29,14 +30,16 @@ from laimco_jax.cell import OBJECTIVES, make_cell, stack_cells
 from laimco_jax.params import make_problem
 from laimco_jax.solvers import Status, found_point
 
-__all__ = ["BUDGETS", "MAIN_BUDGETS", "MultiuserGrid", "user_distances", "multiuser_tables", "objective_value",
-           "plot_users", "plot_gain"]
+__all__ = ["BUDGETS", "MAIN_BUDGETS", "OPTIMIZED_OBJECTIVE", "MultiuserGrid", "user_distances", "multiuser_tables",
+           "objective_value", "plot_users", "plot_gain", "plot_server"]
 
 #: Budget settings (name, T0 [s], E0 [J]) every user of a cell gets: ``relaxed`` is what the user figure
 #: shows (every cell up to K = 16 has a feasible allocation), ``paper`` the paper's BERT-base budgets
 #: (the band runs out as K grows).
 BUDGETS: tuple[tuple[str, float, float], ...] = (("relaxed", 0.5, 0.02), ("paper", 0.35, 0.015))
 MAIN_BUDGETS = "relaxed"
+#: The objective also solved with optimised server shares (one more compilation of the cell solver).
+OPTIMIZED_OBJECTIVE = "sum-log"
 #: Units of each objective's value and of the gain over the equal split.
 OBJECTIVE_UNITS = {"sum-log": "bits (Σ_k log2 D̂_k)", "sum": "- (Σ_k D̂_k)", "max": "bits (max_k log2 D̂_k)"}
 
@@ -85,14 +88,17 @@ def _status_names(status) -> list[str]:
 
 
 def multiuser_tables(grid: MultiuserGrid = MultiuserGrid(), preset: str = "paper") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(users, cells): every cell of ``grid`` under each of its budget settings solved for every objective.
+    """(users, cells): every cell of ``grid`` under each of its budget settings solved for every objective
+    with equal server shares, and for :data:`OPTIMIZED_OBJECTIVE` with optimised ones (column
+    ``server_sharing``: ``equal`` or ``optimized``).
 
-    ``users`` has one row per (budgets, objective, K, user): ``distance_m``, ``weight``, the cell's
+    ``users`` has one row per (budgets, objective, server_sharing, K, user): ``distance_m``, ``weight``, the cell's
     ``cell_status``, ``user_status`` (for a cell without a feasible allocation: the user alone with the
-    whole band), ``bandwidth_hz``, ``band_share`` (b_k/B), ``server_share_hz``, the user's design ``rho``,
+    whole band), ``bandwidth_hz``, ``band_share`` (b_k/B), ``server_share_hz``, ``server_share`` (S_k/F), the
+    user's design ``rho``,
     ``f_device_hz``, ``p_w``, ``rho_server``, ``f_server_hz``, its ``log10_distortion_bound`` (empty where the cell has no feasible allocation) and the user's log10 D̂
     under the equal split and alone (+inf: no point meets its budgets).
-    ``cells`` has one row per (budgets, objective, K): ``status``, ``infeasible_reason``, ``value`` (the
+    ``cells`` has one row per (budgets, objective, server_sharing, K): ``status``, ``infeasible_reason``, ``value`` (the
     objective, +inf without a point), ``lower_bound``, ``certificate``, ``equal_split_value``,
     ``equal_split_infeasible_users``, ``alone_value`` and ``gain`` = equal_split_value − value (objective
     units, ``unit``; +inf where only the equal split is infeasible).
@@ -113,20 +119,23 @@ def multiuser_tables(grid: MultiuserGrid = MultiuserGrid(), preset: str = "paper
     with jax.enable_x64(True):
         equal = jax.tree_util.tree_map(np.asarray, solve_equal_split(batch))
         alone = jax.tree_util.tree_map(np.asarray, solve_alone(batch))
-        solved = {o: jax.tree_util.tree_map(np.asarray, solve_cell(batch, o)) for o in OBJECTIVES}
+        solved = {(o, "equal"): jax.tree_util.tree_map(np.asarray, solve_cell(batch, o)) for o in OBJECTIVES}
+        solved[OPTIMIZED_OBJECTIVE, "optimized"] = jax.tree_util.tree_map(
+            np.asarray, solve_cell(batch, OPTIMIZED_OBJECTIVE, "optimized"))
 
     def log10_or_inf(solution):
         return np.where(found_point(solution.status), solution.log10_distortion_bound, np.inf)
 
     equal_found, alone_found = found_point(equal.status), found_point(alone.status)
     user_rows, cell_rows = [], []
-    for objective, sol in solved.items():
+    for (objective, sharing), sol in solved.items():
         cell_found = found_point(sol.status)
         equal_value = objective_value(objective, equal.log2_distortion_bound, weights, present, equal_found)
         alone_value = objective_value(objective, alone.log2_distortion_bound, weights, present, alone_found)
         value = np.where(cell_found, sol.objective, np.inf)
         for i, (name, delay_s, energy_j, k) in enumerate(index):
-            common = dict(budgets=name, delay_s=delay_s, energy_j=energy_j, objective=objective, users=k)
+            common = dict(budgets=name, delay_s=delay_s, energy_j=energy_j, objective=objective, server_sharing=sharing,
+                          users=k)
             status = Status(int(sol.status[i])).name.lower()
             gain = equal_value[i] - value[i] if np.isfinite(value[i]) else np.nan
             cell_rows.append(dict(
@@ -147,6 +156,7 @@ def multiuser_tables(grid: MultiuserGrid = MultiuserGrid(), preset: str = "paper
                     bandwidth_hz=blank(sol.bandwidth_hz[i, u]),
                     band_share=blank(sol.bandwidth_hz[i, u] / grid.bandwidth_hz),
                     server_share_hz=float(sol.server_share_hz[i, u]),
+                    server_share=float(sol.server_share_hz[i, u] / grid.f_max_server_hz),
                     rho=blank(sol.users.rho[i, u]), f_device_hz=blank(sol.users.f_device_hz[i, u]),
                     p_w=blank(sol.users.p_w[i, u]), rho_server=blank(sol.users.rho_server[i, u]),
                     f_server_hz=blank(sol.users.f_server_hz[i, u]),
@@ -175,7 +185,7 @@ def plot_users(users: pd.DataFrame, path: str | os.PathLike, budgets: str = MAIN
 
     from laimco_jax.experiments.plots import figure_grid, save_figure
 
-    users = users[users.budgets == budgets]
+    users = users[(users.budgets == budgets) & (users.server_sharing == "equal")]
     fig, axes = figure_grid(2 * len(OBJECTIVES), width=5.2, height=3.4)
     norm = Normalize(users.distance_m.min(), users.distance_m.max())
     cmap = colormaps["viridis"]
@@ -222,6 +232,7 @@ def plot_gain(cells: pd.DataFrame, path: str | os.PathLike) -> Path:
     point (last panel)."""
     from laimco_jax.experiments.plots import figure_grid, save_figure
 
+    cells = cells[cells.server_sharing == "equal"]
     fig, axes = figure_grid(len(OBJECTIVES) + 1, width=5.2, height=3.4)
     styles = dict(zip(cells.budgets.unique(), ("-", "--", ":", "-.")))
     for ax, objective in zip(axes, OBJECTIVES):
@@ -259,4 +270,60 @@ def plot_gain(cells: pd.DataFrame, path: str | os.PathLike) -> Path:
         ax.set_xlabel("users in the cell K")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
+    return save_figure(fig, path)
+
+
+def server_comparison(cells: pd.DataFrame) -> pd.DataFrame:
+    """One row per (budgets, K) where both server sharings of :data:`OPTIMIZED_OBJECTIVE` found a point:
+    ``equal_value``, ``optimized_value``, ``gain_per_user`` = (equal − optimized)/K [bits per user] and the
+    optimised solve's ``certificate`` and ``status``."""
+    rows = cells[cells.objective == OPTIMIZED_OBJECTIVE]
+    equal = rows[rows.server_sharing == "equal"].set_index(["budgets", "users"])
+    optimized = rows[rows.server_sharing == "optimized"].set_index(["budgets", "users"])
+    both = equal.join(optimized, lsuffix="_equal", rsuffix="_optimized", how="inner")
+    both = both[np.isfinite(both.value_equal) & np.isfinite(both.value_optimized)].reset_index()
+    return pd.DataFrame(dict(
+        budgets=both.budgets, users=both.users, equal_value=both.value_equal, optimized_value=both.value_optimized,
+        gain_per_user=(both.value_equal - both.value_optimized) / both.users,
+        certificate=both.certificate_optimized, status=both.status_optimized))
+
+
+def plot_server(cells: pd.DataFrame, users: pd.DataFrame, path: str | os.PathLike, budgets: str = MAIN_BUDGETS) -> Path:
+    """Optimised against equal server shares (:data:`OPTIMIZED_OBJECTIVE`): the gain per user against K
+    (a line per budget setting), each user's server share S_k/F against K at ``budgets`` (the equal 1/K
+    dashed), and the optimised solve's certificate against K."""
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+
+    from laimco_jax.experiments.plots import figure_grid, save_figure
+
+    comparison = server_comparison(cells)
+    fig, (ax_gain, ax_share, ax_cert) = figure_grid(3, width=5.2, height=3.4)
+    for name, frame in comparison.groupby("budgets", sort=False):
+        frame = frame.sort_values("users")
+        ax_gain.plot(frame.users, frame.gain_per_user, marker="o", ms=4, label=f"{name} budgets")
+        ax_cert.plot(frame.users, np.maximum(frame.certificate, 1e-16), marker="o", ms=4, label=f"{name} budgets")
+    ax_gain.axhline(0.0, color="black", lw=0.5)
+    ax_gain.set_ylabel("gain per user [bits of log2 D̂]")
+    ax_gain.set_title(f"{OPTIMIZED_OBJECTIVE}: optimised against equal server shares")
+    ax_cert.set_yscale("log")
+    ax_cert.set_ylabel("certificate [bits per unit weight]")
+    ax_cert.set_title("optimised shares: gap to the two-price bound")
+    rows = users[(users.budgets == budgets) & (users.objective == OPTIMIZED_OBJECTIVE)
+                 & (users.server_sharing == "optimized") & np.isfinite(users.log10_distortion_bound)]
+    norm = Normalize(users.distance_m.min(), users.distance_m.max())
+    for _, line in rows.groupby("user"):
+        line = line.sort_values("users")
+        ax_share.plot(line.users, line.server_share, marker="o", ms=3, lw=1,
+                      color=colormaps["viridis"](norm(line.distance_m.iloc[0])))
+    ks = np.sort(cells.users.unique())
+    ax_share.plot(ks, 1.0 / ks, "k--", lw=1, label="equal 1/K")
+    ax_share.set_yscale("log")
+    ax_share.set_ylabel("server share S_k / F")
+    ax_share.set_title(f"each user's optimised server share ({budgets} budgets)")
+    for ax in (ax_gain, ax_share, ax_cert):
+        ax.set_xlim(ks[0] - 0.5, ks[-1] + 0.5)
+        ax.set_xlabel("users in the cell K")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     return save_figure(fig, path)

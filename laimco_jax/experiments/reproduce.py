@@ -257,7 +257,9 @@ def _multiuser(config: ReproduceConfig, out: Path) -> list[str]:
     cells.to_csv(out / "multiuser_cells.csv", index=False)
     multiuser.plot_users(users, out / "multiuser_users.png")
     multiuser.plot_gain(cells, out / "multiuser_gain.png")
-    return ["multiuser_users.csv", "multiuser_cells.csv", "multiuser_users.png", "multiuser_gain.png"]
+    multiuser.plot_server(cells, users, out / "multiuser_server.png")
+    return ["multiuser_users.csv", "multiuser_cells.csv", "multiuser_users.png", "multiuser_gain.png",
+            "multiuser_server.png"]
 
 
 #: Part name -> (description for the progress display, function writing the part's files).
@@ -653,9 +655,10 @@ def _fading_summary(out: Path) -> list[str]:
 
 def _multiuser_summary(out: Path) -> list[str]:
     """The multi-user section of ``summary.md``, read off ``multiuser_cells.csv`` (and the users file)."""
-    from laimco_jax.experiments.multiuser import MAIN_BUDGETS
+    from laimco_jax.experiments.multiuser import MAIN_BUDGETS, OPTIMIZED_OBJECTIVE, server_comparison
 
-    cells = pd.read_csv(out / "multiuser_cells.csv")
+    every_cell = pd.read_csv(out / "multiuser_cells.csv")
+    cells = every_cell[every_cell.server_sharing == "equal"]
     users = pd.read_csv(out / "multiuser_users.csv")
     distances = users.drop_duplicates("user").distance_m
     main = cells[cells.budgets == MAIN_BUDGETS]
@@ -683,8 +686,8 @@ def _multiuser_summary(out: Path) -> list[str]:
              "the same user in every cell with K ≥ k) share the paper's uplink band B = 5 MHz by FDMA and the server "
              "clock F = 4 GHz, so sharing tightens with K. Each objective is solved for every cell in one batched call "
              "(`solvers.multiuser.solve_cell`; docs/theory.md#multi-user-cell) and compared with the equal split (B/K "
-             "and F/K per user, each user solved exactly). The server is shared equally (F/K) in both: optimised "
-             "server shares are not built, so the joint allocation optimises the band shares only. Certificates: "
+             "and F/K per user, each user solved exactly). The server is shared equally (F/K) in both, so the joint "
+             "allocation optimises the band shares (optimised server shares: below). Certificates: "
              "the gap to the proven lower bound in bits per user (sum-log), bits (max), relative (sum); a cell is "
              "`optimal` below 1e-6.", "",
              "Gain of the joint allocation over the equal split at "
@@ -720,7 +723,22 @@ def _multiuser_summary(out: Path) -> list[str]:
                      + ("; the returned joint point is worse than the equal split at "
                         + ", ".join(f"{r.objective} K = {r.users}" for r in worse.itertuples())
                         + " (not certified optimal there)" if len(worse) else "") + ".")
+    comparison = server_comparison(every_cell)
+    if len(comparison):
+        lines += ["", f"**Optimised server shares** ({OPTIMIZED_OBJECTIVE}; S_k with Σ S_k ≤ F chosen with the bands, "
+                  "docs/theory.md#optimised-server-shares). Not a convex problem: the returned point meets every "
+                  "budget and both shared limits and is never worse than equal shares; its certificate is the gap to "
+                  "a two-price dual bound, which also holds the duality gap the non-convexity leaves. Gain over equal "
+                  "server shares (both with the optimal band split) per user, and the certificate [bits per unit "
+                  "weight]:", ""]
+        for name, frame in comparison.groupby("budgets", sort=False):
+            frame = frame.sort_values("users")
+            lines.append(f"* {name} budgets: gain per user " + ", ".join(
+                f"K = {int(r.users)} {r.gain_per_user:.3g}" for r in frame.itertuples())
+                + "; certificate " + ", ".join(f"K = {int(r.users)} {r.certificate:.2g}" for r in frame.itertuples())
+                + ".")
     lines += ["", "Figures: `multiuser_users.png` (each user's log10 D̂ and band share against K, per objective, "
               f"{MAIN_BUDGETS} budgets), `multiuser_gain.png` (the gain over the equal split and the certificate "
-              "against K); data: `multiuser_cells.csv`, `multiuser_users.csv`.", ""]
+              "against K), `multiuser_server.png` (optimised against equal server shares: the gain, each user's "
+              "share and the certificate against K); data: `multiuser_cells.csv`, `multiuser_users.csv`.", ""]
     return lines

@@ -1,6 +1,7 @@
 """Multi-user co-inference in one cell: FDMA band shares by a price search over exact single-user solves.
 
-K users share the uplink band B (user k gets b_k, Σ b_k ≤ B) and the server clock F (equal shares F/K).
+K users share the uplink band B (user k gets b_k, Σ b_k ≤ B) and the server clock F (equal shares F/K, or
+optimised shares S_k, Σ S_k ≤ F, below).
 v_k(b), the most parameters user k can retain with band b (its (P1) solved by
 :func:`~laimco_jax.solvers.exact.solve_exact`), is concave and increasing in b: the upload energy per
 bit (N0/g)·w(2^{1/w} − 1) with the time–bandwidth product per bit w = u·b is a perspective, so (P1)
@@ -22,6 +23,14 @@ level t is bisected: user k needs the least band with log2 D̂_k ≤ t, and t is
 bands sum to at most B; a level is proven unachievable when the bands proven insufficient (by the
 exact solver's dual bounds) already sum to B, which gives the lower bound.
 
+Optimised server shares (``server_sharing="optimized"``): user k's server part runs at f̃_k <= S_k with
+Σ S_k <= F. v_k(b, S) is non-decreasing in S but not concave (it has S-shaped steps where offloading
+layers to the server starts to pay), so the joint problem is not convex. A second price ν on server clock
+still bounds it (weak duality needs no convexity): Φ <= π B + ν F + Σ_k sup_{b,S} [U_k − π b − ν S],
+each sup bounded on a grid of server clocks through monotonicity in S and the concavity in b above.
+Feasible points: equal shares, then the shares the bound's prices suggest, each with its optimal band
+split; the best is returned with the gap to the least bound (docs/theory.md#optimised-server-shares).
+
 Everything is elementwise over the batch and reduces over the user axis (the last), with fixed
 iteration counts: jit/vmap work over any batch of cells, cells of different K padded with absent users.
 """
@@ -35,7 +44,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from laimco_jax.cell import Cell, check_objective
+from laimco_jax.cell import Cell, check_objective, check_server_sharing
 from laimco_jax.params import Problem
 from laimco_jax.solvers.exact import solve_exact
 from laimco_jax.solvers.numerics import float_bits
@@ -59,6 +68,11 @@ _GRID_POINTS = 16  # samples of each user's response from its least band to B
 _ROUNDS = 3  # rounds of (balance the target, refine each user around its crossing)
 _REFINE_STEPS = 8  # new samples per user and round
 _CHORD_STEP = 1e-4  # relative spacing of the five bands of the concavity bound
+_BAND_STEPS = 16  # samples of a user's best band at a price (optimised server shares)
+_SERVER_ROUNDS = 3  # optimised server shares: primal points (equal shares, then suggested by a bound)
+_SERVER_LADDER = (1e-3, 1e-2, 0.1, 0.3)  # relative steps of the server grid around a user's share
+_SERVER_COARSE = 6  # server grid points F/2^i, i < this
+_SERVER_FLOOR = 1e-6  # the least server clock of the grid, relative to F
 
 
 class CellInfeasibleReason(enum.IntEnum):
@@ -83,8 +97,11 @@ class CellSolution(NamedTuple):
     ``objective`` is minimised: Σ w_k log2 D̂_k [bits], Σ w_k D̂_k, or max_k log2 D̂_k [bits];
     ``lower_bound`` is a proven lower bound on its optimum; ``certificate`` the gap between them, in bits
     per unit weight (sum-log: (objective − lower_bound)/Σ w_k), bits (max) or relative to the objective
-    (sum). For an infeasible cell ``users`` are the users' solutions with the whole band (their statuses
-    say which cannot meet their budgets) and the certificate is 0.
+    (sum). With optimised server shares the lower bound is the two-price bound of :func:`_two_price_pass`:
+    the problem is not convex, so the certificate also holds the duality gap that non-convexity leaves
+    and is rarely below ``gap_tol`` (status NOT_CONVERGED: a point that meets every budget, within the
+    certificate of the optimum). For an infeasible cell ``users`` are the users' solutions with the whole
+    band (their statuses say which cannot meet their budgets) and the certificate is 0.
     """
 
     status: Any  # Status: OPTIMAL, INFEASIBLE, NOT_CONVERGED (point found, gap above tolerance), UNRESOLVED
@@ -93,7 +110,7 @@ class CellSolution(NamedTuple):
     lower_bound: Any
     certificate: Any
     bandwidth_hz: Any  # b_k [Hz], Σ_k b_k ≤ B (0 for absent users)
-    server_share_hz: Any  # the server clock available to user k [cycles/s]: F/K
+    server_share_hz: Any  # S_k, the server clock available to user k [cycles/s]: F/K, or optimised (Σ S_k <= F)
     users: Solution  # each user's solution at its band and server share
 
 
@@ -369,9 +386,9 @@ def _allocate(objective: str, cell: Cell, server, start: _Start):
 # ----------------------------------------------------------------------------- certificates
 
 
-def _chord_sup(bands, lower, upper, price):
-    """An upper bound on sup_{b >= 0} [φ(b) − π b] for a concave increasing φ known at sorted ``bands``
-    (leading axis) within [``lower``, ``upper``]: chords extended beyond their ends lie above φ.
+def _chord_sup(bands, lower, upper, price, ceiling):
+    """An upper bound on sup_{0 <= b <= ceiling} [φ(b) − π b] for a concave increasing φ known at sorted
+    ``bands`` (leading axis) within [``lower``, ``upper``]: chords extended beyond their ends lie above φ.
 
     A band proven infeasible has φ = −inf there and below it (φ is increasing); a chord through two
     such bands says nothing to its right (+inf).
@@ -404,27 +421,43 @@ def _chord_sup(bands, lower, upper, price):
             candidates.append(functools.reduce(jnp.minimum, [fn(b) for fn in lines]) - price * b)
     head_at_zero = rise_left[0] < price  # φ − πb rises towards b = 0 along the left chord
     head = jnp.where(head_at_zero, left_line(0, jnp.zeros_like(bands[0])), left_line(0, bands[0]) - price * bands[0])
-    tail = jnp.where(rise_right[-1] <= price, upper[n - 1] - price * bands[n - 1], jnp.inf)
+    end = jnp.maximum(ceiling, bands[n - 1])
+    tail = jnp.where(rise_right[-1] <= price, upper[n - 1] - price * bands[n - 1], right_line(n - 1, end) - price * end)
     best = functools.reduce(jnp.maximum, candidates + [head, tail])
     return jnp.where(jnp.isnan(best), jnp.inf, best)
 
 
-def _price_bound(objective: str, cell: Cell, server, bands, price):
-    """min over π in {``price``, 0} of π B + Σ_k sup_b [U_k(v_k(b)) − π b] >= max Φ (weak duality of
-    Σ b_k <= B holds at every π >= 0; π = 0 is the tighter one where the band is not scarce), each sup
-    bounded by :func:`_chord_sup` on five bands around b_k and by U_k at ρ = ρ̃ = 1."""
+def _user_sups(objective: str, cell: Cell, server, bands, price, more_bands=None):
+    """Per user (batch + (K,)): an upper bound on sup_{0 <= b <= B} [U_k(v_k(b)) − π b] at server clock
+    ``server``, the least of :func:`_chord_sup` on five bands around ``bands``, on the sorted distinct
+    ``more_bands`` (leading axis) if given, and U_k at ρ = ρ̃ = 1; and the value U_k(v_k(b_k)) − π b_k the
+    exact solver reaches at b_k itself (a lower bound on the sup)."""
     offsets = jnp.asarray([-2.0, -1.0, 0.0, 1.0, 2.0], bands.dtype) * _CHORD_STEP
     around = bands * (1.0 + offsets.reshape((5,) + (1,) * bands.ndim))
+    if more_bands is not None:
+        around = jnp.concatenate([around, more_bands], axis=0)
     _, solutions = _users_at(cell, around, server)
     lower, upper = _utility_bounds(objective, cell, solutions)
     model = cell.users.model
     whole = solutions.log2_distortion_bound[2] - _bits_per_param(cell) * (
         model.params_device + model.params_server - solutions.retained_params[2])
+    uploads = _uploads(cell)
+    ceiling = cell.bandwidth_hz[..., None]
+    sup = jnp.minimum(_chord_sup(around[:5], lower[:5], upper[:5], price[..., None], ceiling),
+                      _utility(objective, cell, whole))
+    if more_bands is not None:
+        sup = jnp.minimum(sup, _chord_sup(around[5:], lower[5:], upper[5:], price[..., None], ceiling))
+    reached = lower[2] - jnp.where(uploads, price[..., None] * bands, 0.0)
+    return jnp.where(uploads, sup, upper[2]), reached  # a user without upload: its value at any band
+
+
+def _price_bound(objective: str, cell: Cell, server, bands, price):
+    """min over π in {``price``, 0} of π B + Σ_k sup_b [U_k(v_k(b)) − π b] >= max Φ (weak duality of
+    Σ b_k <= B holds at every π >= 0; π = 0 is the tighter one where the band is not scarce), each sup
+    bounded by :func:`_user_sups`."""
 
     def bound(price):
-        sup = jnp.minimum(_chord_sup(around, lower, upper, price[..., None]), _utility(objective, cell, whole))
-        sup = jnp.where(_uploads(cell), sup, upper[2])  # a user without upload: its value at any band
-        return price * cell.bandwidth_hz + _present_sum(cell, sup)
+        return price * cell.bandwidth_hz + _present_sum(cell, _user_sups(objective, cell, server, bands, price)[0])
 
     return jnp.minimum(bound(price), bound(jnp.zeros_like(price)))
 
@@ -437,6 +470,10 @@ def _equal_server_share(cell: Cell):
     return jnp.broadcast_to(share[..., None], cell.present.shape)
 
 
+def _whole_server(cell: Cell):
+    return jnp.broadcast_to(cell.f_max_server_hz[..., None], cell.present.shape)
+
+
 def cell_objective(objective: str, cell: Cell, log2_bounds):
     """The objective of ``cell`` at its users' log2 D̂_k: Σ w_k log2 D̂_k, Σ w_k D̂_k or max_k log2 D̂_k."""
     if objective == "max":
@@ -444,47 +481,221 @@ def cell_objective(objective: str, cell: Cell, log2_bounds):
     return -_present_sum(cell, _utility(objective, cell, log2_bounds))
 
 
-def _level_bound(cell: Cell, server, bands, problem: Problem, users: Solution, level, alone: Solution):
-    """A proven lower bound on min max_k log2 D̂_k: for weights λ_k >= 0 summing to 1, max_k ≥ Σ_k λ_k, and
-    min Σ_k λ_k log2 D̂_k is bounded by :func:`_price_bound`; λ_k ∝ 1/(marginal of −log2 D̂_k per Hz) over the
-    users at the level (which makes the price the same for all of them), and no user can beat its
-    best alone."""
+class _Primal(NamedTuple):
+    """A feasible allocation: server clocks and bands per user [Hz], the band search's final target, the
+    users' problems and exact solutions there, and the objective."""
+
+    server: Any
+    bands: Any
+    target: Any
+    problem: Problem
+    users: Solution
+    value: Any
+
+
+def _primal(objective: str, cell: Cell, server, start: _Start) -> _Primal:
+    """The best band split at server clocks ``server`` (:func:`_allocate`) and the users there."""
+    bands, target = _allocate(objective, cell, server, start)
+    problem, users = _users_at(cell, bands, server)
+    return _Primal(server, bands, target, problem, users, cell_objective(objective, cell, users.log2_distortion_bound))
+
+
+class _Lagrangian(NamedTuple):
+    """The concave utility a dual bound is taken of, and the band price π it is taken at: Σ_k U_k of
+    ``objective`` with the weights of ``cell``; ``usable`` False where no bound follows."""
+
+    cell: Cell
+    objective: str
+    price: Any
+    usable: Any
+
+
+def _lagrangian(objective: str, cell: Cell, primal: _Primal) -> _Lagrangian:
+    """The dual bound's utility at a primal point: the objective itself at the band price of the search
+    (sum-log, sum), or for ``max`` the sum-log utility with weights λ_k >= 0, Σ λ_k = 1 (max_k log2 D̂_k
+    >= Σ_k λ_k log2 D̂_k), λ_k ∝ 1/(marginal of −log2 D̂_k per Hz) over the users at the level, which gives
+    them all the same band price."""
+    if objective != "max":
+        return _Lagrangian(cell, objective, jnp.exp(primal.target), True)
+    users, level = primal.users, primal.value
     marginal = _utility_slope("sum-log", cell._replace(weights=jnp.ones_like(cell.weights)), users.log2_distortion_bound)
-    marginal = marginal * _band_marginal(problem, users)
+    marginal = marginal * _band_marginal(primal.problem, users)
     at_level = _uploads(cell) & (users.log2_distortion_bound >= level[..., None] - 1e-3) & (marginal > 0) & jnp.isfinite(marginal)
     inverse = jnp.where(at_level, 1.0 / jnp.where(at_level, marginal, 1.0), 0.0)
     total = jnp.sum(inverse, axis=-1)
     weights = inverse / jnp.where(total > 0, total, 1.0)[..., None]
-    price = 1.0 / jnp.where(total > 0, total, jnp.inf)
-    weighted = -_price_bound("sum-log", cell._replace(weights=weights), server, bands, price)
-    best_alone = alone.log2_distortion_bound - _bits_per_param(cell) * (alone.upper_bound - alone.retained_params)
-    best_alone = jnp.max(jnp.where(cell.present, best_alone, -jnp.inf), axis=-1)
-    return jnp.maximum(jnp.where(total > 0, weighted, -jnp.inf), best_alone)
+    return _Lagrangian(cell._replace(weights=weights), "sum-log", 1.0 / jnp.where(total > 0, total, jnp.inf), total > 0)
 
 
-@functools.partial(jax.jit, static_argnames=("objective",))
-def solve_cell(cell: Cell, objective: str = "sum-log", *, gap_tol: float = DEFAULT_CELL_GAP_TOL) -> CellSolution:
-    """Band shares and every user's (ρ, f, p, ρ̃, f̃) minimising ``objective`` over a cell (float64 advised).
+# ----------------------------------------------------------------------------- optimised server shares
+
+
+def _best_band(objective: str, cell: Cell, server, price, least):
+    """Each user's band maximising U_k(v_k(b)) − π b at server clock ``server`` (its response's crossing
+    of ln π: sampled at its least band and at B, then refined as in :func:`_allocate`), and the bands
+    bracketing the crossing with their neighbours at relative distance :data:`_CHORD_STEP` inside
+    (leading axis of 4: where the response jumps over ln π, at a kink of v_k, the sup lies between
+    them and their chords bound it)."""
+    respond = _response(objective, cell, server)
+    full = jnp.broadcast_to(cell.bandwidth_hz[..., None], least.shape)
+    low = jnp.where(_uploads(cell), least * (1.0 + 1e-9), full)
+    log_band = jnp.stack([jnp.log(low), jnp.log(full)], axis=-1)
+    samples = _Samples(log_band, jax.vmap(respond, in_axes=-1, out_axes=-1)(jnp.exp(log_band)))
+    target = jnp.log(price)[..., None]
+    samples = _refine(samples, target, respond, _BAND_STEPS)
+    _, x_lo, x_hi, _, _ = _bracket(samples, target)
+    lo, hi = jnp.exp(x_lo), jnp.exp(x_hi)
+    inside = jnp.minimum(_CHORD_STEP, 0.25 * (hi / lo - 1.0))  # four distinct sorted bands
+    ends = jnp.stack([lo, lo * (1.0 + inside), hi * (1.0 - inside), hi])
+    return jnp.where(_uploads(cell), _crossing(samples, target), full), ends
+
+
+def _server_grid(cell: Cell, around):
+    """Server clocks at which each user's Lagrangian is bounded, sorted along a new last axis: a ladder
+    around ``around`` (relative steps :data:`_SERVER_LADDER`), F/2^i for i < :data:`_SERVER_COARSE`, and
+    F·:data:`_SERVER_FLOOR`, all clipped to [F·floor, F]."""
+    dtype = around.dtype
+    whole = cell.f_max_server_hz[..., None, None]
+    steps = jnp.asarray([0.0] + [x for step in _SERVER_LADDER for x in (-step, step)], dtype)
+    coarse = 0.5 ** jnp.arange(_SERVER_COARSE, dtype=dtype)
+    local = around[..., None] * (1.0 + steps)
+    fixed = jnp.broadcast_to(whole * jnp.concatenate([coarse, jnp.asarray([_SERVER_FLOOR], dtype)]),
+                             around.shape + (_SERVER_COARSE + 1,))
+    grid = jnp.concatenate([local, fixed], axis=-1)
+    return jnp.sort(jnp.clip(grid, whole * _SERVER_FLOOR, whole), axis=-1)
+
+
+def _capacity_price(cell: Cell, values, points):
+    """(ν_lo, ν_hi): a bracket of the least server price ν >= 0 at which the users' choices
+    argmax_j (values_kj − ν points_kj) fit in F (Σ_k points_k,j* <= F; the choices shrink as ν grows)."""
+    values = jnp.where(jnp.isnan(values), -jnp.inf, values)
+
+    def used(nu):
+        j = jnp.argmax(values - nu[..., None, None] * points, axis=-1)
+        return _present_sum(cell, jnp.take_along_axis(points, j[..., None], axis=-1)[..., 0])
+
+    zero = jnp.zeros_like(cell.f_max_server_hz)
+    fits_free = used(zero) <= cell.f_max_server_hz
+
+    def step(_, bracket):
+        lo, hi = bracket
+        mid = _bits_mid(lo, hi)
+        fits = used(mid) <= cell.f_max_server_hz
+        return jnp.where(fits, lo, mid), jnp.where(fits, mid, hi)
+
+    huge = jnp.sqrt(jnp.finfo(zero.dtype).max)
+    lo, hi = jax.lax.fori_loop(0, 64, step, (zero + jnp.finfo(zero.dtype).tiny, zero + huge))
+    return jnp.where(fits_free, zero, lo), jnp.where(fits_free, zero, hi)
+
+
+def _two_price_pass(lagrangian: _Lagrangian, start: _Start, around):
+    """A bound on Σ_k U_k with both the band and the server clock shared, and the server shares it suggests.
+
+    Weak duality with band price π and server price ν >= 0: Φ <= π B + ν F + Σ_k h_k,
+    h_k = sup_{b, S} [U_k(v_k(b, S)) − π b − ν S], for any allocation with Σ b_k <= B and Σ S_k <= F. v_k is
+    non-decreasing in S (a higher cap on f̃ never hurts), so on each interval (S_{j−1}, S_j] of the grid
+    (:func:`_server_grid`, S_0 = 0) h_k <= sup_b [U_k(v_k(b, S_j)) − π b] − ν S_{j−1}; each sup over b
+    is bounded as in :func:`_user_sups` around the user's best band at S_j. ν minimises the bound
+    (it is convex and piecewise linear in ν: a bisection of its slope). The suggested shares are the
+    users' best grid clocks at the least ν at which they fit, scaled up to F.
+    """
+    cell, price = lagrangian.cell, lagrangian.price
+    grid = _server_grid(cell, around)
+
+    def at(server):
+        bands, ends = _best_band(lagrangian.objective, cell, server, price, start.least)
+        return _user_sups(lagrangian.objective, cell, server, bands, price, ends)
+
+    sup, reached = jax.vmap(at, in_axes=-1, out_axes=-1)(grid)
+    previous = jnp.concatenate([jnp.zeros_like(grid[..., :1]), grid[..., :-1]], axis=-1)
+
+    def bound(nu):
+        worth = jnp.max(sup - nu[..., None, None] * previous, axis=-1)
+        return price * cell.bandwidth_hz + nu * cell.f_max_server_hz + _present_sum(cell, worth)
+
+    lo, hi = _capacity_price(cell, sup, previous)
+    upper = jnp.minimum(bound(lo), bound(hi))
+    return jnp.where(lagrangian.usable, upper, jnp.inf), _suggested_shares(cell, reached, grid)
+
+
+def _suggested_shares(cell: Cell, reached, grid):
+    """Server shares summing to F from the users' reached Lagrangian values on their grids: at the
+    bracket (ν_lo, ν_hi) of the least price at which their best grid clocks fit in F, the users whose
+    choice differs between the two ends (the price makes them jump) share what is left in the same
+    proportion; any room still left is shared in proportion to the shares."""
+    choice_fits, choice_over = (
+        jnp.take_along_axis(grid, jnp.argmax(reached - nu[..., None, None] * grid, axis=-1)[..., None], axis=-1)[..., 0]
+        for nu in _capacity_price(cell, jnp.where(jnp.isnan(reached), -jnp.inf, reached), grid)[::-1])
+    reached = jnp.where(jnp.isnan(reached), -jnp.inf, reached)
+    used_fits, used_over = _present_sum(cell, choice_fits), _present_sum(cell, choice_over)
+    jump = jnp.clip((cell.f_max_server_hz - used_fits) / jnp.where(used_over > used_fits, used_over - used_fits, 1.0), 0.0, 1.0)
+    shares = jnp.where(cell.present, choice_fits + jump[..., None] * (choice_over - choice_fits), 0.0)
+    total = jnp.sum(shares, axis=-1, keepdims=True)
+    return jnp.where(cell.present, shares * (cell.f_max_server_hz[..., None] / total), _equal_server_share(cell))
+
+
+def _optimized(objective: str, cell: Cell, start: _Start) -> tuple[_Primal, Any]:
+    """The best of :data:`_SERVER_ROUNDS` primal points — equal server shares, then the shares suggested
+    by the two-price bound around the best point so far — and the least of those bounds."""
+
+    def better(a: _Primal, b: _Primal) -> _Primal:
+        take_b = jnp.where(jnp.isnan(b.value), False, ~(a.value <= b.value))
+
+        def pick(x, y):
+            return jnp.where(take_b.reshape(take_b.shape + (1,) * (x.ndim - take_b.ndim)), y, x)
+
+        return jax.tree_util.tree_map(pick, a, b)
+
+    def round_(carry, _):
+        best, shares, upper = carry
+        best = better(best, _primal(objective, cell, shares, start))
+        bound, suggested = _two_price_pass(_lagrangian(objective, cell, best), start, best.server)
+        return (best, suggested, jnp.minimum(upper, bound)), None
+
+    shapes = jax.eval_shape(lambda: _primal(objective, cell, _equal_server_share(cell), start))
+    none = jax.tree_util.tree_map(lambda x: jnp.full(x.shape, jnp.nan, x.dtype) if jnp.issubdtype(x.dtype, jnp.floating)
+                                  else jnp.zeros(x.shape, x.dtype), shapes)
+    unbounded = jnp.full_like(cell.bandwidth_hz, jnp.inf)
+    (best, _, upper), _ = jax.lax.scan(round_, (none, _equal_server_share(cell), unbounded), None, length=_SERVER_ROUNDS)
+    return best, upper
+
+
+@functools.partial(jax.jit, static_argnames=("objective", "server_sharing"))
+def solve_cell(cell: Cell, objective: str = "sum-log", server_sharing: str = "equal", *,
+               gap_tol: float = DEFAULT_CELL_GAP_TOL) -> CellSolution:
+    """Band shares, server shares and every user's (ρ, f, p, ρ̃, f̃) minimising ``objective`` over a cell
+    (float64 advised).
 
     Args:
       cell: a :class:`~laimco_jax.cell.Cell` (any batch of cells; per-user leaves with the user axis last).
       objective: ``sum-log`` (Σ w_k log2 D̂_k), ``sum`` (Σ w_k D̂_k) or ``max`` (max_k log2 D̂_k).
+      server_sharing: ``equal`` (F/K per present user: the band split is optimal, certified to
+        ``gap_tol``) or ``optimized`` (shares S_k with Σ S_k <= F chosen too; not a convex problem: the
+        certificate is the gap to the two-price bound of :func:`_two_price_pass`, see
+        docs/theory.md#optimised-server-shares).
       gap_tol: certificate below which the status is OPTIMAL (units in :class:`CellSolution`).
 
     Returns:
-      A :class:`CellSolution`; the server is shared equally (F/K per present user).
+      A :class:`CellSolution`.
     """
     check_objective(objective)
+    check_server_sharing(server_sharing)
     cell = jax.tree_util.tree_map(jnp.asarray, cell)
-    server = _equal_server_share(cell)
-    start = _start(cell, server)
-    bands, target = _allocate(objective, cell, server, start)
-    problem, users = _users_at(cell, bands, server)
-    value = cell_objective(objective, cell, users.log2_distortion_bound)
-    if objective == "max":
-        lower_bound = _level_bound(cell, server, bands, problem, users, value, start.alone)
+    if server_sharing == "equal":
+        start = _start(cell, _equal_server_share(cell))
+        primal = _primal(objective, cell, _equal_server_share(cell), start)
+        lagrangian = _lagrangian(objective, cell, primal)
+        upper = _price_bound(lagrangian.objective, lagrangian.cell, primal.server, primal.bands, lagrangian.price)
+        upper = jnp.where(lagrangian.usable, upper, jnp.inf)
     else:
-        lower_bound = -_price_bound(objective, cell, server, bands, jnp.exp(target))
+        start = _start(cell, _whole_server(cell))
+        primal, upper = _optimized(objective, cell, start)
+    users, value = primal.users, primal.value
+    lower_bound = -upper
+    if objective == "max":  # no user beats its best alone
+        alone = start.alone
+        best_alone = alone.log2_distortion_bound - _bits_per_param(cell) * (alone.upper_bound - alone.retained_params)
+        lower_bound = jnp.maximum(lower_bound, jnp.max(jnp.where(cell.present, best_alone, -jnp.inf), axis=-1))
     all_found = jnp.all(found_point(users.status) | ~cell.present, axis=-1)
     gap = jnp.maximum(value - lower_bound, 0.0)
     scale = {"sum-log": _present_sum(cell, cell.weights), "max": 1.0, "sum": value}[objective]
@@ -504,8 +715,8 @@ def solve_cell(cell: Cell, objective: str = "sum-log", *, gap_tol: float = DEFAU
         objective=value,
         lower_bound=jnp.where(infeasible, value, lower_bound),
         certificate=jnp.where(infeasible, 0.0, certificate),
-        bandwidth_hz=jnp.where(keep, jnp.where(cell.present, cell.bandwidth_hz[..., None], 0.0), bands),
-        server_share_hz=server,
+        bandwidth_hz=jnp.where(keep, jnp.where(cell.present, cell.bandwidth_hz[..., None], 0.0), primal.bands),
+        server_share_hz=jnp.where(cell.present, primal.server, 0.0),
         users=users,
     )
 

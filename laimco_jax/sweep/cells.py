@@ -503,7 +503,8 @@ def _cell_evaluator(spec: CellSweepSpec, layout: ChunkLayout, mesh: Mesh, dtype)
 
     def evaluate(chunk: int) -> list[dict]:
         cells = _chunk_cells(chunk_origin(layout, chunk), inputs, plan=plan)
-        return [_chunk_outputs(solve_cell(cells, objective), cells.present, mesh=mesh) for objective in spec.objectives]
+        return [_chunk_outputs(solve_cell(cells, objective, spec.server_sharing), cells.present, mesh=mesh)
+                for objective in spec.objectives]
 
     x64 = jax.config.jax_enable_x64  # the caller's setting, per thread: carried into the compile pool
 
@@ -512,7 +513,7 @@ def _cell_evaluator(spec: CellSweepSpec, layout: ChunkLayout, mesh: Mesh, dtype)
             with jax.enable_x64(x64):
                 shapes = jax.eval_shape(functools.partial(_chunk_cells, plan=plan), chunk_origin(layout, 0), inputs)
                 cells = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharded), shapes)
-                return solve_cell.lower(cells, objective).compile()
+                return solve_cell.lower(cells, objective, spec.server_sharing).compile()
 
         return compile_objective
 

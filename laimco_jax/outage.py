@@ -230,7 +230,7 @@ REDUCTIONS: dict[str, tuple[str, str]] = {
 }
 
 
-def adaptive_reductions(log10_d, quantity: str = "log10_distortion_bound") -> dict[str, jax.Array]:
+def adaptive_reductions(log10_d, quantity: str = "log10_distortion_bound") -> dict[str, Any]:
     """The :data:`REDUCTIONS` of log10 D̂* over the draws along the last axis of ``log10_d`` (+inf: no design).
 
     ``quantity`` names what is reduced in the keys (``adaptive_mean_QUANTITY``, ``adaptive_QUANTITY_qNN``;
@@ -242,19 +242,22 @@ def adaptive_reductions(log10_d, quantity: str = "log10_distortion_bound") -> di
       ⌈N·q⌉-th smallest of the N entries, +inf counting as the largest;
     * ``adaptive_infeasible_fraction``: the fraction of entries that are +inf.
 
-    Pure JAX (one sort along the last axis), so it runs inside ``jit`` on device arrays of any batch shape;
-    the result has the batch shape. Computes in the input's dtype (float64 needs x64 on).
+    A numpy array is reduced with numpy (the order statistics by one ``np.partition``, O(N)); anything
+    else with JAX (one sort along the last axis), so it runs inside ``jit`` on device arrays. Any batch
+    shape; the results have the batch shape, in the input's dtype.
     """
-    log10_d = jnp.asarray(log10_d)
+    xp = np if isinstance(log10_d, np.ndarray) else jnp
+    log10_d = xp.asarray(log10_d)
     n = log10_d.shape[-1]
-    feasible = jnp.isfinite(log10_d)
-    served = jnp.sum(feasible, axis=-1)
-    total = jnp.sum(jnp.where(feasible, log10_d, 0.0), axis=-1)
-    ordered = jnp.sort(log10_d, axis=-1)
-    out = {f"adaptive_mean_{quantity}": jnp.where(served > 0, total / jnp.maximum(served, 1), jnp.inf)}
-    for level in SUMMARY_QUANTILES:
-        index = min(max(math.ceil(n * level - 1.0), 0), n - 1)  # numpy's inverted_cdf: ceil(n q - 1), clipped
-        out[_quantile_key(level, quantity)] = ordered[..., index]
+    feasible = xp.isfinite(log10_d)
+    served = xp.sum(feasible, axis=-1)
+    total = xp.sum(xp.where(feasible, log10_d, 0.0), axis=-1)
+    out = {f"adaptive_mean_{quantity}": xp.where(served > 0, total / xp.maximum(served, 1), xp.inf)}
+    # numpy's inverted_cdf takes the order statistic ceil(n q - 1) (0-based), clipped to [0, n - 1]
+    index = [min(max(math.ceil(n * level - 1.0), 0), n - 1) for level in SUMMARY_QUANTILES]
+    ordered = np.partition(log10_d, index, axis=-1) if xp is np else jnp.sort(log10_d, axis=-1)
+    for level, k in zip(SUMMARY_QUANTILES, index):
+        out[_quantile_key(level, quantity)] = ordered[..., k]
     out["adaptive_infeasible_fraction"] = (n - served) / n
     return out
 
@@ -279,8 +282,7 @@ def summarize(result: MonteCarlo) -> dict[str, Any]:
     static_found = bool(found_point(int(static.solution.status)))
     static_log10 = float(static.solution.log10_distortion_bound) if static_found else math.inf
     measured = float(np.mean(result.static_miss))
-    with jax.enable_x64(True):
-        reduced = {name: float(value) for name, value in adaptive_reductions(log10_d).items()}
+    reduced = {name: float(value) for name, value in adaptive_reductions(np.asarray(log10_d)).items()}
     adaptive_mean = reduced["adaptive_mean_log10_distortion_bound"]
     record = {
         "fading": static.fading.name,
@@ -420,8 +422,7 @@ def summarize_cell(result: CellMonteCarlo) -> dict[str, Any]:
     found = bool(found_point(int(static.solution.status)))
     static_value = float(static.solution.objective) if found else math.inf
     cell_outage = float(np.mean(np.any(result.user_miss, axis=-1)))
-    with jax.enable_x64(True):
-        reduced = {k: float(v) for k, v in adaptive_reductions(result.adaptive_objective, "cell_objective").items()}
+    reduced = {k: float(v) for k, v in adaptive_reductions(np.asarray(result.adaptive_objective), "cell_objective").items()}
     return {
         "fading": static.fading.name,
         "outage": static.outage,

@@ -172,11 +172,14 @@ def local_mesh() -> Mesh:
 class ChunkEvaluator(NamedTuple):
     """``evaluate(chunk)``: a dict of variables (padded chunk[, split]) per scheme, dispatched asynchronously;
     ``compile_jobs``: one callable per scheme that compiles its chunk function ahead of time (so that
-    compiling can overlap preparing the store; a later ``evaluate`` reuses the compiled program).
+    compiling can overlap preparing the store; a later ``evaluate`` reuses the compiled program);
+    ``host`` (optional): applied to each of those dicts in the writer thread before it is written, for
+    work better done on the host (the fading sweep's order statistics) without stalling the dispatch.
     """
 
     evaluate: Callable[[int], list[dict]]
     compile_jobs: tuple[Callable[[], Any], ...]
+    host: Callable[[dict], dict] | None = None
 
 
 def replicate(tree, mesh: Mesh, dtype):

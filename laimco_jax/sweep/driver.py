@@ -208,7 +208,7 @@ def _compute(store: Path, spec: SweepSpec | CellSweepSpec, layout: ChunkLayout, 
 
         for chunk in map(int, mine):
             outputs = evaluator.evaluate(chunk)  # dispatched; the writer thread waits for it
-            pending.append((chunk, writer.submit(write_chunk, arrays, layout, chunk, outputs, io)))
+            pending.append((chunk, writer.submit(write_chunk, arrays, layout, chunk, outputs, io, evaluator.host)))
             if len(pending) > 1:
                 finish()
         while pending:

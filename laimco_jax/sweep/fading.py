@@ -20,8 +20,9 @@ Stored (dims ``(grid dims..., scheme[, sample])``):
 Memory. A chunk holds all N draws of its grid points; the chunk size counts every draw (a chunk is at
 least one grid point). The draws of a chunk are solved in batches of at most
 :data:`SAMPLE_BATCH_INSTANCES` instances, and of each draw only log10 D̂* is
-kept for the reductions (8 bytes per draw and grid point of the chunk, not the solver's working set),
-so the exact quantiles need N × 8 B per grid point in flight (8 MB for N = 10⁶) and the store holds
+kept for the reductions (8 bytes per draw and grid point of the chunk, not the solver's working set;
+reduced on the host in the writer thread, so the device goes on with the next chunk), so the exact
+quantiles need N × 8 B per grid point in flight (8 MB for N = 10⁶) and the store holds
 the reductions alone with ``reduce_only``: its size does not grow with N. Without ``reduce_only`` the
 chunk's Solution variables (about 200 B per draw) are held and stored as well.
 """
@@ -112,21 +113,25 @@ def _solve_batch(origin, base, axis_values, factor, plan: _FadingPlan) -> dict[s
     return jax.lax.with_sharding_constraint(out, sharded)
 
 
-@functools.partial(jax.jit, static_argnames=("samples", "reduce_only", "mesh"))
-def _combine(parts: list[dict], samples: int, reduce_only: bool, mesh: Mesh) -> dict[str, jax.Array]:
-    """The batches of a chunk joined along the draws (cut to ``samples``) and reduced: the reductions of
-    log10 D̂* per grid point (:func:`~laimco_jax.outage.adaptive_reductions`) and, unless ``reduce_only``,
-    every Solution variable (padded chunk, samples)."""
+@functools.partial(jax.jit, static_argnames=("samples", "mesh"))
+def _join(parts: list[dict], samples: int, mesh: Mesh) -> dict[str, jax.Array]:
+    """The batches of a chunk joined along the draws and cut to ``samples``: (padded chunk, samples) each."""
     joined = {name: jnp.concatenate([p[name] for p in parts], axis=1)[:, :samples] for name in parts[0]}
-    out = adaptive_reductions(joined.pop(_LOG10))
-    if not reduce_only:
-        out |= joined
-    return jax.lax.with_sharding_constraint(out, NamedSharding(mesh, PartitionSpec("chunk")))
+    return jax.lax.with_sharding_constraint(joined, NamedSharding(mesh, PartitionSpec("chunk")))
+
+
+def _reduce(joined: dict) -> dict:
+    """The stored variables of one scheme's chunk, on the host (the writer thread): the reductions of log10
+    D̂* per grid point (:func:`~laimco_jax.outage.adaptive_reductions` in numpy: the order statistics by a
+    partition, O(N), where XLA's sort on a CPU took as long as a third of the solve) and the per-draw
+    Solution variables as they are."""
+    rest = {name: value for name, value in joined.items() if name != _LOG10}
+    return rest | adaptive_reductions(np.asarray(joined[_LOG10]))
 
 
 def fading_evaluator(spec: SweepSpec, layout: ChunkLayout, mesh: Mesh, dtype) -> ChunkEvaluator:
     """The chunk evaluation of a fading sweep (module docstring): per scheme, the chunk's draws in batches
-    of :func:`sample_batch`, then :func:`_combine`. The draws are made once (float64) and serve every chunk."""
+    of :func:`sample_batch`, joined (:func:`_join`), and reduced on the host in the writer thread (:func:`_reduce`). The draws are made once (float64) and serve every chunk."""
     draws = spec.fading
     base = replicate(spec.base, mesh, dtype)
     axis_values = replicate(tuple(dict(axis.values) for axis in spec.axes), mesh, dtype)
@@ -136,7 +141,7 @@ def fading_evaluator(spec: SweepSpec, layout: ChunkLayout, mesh: Mesh, dtype) ->
 
     def evaluate_plan(origin, plan: _FadingPlan) -> dict[str, jax.Array]:
         parts = [_solve_batch(origin, base, axis_values, factor, plan=plan) for factor in factors]
-        return _combine(parts, draws.samples, draws.reduce_only, mesh=mesh)
+        return _join(parts, draws.samples, mesh=mesh)
 
     def evaluate(chunk: int) -> list[dict]:
         origin = chunk_origin(layout, chunk)
@@ -151,5 +156,5 @@ def fading_evaluator(spec: SweepSpec, layout: ChunkLayout, mesh: Mesh, dtype) ->
 
         return compile_plan
 
-    return ChunkEvaluator(evaluate, tuple(map(compile_job, plans)))
+    return ChunkEvaluator(evaluate, tuple(map(compile_job, plans)), _reduce)
 

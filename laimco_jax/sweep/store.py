@@ -16,7 +16,7 @@ import math
 import os
 import shutil
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -128,11 +128,14 @@ def open_arrays(out: Path, spec: SweepSpec | CellSweepSpec) -> dict[str, Any]:
 
 
 def write_chunk(arrays: Mapping[str, Any], layout: ChunkLayout, chunk: int, outputs: Sequence[Mapping[str, jax.Array]],
-                 io: ThreadPoolExecutor) -> int:
-    """Write one evaluated chunk (a dict per scheme) into its region, then mark it done; the number of grid points.
+                 io: ThreadPoolExecutor, host: Callable[[dict], dict] | None = None) -> int:
+    """Write one evaluated chunk (a dict per scheme, each passed through ``host`` first if given) into its
+    region, then mark it done; the number of grid points.
 
     The variables are written concurrently on ``io`` (each is its own Zarr chunk file).
     """
+    if host is not None:
+        outputs = [host(scheme) for scheme in outputs]
     region = layout.region(chunk)
     extent = tuple(slice(0, r.stop - r.start) for r in region)
 

@@ -395,7 +395,7 @@ def fading_cmd(
     chunk_size: Annotated[int, typer.Option("--chunk-size", help="Draws solved per batch (memory bound).")] = 16_384,
     out: Annotated[Optional[Path], typer.Option("--out", help="Directory (created) for fading_draws.csv, "
                                                 "fading_static.csv, fading_summary.json, fading_cdf.png, fading_static.png "
-                                                "(with --users: fading_cell_draws.csv, fading_cell_summary.json).")] = None,
+                                                "(with --users: fading_cell_draws.csv, fading_cell_summary.json, fading_cell_cdf.png).")] = None,
     as_json: JsonOpt = False,
     users: Annotated[Optional[Path], typer.Option("--users", help="Cell file (as laimco multiuser): independent draws per "
                                                   "user, the static cell design at each user's ε-quantile and the cell outage.")] = None,

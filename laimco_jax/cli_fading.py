@@ -127,8 +127,9 @@ def cell_fading_record(users: Path, fading: str, *, objective: str | None, outag
     """``laimco fading --users CELL.toml``: :func:`~laimco_jax.outage.summarize_cell` of the cell's Monte Carlo
     run (independent draws per user, the static cell design at every user's ε-quantile gain and its cell
     outage, the adaptive cell design per draw). ``objective`` defaults to the file's; the file's server
-    sharing must be ``equal``. With ``out``: ``fading_cell_draws.csv`` (:func:`cell_draws_table`) and
-    ``fading_cell_summary.json`` (key ``files``). ``refused``: single-user flags given (a ConfigError)."""
+    sharing must be ``equal``. With ``out``: ``fading_cell_draws.csv`` (:func:`cell_draws_table`),
+    ``fading_cell_summary.json`` and ``fading_cell_cdf.png`` (the adaptive objective's CDF with the static
+    level, :func:`~laimco_jax.experiments.fading.plot_draws_cdf`) (key ``files``). ``refused``: single-user flags given (a ConfigError)."""
     from laimco_jax.cell import check_objective, load_cell
     from laimco_jax.cli import json_text
     from laimco_jax.outage import cell_monte_carlo, summarize_cell
@@ -151,8 +152,14 @@ def cell_fading_record(users: Path, fading: str, *, objective: str | None, outag
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
+        from laimco_jax.experiments.fading import plot_draws_cdf
+
         paths = [out / "fading_cell_draws.csv", out / "fading_cell_summary.json"]
         cell_draws_table(result).to_csv(paths[0], index=False)
         paths[1].write_text(json_text(record) + "\n")
+        curve = (result.adaptive_objective, record["static_cell_objective"], f"static, ε = {outage:g} per user")
+        paths.append(plot_draws_cdf({model.name: curve}, out / "fading_cell_cdf.png",
+                                    xlabel=f"cell objective ({objective})",
+                                    title="Adaptive cell design over joint channel draws vs the static design"))
         record["files"] = [str(p) for p in paths]
     return record

@@ -8,6 +8,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 
 from laimco_jax.cell import load_cell, make_cell, stack_cells
@@ -108,7 +109,11 @@ def test_cli_fading_users_json_and_files(cli, run, cell_file, tmp_path):
     assert record["users"] == 2 and record["samples"] == 1000 and record["objective"] == "sum-log"
     _, result = run  # the same seed: the first 1000 joint draws of the fixture's run
     assert record["static_cell_outage"] == np.mean(result.user_miss[:1000].any(axis=1))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["fading_cell_draws.csv", "fading_cell_summary.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fading_cell_cdf.png", "fading_cell_draws.csv",
+                                                          "fading_cell_summary.json"]
+    draws = pd.read_csv(tmp_path / "fading_cell_draws.csv")
+    assert np.array_equal(draws["static_cell_miss"], result.user_miss[:1000].any(axis=1))
+    assert np.allclose(draws[["gain_factor_1", "gain_factor_2"]], result.gain_factor[:1000], rtol=1e-15)
 
 
 @pytest.mark.parametrize(

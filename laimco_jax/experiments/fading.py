@@ -2,7 +2,8 @@
 
 * :func:`static_curve_table`: the outage-constrained static design's log10 D̂* against ε;
 * :func:`draws_table`: one row per channel draw of a :class:`~laimco_jax.outage.MonteCarlo` run;
-* :func:`plot_adaptive_cdf`: the CDF of the adaptive design's log10 D̂* with the static design's level;
+* :func:`plot_draws_cdf`: the CDF of a quantity over channel draws with the static design's level;
+* :func:`plot_adaptive_cdf`: that of the adaptive design's log10 D̂*;
 * :func:`plot_static_curve`: static log10 D̂* against ε beside the adaptive mean;
 * :func:`write_fading`: the CSV files and the figures of one run into a directory.
 """
@@ -24,8 +25,8 @@ from laimco_jax.params import Problem
 from laimco_jax.solvers import Status, found_point, solve_exact
 from laimco_jax.system import channel_gain
 
-__all__ = ["OUTAGE_GRID", "static_curve_table", "draws_table", "plot_adaptive_cdf", "plot_static_curve",
-           "write_fading"]
+__all__ = ["OUTAGE_GRID", "static_curve_table", "draws_table", "plot_draws_cdf", "plot_adaptive_cdf",
+           "plot_static_curve", "write_fading"]
 
 #: Outage probabilities ε of the static curve: 1e-3 to 0.5, log-spaced.
 OUTAGE_GRID = tuple(float(e) for e in np.geomspace(1e-3, 0.5, 19))
@@ -63,36 +64,47 @@ def draws_table(result: MonteCarlo) -> pd.DataFrame:
     })
 
 
-def plot_adaptive_cdf(results: Mapping[str, MonteCarlo], path: str | os.PathLike) -> Path:
-    """Empirical CDF of the adaptive design's log10 D̂* per model (draws without a design never reach
-    the top: the curve ends at 1 − infeasible fraction), with the static design's log10 D̂* as a
-    dashed vertical line of the same colour. The x range spans the 0.1 % to 99 % quantiles of the
-    served draws and the static levels (deep fades stretch the upper tail)."""
+def plot_draws_cdf(curves: Mapping[str, tuple[np.ndarray, float, str]], path: str | os.PathLike, *, xlabel: str,
+                   title: str) -> Path:
+    """Empirical CDF of a quantity over channel draws per curve, ``{name: (values, static level, static label)}``
+    (+inf values: draws without a design, which never reach the top, so a curve ends at 1 − infeasible
+    fraction), with the static design's level as a dashed vertical line of the same colour (none where
+    it is not finite). The x range spans the 0.1 % to 99 % quantiles of the served draws and the static
+    levels (deep fades stretch the upper tail)."""
     from laimco_jax.experiments.plots import figure_grid, save_figure
 
     fig, (ax,) = figure_grid(1, width=6.0, height=4.0)
     ends = []
-    for name, result in results.items():
-        served = result.adaptive_log10_distortion_bound[np.isfinite(result.adaptive_log10_distortion_bound)]
+    for name, (values, static, static_label) in curves.items():
+        served = values[np.isfinite(values)]
         ends += list(np.quantile(served, [0.001, 0.99])) if served.size else []
-        values = np.sort(result.adaptive_log10_distortion_bound)
-        n = values.size
-        finite = np.isfinite(values)
-        (line,) = ax.step(values[finite], np.arange(1, n + 1)[finite] / n, where="post", label=f"{name}: adaptive")
-        static = result.static.solution
-        if found_point(int(static.status)):
-            ax.axvline(float(static.log10_distortion_bound), color=line.get_color(), linestyle="--",
-                       label=f"{name}: static, ε = {result.static.outage:g}")
-            ends.append(float(static.log10_distortion_bound))
+        ordered = np.sort(values)
+        n = ordered.size
+        finite = np.isfinite(ordered)
+        (line,) = ax.step(ordered[finite], np.arange(1, n + 1)[finite] / n, where="post", label=f"{name}: adaptive")
+        if np.isfinite(static):
+            ax.axvline(static, color=line.get_color(), linestyle="--", label=f"{name}: {static_label}")
+            ends.append(static)
     if ends:
         pad = 0.05 * (max(ends) - min(ends)) or 0.1
         ax.set_xlim(min(ends) - pad, max(ends) + pad)
-    ax.set_xlabel("log10 D̂* (distortion bound)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("fraction of channel draws")
-    ax.set_title("Adaptive design over channel draws vs the static outage design")
+    ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
+
+
+def plot_adaptive_cdf(results: Mapping[str, MonteCarlo], path: str | os.PathLike) -> Path:
+    """:func:`plot_draws_cdf` of the adaptive design's log10 D̂* per model, with the static design's log10 D̂*."""
+    curves = {}
+    for name, result in results.items():
+        static = result.static.solution
+        level = float(static.log10_distortion_bound) if found_point(int(static.status)) else np.inf
+        curves[name] = (result.adaptive_log10_distortion_bound, level, f"static, ε = {result.static.outage:g}")
+    return plot_draws_cdf(curves, path, xlabel="log10 D̂* (distortion bound)",
+                          title="Adaptive design over channel draws vs the static outage design")
 
 
 def plot_static_curve(curves: Mapping[str, pd.DataFrame], path: str | os.PathLike,

@@ -90,6 +90,8 @@ def test_each_draw_is_the_solve_at_its_drawn_gain(runs):
                 problem = make_problem("paper", "bert-base", overrides={"distance_m": d, "delay_s": t}).astype(jnp.float64)
                 direct = solve_exact(with_channel_gain(problem, channel_gain(problem.system) * factor, validate=False))
                 at = ds.sel(distance_m=d, delay_s=t, scheme="proposed")
+                np.testing.assert_allclose(at["drawn_channel_gain"].values, channel_gain(problem.system) * factor,
+                                           rtol=1e-15)
                 assert np.array_equal(at["status"].values, np.asarray(direct.status))
                 np.testing.assert_allclose(at["retained_params"].values, np.asarray(direct.retained_params), rtol=1e-12)
                 np.testing.assert_allclose(at["log10_distortion_bound"].values,

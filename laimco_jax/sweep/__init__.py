@@ -114,7 +114,8 @@ by (S, i) alone, so the results do not depend on the chunk size). Stored: per gr
 reductions over the draws, ``adaptive_mean_log10_distortion_bound``, ``adaptive_log10_distortion_bound_q05``
 / ``_q50`` / ``_q95`` (exact order statistics, a draw without a design counting as +inf) and
 ``adaptive_infeasible_fraction``; unless ``--reduce-only``, every Solution variable with a last dim
-``sample`` and the coordinate ``gain_factor`` (the drawn |h|² per sample). The chunk size counts every
+``sample``, ``drawn_channel_gain`` (the draw's gain g·|h|² at the point) and the coordinate
+``gain_factor`` (the drawn |h|² per sample). The chunk size counts every
 draw; a chunk holds all N draws of at least one grid point and solves them in batches, keeping 8 bytes
 per draw for the exact quantiles. Not with ``--split`` or ``--gradient``, nor with ``--users``::
 

@@ -14,8 +14,9 @@ Stored (dims ``(grid dims..., scheme[, sample])``):
   ``adaptive_mean_log10_distortion_bound``, ``adaptive_log10_distortion_bound_q05`` / ``_q50`` /
   ``_q95`` (exact quantiles, numpy's ``inverted_cdf``; a draw without a design counts as +inf) and
   ``adaptive_infeasible_fraction``;
-* unless ``reduce_only``, every Solution variable of the sweep per draw (dim ``sample``), the
-  coordinate ``sample`` (the draw's global index) and ``gain_factor`` (the drawn |h|², dim ``sample``).
+* unless ``reduce_only``, every Solution variable of the sweep per draw (dim ``sample``), the draw's
+  gain g·|h|² at the grid point (``drawn_channel_gain``), the coordinate ``sample`` (the draw's global
+  index) and ``gain_factor`` (the drawn |h|², dim ``sample``).
 
 Memory. A chunk holds all N draws of its grid points; the chunk size counts every draw (a chunk is at
 least one grid point). The draws of a chunk are solved in batches of at most
@@ -54,7 +55,7 @@ from laimco_jax.sweep.compute import (
     padded_points,
     replicate,
 )
-from laimco_jax.sweep.schema import SOLUTION_VARIABLES
+from laimco_jax.sweep.schema import DRAWN_GAIN, SOLUTION_VARIABLES
 from laimco_jax.sweep.spec import FadingSamples, SweepSpec
 from laimco_jax.system import channel_gain
 
@@ -113,6 +114,7 @@ def _solve_batch(origin, base, axis_values, factor, plan: _FadingPlan) -> dict[s
     out = {_LOG10: jnp.where(found_point(solution.status), solution.log10_distortion_bound, jnp.inf)}
     if not plan.reduce_only:
         out |= {stored: getattr(solution, field) for field, (stored, *_) in SOLUTION_VARIABLES.items()}
+        out[DRAWN_GAIN] = gain
     size = points * plan.batch
     out = {name: jnp.broadcast_to(v, (size,)).reshape(points, plan.batch) for name, v in out.items()}
     return jax.lax.with_sharding_constraint(out, sharded)

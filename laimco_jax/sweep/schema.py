@@ -43,6 +43,8 @@ SOLUTION_VARIABLES: dict[str, tuple[str, str, dict]] = {
     "iterations": ("iterations", "solver iterations", {}),
 }
 _INT_FIELDS = ("status", "infeasible_reason", "iterations")
+#: A fading sweep's stored gain g·|h|² of each draw at each grid point (laimco_jax.sweep.fading).
+DRAWN_GAIN = "drawn_channel_gain"
 _BEST_VARIABLES = {
     "best_split": ("layers", "split retaining the most parameters among OPTIMAL splits (-1: none)"),
     "best_log10_distortion_bound": ("log10", "log10 D̂ at best_split (NaN: none)"),
@@ -67,6 +69,8 @@ def variables(spec: SweepSpec, dtype) -> dict[str, tuple[tuple[str, ...], Any, A
         if spec.fading.reduce_only:
             return out
         inner = dims + (SAMPLE_DIM,)
+        out[DRAWN_GAIN] = (inner, dtype, np.nan, {"units": FIELD_UNITS["channel_gain"],
+                                                  "long_name": "channel gain g·|h|² of the draw at the point"})
     for field, (stored, text, extra) in SOLUTION_VARIABLES.items():
         integer = field in _INT_FIELDS
         out[stored] = (inner, np.int32 if integer else dtype, -1 if integer else np.nan,

@@ -35,13 +35,14 @@ about sharing. Cells may still be infeasible because their users' least bands ad
 
 Cell resources (``--resources``): ``per-user`` (default) B = 5 MHz·K/2 and F = 4 GHz·K/2, so each user's
 equal share (2.5 MHz, 2 GHz) stays that of the tests' K = 2 cells at every K; ``fixed`` B = 5 MHz and
-F = 4 GHz at every K (at K = 32 most cells are then short of band).
+F = 4 GHz at every K (at K = 32 most cells are then short of band). ``--server-per-user-hz`` changes the
+2 GHz (at 2 GHz a user's server part rarely needs its whole share; at 0.5 GHz the server is scarce).
 
 Usage: ``python benchmarks/bench_multiuser.py [--cells 2:512,8:128,32:32] [--ref-cells 2:5,8:2,32:0]
 [--mixes near-paper,mixed] [--objective sum-log] [--server-sharing equal] [--resources per-user] [--repeats 3]
 [--out benchmarks/results/bench_multiuser.json]``.
 
-With ``--server-sharing optimized`` (e.g. ``--cells 2:64,8:32,32:8,64:4 --out
+With ``--server-sharing optimized`` (e.g. ``--cells 2:64,8:32,32:8,64:4 --server-per-user-hz 5e8 --out
 benchmarks/results/bench_multiuser_optimized.json``) the solver chooses the server shares too: no
 reference runs (it solves fixed shares), and each case adds the gain over equal server shares (the same
 cells solved with F/K each, the band split optimal) and the certificate's 10/50/90 % quantiles — the
@@ -71,7 +72,7 @@ from laimco_jax.solvers.multiuser import cell_objective, solve_cell, solve_equal
 from laimco_jax.solvers.solution import found_point
 
 MIXES = ("near-paper", "mixed")
-BAND_PER_PAIR_HZ, SERVER_PER_PAIR_HZ = 5e6, 4e9  # B and F of a K = 2 cell
+BAND_PER_PAIR_HZ = 5e6  # B of a K = 2 cell
 TARGET_RATIO_K2 = 1000.0
 
 
@@ -147,7 +148,7 @@ def parse_counts(text: str) -> dict[int, int]:
 
 def run_case(args, mix: str, users: int, count: int, ref_count: int) -> dict:
     scale = users / 2 if args.resources == "per-user" else 1.0
-    band_hz, server_hz = BAND_PER_PAIR_HZ * scale, SERVER_PER_PAIR_HZ * scale
+    band_hz, server_hz = BAND_PER_PAIR_HZ * scale, 2 * args.server_per_user_hz * scale
     drawn, redraws = draw_cells(mix, users, count, args.seed, args.bart_fraction)
     batch = stack_cells([make_cell(p, w, band_hz, server_hz) for p, w in drawn])
 
@@ -289,6 +290,8 @@ def main() -> None:
     parser.add_argument("--mixes", default=",".join(MIXES))
     parser.add_argument("--objective", default="sum-log", choices=("sum-log", "sum", "max"))
     parser.add_argument("--resources", default="per-user", choices=("per-user", "fixed"))
+    parser.add_argument("--server-per-user-hz", type=float, default=2e9,
+                        help="F/K with --resources per-user, F/2 with fixed [cycles/s]")
     parser.add_argument("--server-sharing", default="equal", choices=("equal", "optimized"),
                         help="optimized: also the gain over equal server shares and the gap distribution; no reference")
     parser.add_argument("--bart-fraction", type=float, default=0.25)
@@ -310,6 +313,7 @@ def main() -> None:
         "jax": jax.__version__,
         "laimco_jax": source_version(),
         "objective": args.objective, "server_sharing": args.server_sharing, "resources": args.resources,
+        "server_per_user_hz": args.server_per_user_hz,
         "seed": args.seed, "repeats": args.repeats,
         "bart_fraction": args.bart_fraction,
         "cases": [],

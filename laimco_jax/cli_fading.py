@@ -143,11 +143,8 @@ def cell_fading_record(users: Path, fading: str, *, objective: str | None, outag
     check_range("--chunk-size", chunk_size, Range(1.0))
     cell, options = load_cell(users)
     objective = check_objective(options.objective if objective is None else objective)
-    if options.server_sharing != "equal":
-        raise ConfigError(f"--users {str(users)!r}: server_sharing = {options.server_sharing!r}; laimco fading "
-                          "--users solves cells with equal server shares only (set server_sharing = \"equal\")")
     result = cell_monte_carlo(cell, model, outage, objective=objective, samples=samples, seed=seed,
-                              chunk_size=chunk_size)
+                              chunk_size=chunk_size, server_sharing=options.server_sharing)
     record = summarize_cell(result)
     if out is not None:
         out = Path(out)

@@ -336,9 +336,11 @@ class CellStaticDesign(NamedTuple):
     present: Any  # (K,) bool
 
 
-def static_cell_design(cell, fading: Fading, outage: float, objective: str, batch: int = 1) -> CellStaticDesign:
+def static_cell_design(cell, fading: Fading, outage: float, objective: str, batch: int = 1,
+                       server_sharing: str = "equal") -> CellStaticDesign:
     """The static cell design for a per-user outage ε: :func:`~laimco_jax.solvers.multiuser.solve_cell` on
-    ``cell`` (one cell) with each user's gain at its ε-quantile g_k·q_ε. It is solved as the first of a
+    ``cell`` (one cell) with each user's gain at its ε-quantile g_k·q_ε (server shares F/K, or optimised
+    with ``server_sharing="optimized"``: the design then fixes them). It is solved as the first of a
     batch of ``batch`` copies, so the program compiled for batches of the draws serves it too."""
     from laimco_jax.solvers.multiuser import solve_cell
 
@@ -346,7 +348,7 @@ def static_cell_design(cell, fading: Fading, outage: float, objective: str, batc
     quantile = gain_factor_quantile(fading, outage)
     size = jnp.shape(cell.present)[-1]
     solution = jax.tree_util.tree_map(lambda x: x[0], solve_cell(cell_at_gains(cell, jnp.full((batch, size), quantile)),
-                                                                 objective))
+                                                                 objective, server_sharing))
     band = jnp.where(cell.users.model.embedding_bits > 0, solution.bandwidth_hz, cell.bandwidth_hz)
     users = cell.users.derive(system=cell.users.system.derive(bandwidth_hz=band, f_max_server_hz=solution.server_share_hz))
     return CellStaticDesign(fading, outage, objective, quantile, solution, users, jnp.asarray(cell.present))
@@ -372,18 +374,20 @@ class CellMonteCarlo(NamedTuple):
 
 
 def cell_monte_carlo(cell, fading: Fading, outage: float = DEFAULT_OUTAGE, *, objective: str, samples: int,
-                     seed: int = 0, chunk_size: int = DEFAULT_CHUNK) -> CellMonteCarlo:
+                     seed: int = 0, chunk_size: int = DEFAULT_CHUNK, server_sharing: str = "equal") -> CellMonteCarlo:
     """The static cell design for a per-user ε = ``outage`` and ``samples`` joint draws (independent per
     user, :func:`cell_gain_factors`): per draw, which users of the static design miss a budget, and the
     adaptive cell design (:func:`~laimco_jax.solvers.multiuser.solve_cell` at the drawn gains, in batches
     of ``chunk_size`` cells, padded, so one program per (objective, K) serves all). ``cell`` is one cell
-    (:func:`~laimco_jax.cell.load_cell`). Computes in float64 inside ``jax.enable_x64(True)``.
+    (:func:`~laimco_jax.cell.load_cell`); ``server_sharing`` as in ``solve_cell`` (both designs). Computes in
+    float64 inside ``jax.enable_x64(True)``.
     ConfigError for bad ε, samples (also samples·K > 2^32), seed or chunk size.
     """
-    from laimco_jax.cell import check_objective
+    from laimco_jax.cell import check_objective, check_server_sharing
     from laimco_jax.solvers.multiuser import solve_cell
 
     check_objective(objective)
+    check_server_sharing(server_sharing)
     users = int(np.shape(cell.present)[-1])
     samples = check_samples("samples", samples)
     check_samples("samples x users", samples * users)
@@ -393,11 +397,11 @@ def cell_monte_carlo(cell, fading: Fading, outage: float = DEFAULT_OUTAGE, *, ob
     size = min(chunk_size, samples)
     with jax.enable_x64(True):
         cell = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64) if jnp.asarray(x).dtype != bool else x, cell)
-        static = static_cell_design(cell, fading, outage, objective, size)
+        static = static_cell_design(cell, fading, outage, objective, size, server_sharing)
         parts = []
         for start in range(0, samples, size):
             factor = cell_gain_factors(fading, seed, start, size, samples, users)
-            solution = solve_cell(cell_at_gains(cell, factor), objective)
+            solution = solve_cell(cell_at_gains(cell, factor), objective, server_sharing)
             value = jnp.where(found_point(solution.status), solution.objective, jnp.inf)
             parts.append((factor, cell_static_misses(static, factor), value, solution.status))
         columns = [np.concatenate([np.asarray(p[i]) for p in parts])[:samples] for i in range(4)]

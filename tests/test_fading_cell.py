@@ -125,14 +125,28 @@ def test_cli_fading_users_json_and_files(cli, run, cell_file, tmp_path):
         (("--users", "CELL", "--samples", "0"), ["--samples", "0", "[1, "]),
         (("--users", "CELL", "--objective", "median"), ["objective", "median"]),
         (("--users", "CELL", "--outage", "1.5"), ["--outage", "1.5", "(0, 1)"]),
-        (("--users", "SHARED"), ["server_sharing", "optimized", "equal"]),
+        (("--users", "SHARED"), ["server_sharing", "'fair'", "allowed: equal, optimized"]),
     ],
 )
 def test_cli_users_bad_input_is_one_line_and_exit_2(cli, tmp_path, args, words):
     (tmp_path / "cell.toml").write_text(CELL_TOML)
-    (tmp_path / "shared.toml").write_text(CELL_TOML.replace('objective = "sum-log"', 'server_sharing = "optimized"'))
+    (tmp_path / "shared.toml").write_text(CELL_TOML.replace('objective = "sum-log"', 'server_sharing = "fair"'))
     paths = {"CELL": tmp_path / "cell.toml", "SHARED": tmp_path / "shared.toml", "MISSING": tmp_path / "MISSING.toml"}
     code, out, err = cli("fading", "--fading", "rayleigh", *[paths.get(a, a) for a in args])
     assert code == 2 and out == "", (out, err)
     assert len(err.strip().splitlines()) == 1, err
     assert all(word in err for word in words), err
+
+
+@pytest.mark.slow
+def test_optimized_server_shares_fix_the_static_design_and_users_still_miss_exactly_below_the_quantile(cell_file):
+    """With optimised server shares the static design fixes them (Σ S_k <= F) and each user's misses are
+    still exactly its draws below q_ε (its delay and energy depend on its own gain alone)."""
+    cell, _ = load_cell(cell_file)
+    result = cell_monte_carlo(cell, parse_fading("rayleigh"), EPS, objective="sum-log", samples=400, seed=SEED,
+                              chunk_size=200, server_sharing="optimized")
+    shares = np.asarray(result.static.solution.server_share_hz)
+    assert shares.sum() <= float(cell.f_max_server_hz) * (1 + 1e-12) and (shares > 0).all()
+    q = -math.log1p(-EPS)
+    assert np.array_equal(result.user_miss, result.gain_factor < q)
+    assert np.isfinite(result.adaptive_objective).all()

@@ -84,7 +84,7 @@ def test_multiuser_joint_between_alone_and_equal_split(cells, users):
     optimised server shares never worse than equal ones, their proven bound below both."""
     equal = cells[cells.server_sharing == "equal"].set_index(["budgets", "objective", "users"])
     optimized = cells[cells.server_sharing == "optimized"].set_index(["budgets", "objective", "users"])
-    paired = optimized.join(equal, rsuffix="_equal", how="inner")
+    paired = optimized.merge(equal, left_index=True, right_index=True, suffixes=("", "_equal"))
     paired = paired[np.isfinite(paired.value_equal)]
     assert len(paired) == len(optimized[np.isfinite(optimized.value)]) > 0
     assert (paired.value <= paired.value_equal + 1e-9 * np.abs(paired.value_equal)).all()

@@ -280,7 +280,7 @@ def server_comparison(cells: pd.DataFrame) -> pd.DataFrame:
     rows = cells[cells.objective == OPTIMIZED_OBJECTIVE]
     equal = rows[rows.server_sharing == "equal"].set_index(["budgets", "users"])
     optimized = rows[rows.server_sharing == "optimized"].set_index(["budgets", "users"])
-    both = equal.join(optimized, lsuffix="_equal", rsuffix="_optimized", how="inner")
+    both = equal.merge(optimized, left_index=True, right_index=True, suffixes=("_equal", "_optimized"))
     both = both[np.isfinite(both.value_equal) & np.isfinite(both.value_optimized)].reset_index()
     return pd.DataFrame(dict(
         budgets=both.budgets, users=both.users, equal_value=both.value_equal, optimized_value=both.value_optimized,

@@ -69,10 +69,11 @@ _ROUNDS = 3  # rounds of (balance the target, refine each user around its crossi
 _REFINE_STEPS = 8  # new samples per user and round
 _CHORD_STEP = 1e-4  # relative spacing of the five bands of the concavity bound
 _BAND_STEPS = 16  # samples of a user's best band at a price (optimised server shares)
+_GUESS_SPREAD = 1e-3  # relative distance of the first samples of that search from the current band
 _SERVER_ROUNDS = 3  # optimised server shares: primal points (equal shares, then suggested by a bound)
-_SERVER_LADDER = (1e-3, 1e-2, 0.1, 0.3)  # relative steps of the server grid around a user's share
+_SERVER_LADDER = tuple(1e-3 * 800.0 ** (i / 11) for i in range(12))  # relative steps around a user's share: 0.1 % … 80 %
 _SERVER_COARSE = 6  # server grid points F/2^i, i < this
-_SERVER_FLOOR = 1e-6  # the least server clock of the grid, relative to F
+_SERVER_FLOOR = 2.0 ** -10  # the least server clock of the grid, relative to F
 
 
 class CellInfeasibleReason(enum.IntEnum):
@@ -236,17 +237,26 @@ def _falsi(x_lo, x_hi, f_lo, f_hi):
 
 
 class _Samples(NamedTuple):
-    """Each user's response y (non-increasing in the band) at bands b, sorted along the last axis."""
+    """Each user's response y (non-increasing in the band) at bands b, sorted along the last axis: the
+    first ``filled`` slots of a fixed buffer hold samples, the rest ln b = +inf, y = −inf (sorted last)."""
 
     log_band: Any  # ln b [ln Hz], batch + (K, S)
     y: Any
+    filled: Any  # int32 scalar
+
+
+def _samples(log_band, y, size: int) -> _Samples:
+    """The samples ``(log_band, y)`` (last axis) in a buffer of ``size`` slots."""
+    pad = [(0, 0)] * (log_band.ndim - 1) + [(0, size - log_band.shape[-1])]
+    return _Samples(jnp.pad(log_band, pad, constant_values=jnp.inf), jnp.pad(y, pad, constant_values=-jnp.inf),
+                    jnp.asarray(log_band.shape[-1], jnp.int32))
 
 
 def _bracket(samples: _Samples, target):
     """For each user, the adjacent samples around the crossing y = ``target`` (batch + (K,)): the index j
-    of the last sample with y >= target, clipped so that (j, j + 1) is a pair."""
+    of the last sample with y >= target, clipped so that (j, j + 1) is a pair of filled samples."""
     count = jnp.sum(samples.y >= target[..., None], axis=-1)
-    j = jnp.clip(count - 1, 0, samples.y.shape[-1] - 2)
+    j = jnp.clip(count - 1, 0, samples.filled - 2)
 
     def at(a, i):
         return jnp.take_along_axis(a, i[..., None], axis=-1)[..., 0]
@@ -262,11 +272,9 @@ def _crossing(samples: _Samples, target):
     on one side throughout."""
     count, x_lo, x_hi, y_lo, y_hi = _bracket(samples, target)
     inside = _falsi(x_lo, x_hi, y_lo - target, y_hi - target)
-    inside = jnp.exp(jnp.where(jnp.isfinite(y_lo) & ~jnp.isfinite(y_hi), x_lo,
-                               jnp.where(~jnp.isfinite(y_lo) & jnp.isfinite(y_hi), x_hi, inside)))
-    last = samples.y.shape[-1]
-    return jnp.where(count == 0, jnp.exp(samples.log_band[..., 0]),
-                     jnp.where(count == last, jnp.exp(samples.log_band[..., -1]), inside))
+    inside = jnp.where(jnp.isfinite(y_lo) & ~jnp.isfinite(y_hi), x_lo,
+                       jnp.where(~jnp.isfinite(y_lo) & jnp.isfinite(y_hi), x_hi, inside))
+    return jnp.exp(jnp.where(count == 0, x_lo, jnp.where(count >= samples.filled, x_hi, inside)))
 
 
 def _balanced_target(cell: Cell, samples: _Samples, target_lo, target_hi):
@@ -301,10 +309,11 @@ def _refine(samples: _Samples, target, respond, steps: int) -> _Samples:
 
     empty = jnp.zeros(x_lo.shape + (steps,), x_lo.dtype)
     *_, new_x, new_y = jax.lax.fori_loop(0, steps, step, (x_lo, x_hi, y_lo, y_hi, empty, empty))
-    log_band = jnp.concatenate([samples.log_band, new_x], axis=-1)
+    log_band = jax.lax.dynamic_update_slice_in_dim(samples.log_band, new_x, samples.filled, axis=-1)
+    y = jax.lax.dynamic_update_slice_in_dim(samples.y, new_y, samples.filled, axis=-1)
     order = jnp.argsort(log_band, axis=-1)
-    y = jnp.concatenate([samples.y, new_y], axis=-1)
-    return _Samples(jnp.take_along_axis(log_band, order, axis=-1), jnp.take_along_axis(y, order, axis=-1))
+    return _Samples(jnp.take_along_axis(log_band, order, axis=-1), jnp.take_along_axis(y, order, axis=-1),
+                    samples.filled + steps)
 
 
 class _Start(NamedTuple):
@@ -364,7 +373,7 @@ def _allocate(objective: str, cell: Cell, server, start: _Start):
     log_band = jnp.log(low)[..., None] + fraction * (jnp.log(full) - jnp.log(low))[..., None]
     log_band = log_band.at[..., -1].set(jnp.log(full))
     y = jax.vmap(respond, in_axes=-1, out_axes=-1)(jnp.exp(log_band))
-    samples = _Samples(log_band, y)
+    samples = _samples(log_band, y, _GRID_POINTS + _ROUNDS * _REFINE_STEPS)
     # Σ b_k(z) >= B below the largest response at B (that user wants all of it) and <= B above every
     # response sampled; where every response at B is −inf (all users saturate below B: the band is not
     # scarce) the lower end sits below every finite response, at the users' saturation bands.
@@ -374,9 +383,12 @@ def _allocate(objective: str, cell: Cell, server, start: _Start):
     at_full = jnp.max(jnp.where(uploads, y[..., -1], -jnp.inf), axis=-1)
     target_lo = jnp.where(jnp.isfinite(at_full), at_full, lowest - 1.0)
     target_hi = jnp.maximum(highest + 1.0, target_lo)
-    for _ in range(_ROUNDS):
+
+    def round_(_, samples):
         target = _balanced_target(cell, samples, target_lo, target_hi)
-        samples = _refine(samples, target[..., None], respond, _REFINE_STEPS)
+        return _refine(samples, target[..., None], respond, _REFINE_STEPS)
+
+    samples = jax.lax.fori_loop(0, _ROUNDS, round_, samples)
     target = _balanced_target(cell, samples, target_lo, target_hi)
     bands = jnp.where(uploads, _crossing(samples, target[..., None]), 0.0)
     total = jnp.sum(bands, axis=-1, keepdims=True)
@@ -530,17 +542,20 @@ def _lagrangian(objective: str, cell: Cell, primal: _Primal) -> _Lagrangian:
 # ----------------------------------------------------------------------------- optimised server shares
 
 
-def _best_band(objective: str, cell: Cell, server, price, least):
+def _best_band(objective: str, cell: Cell, server, price, least, guess):
     """Each user's band maximising U_k(v_k(b)) − π b at server clock ``server`` (its response's crossing
-    of ln π: sampled at its least band and at B, then refined as in :func:`_allocate`), and the bands
+    of ln π: sampled at its least band, at ``guess``·(1 ± :data:`_GUESS_SPREAD`) and at B, then refined as
+    in :func:`_allocate`), and the bands
     bracketing the crossing with their neighbours at relative distance :data:`_CHORD_STEP` inside
     (leading axis of 4: where the response jumps over ln π, at a kink of v_k, the sup lies between
     them and their chords bound it)."""
     respond = _response(objective, cell, server)
     full = jnp.broadcast_to(cell.bandwidth_hz[..., None], least.shape)
     low = jnp.where(_uploads(cell), least * (1.0 + 1e-9), full)
-    log_band = jnp.stack([jnp.log(low), jnp.log(full)], axis=-1)
-    samples = _Samples(log_band, jax.vmap(respond, in_axes=-1, out_axes=-1)(jnp.exp(log_band)))
+    near = jnp.clip(guess[..., None] * jnp.asarray([1.0 - _GUESS_SPREAD, 1.0 + _GUESS_SPREAD], full.dtype),
+                    low[..., None], full[..., None])
+    log_band = jnp.log(jnp.concatenate([low[..., None], near, full[..., None]], axis=-1))
+    samples = _samples(log_band, jax.vmap(respond, in_axes=-1, out_axes=-1)(jnp.exp(log_band)), 4 + _BAND_STEPS)
     target = jnp.log(price)[..., None]
     samples = _refine(samples, target, respond, _BAND_STEPS)
     _, x_lo, x_hi, _, _ = _bracket(samples, target)
@@ -588,14 +603,15 @@ def _capacity_price(cell: Cell, values, points):
     return jnp.where(fits_free, zero, lo), jnp.where(fits_free, zero, hi)
 
 
-def _two_price_pass(lagrangian: _Lagrangian, start: _Start, around):
+def _two_price_pass(lagrangian: _Lagrangian, start: _Start, around, guess):
     """A bound on Σ_k U_k with both the band and the server clock shared, and the server shares it suggests.
 
     Weak duality with band price π and server price ν >= 0: Φ <= π B + ν F + Σ_k h_k,
     h_k = sup_{b, S} [U_k(v_k(b, S)) − π b − ν S], for any allocation with Σ b_k <= B and Σ S_k <= F. v_k is
     non-decreasing in S (a higher cap on f̃ never hurts), so on each interval (S_{j−1}, S_j] of the grid
-    (:func:`_server_grid`, S_0 = 0) h_k <= sup_b [U_k(v_k(b, S_j)) − π b] − ν S_{j−1}; each sup over b
-    is bounded as in :func:`_user_sups` around the user's best band at S_j. ν minimises the bound
+    (:func:`_server_grid` around the server clocks ``around``, S_0 = 0) h_k <= sup_b [U_k(v_k(b, S_j)) − π b]
+    − ν S_{j−1}; each sup over b is bounded as in :func:`_user_sups` around the user's best band at S_j
+    (searched from ``guess``, the bands at ``around``). ν minimises the bound
     (it is convex and piecewise linear in ν: a bisection of its slope). The suggested shares are the
     users' best grid clocks at the least ν at which they fit, scaled up to F.
     """
@@ -603,7 +619,7 @@ def _two_price_pass(lagrangian: _Lagrangian, start: _Start, around):
     grid = _server_grid(cell, around)
 
     def at(server):
-        bands, ends = _best_band(lagrangian.objective, cell, server, price, start.least)
+        bands, ends = _best_band(lagrangian.objective, cell, server, price, start.least, guess)
         return _user_sups(lagrangian.objective, cell, server, bands, price, ends)
 
     sup, reached = jax.vmap(at, in_axes=-1, out_axes=-1)(grid)
@@ -649,7 +665,7 @@ def _optimized(objective: str, cell: Cell, start: _Start) -> tuple[_Primal, Any]
     def round_(carry, _):
         best, shares, upper = carry
         best = better(best, _primal(objective, cell, shares, start))
-        bound, suggested = _two_price_pass(_lagrangian(objective, cell, best), start, best.server)
+        bound, suggested = _two_price_pass(_lagrangian(objective, cell, best), start, best.server, best.bands)
         return (best, suggested, jnp.minimum(upper, bound)), None
 
     shapes = jax.eval_shape(lambda: _primal(objective, cell, _equal_server_share(cell), start))

@@ -254,6 +254,11 @@ FadingOpt = Annotated[Optional[str], typer.Option("--fading", help="Fading of th
 #: Deprecated key of ``laimco solve --json`` -> the key (Solution's and the sweep store's name) that
 #: replaces it. Each is still printed, with the same value, in 0.1.x and is removed after it.
 DEPRECATED_JSON_KEYS = {"p_watt": "p_w"}
+DistanceRangeOpt = Annotated[Optional[str], typer.Option(
+    "--distance-range", help="With --fading: MIN:MAX [m], the user's distance uniform in area over that annulus, "
+    "drawn per channel draw; the configuration's distance_m is then ignored and the design holds with "
+    "probability >= 1 - ε over distance and fading (needs the path-loss fields).")]
+_IGNORED_DISTANCE = "the configuration's distance_m ignored"
 
 
 def solution_record(solution, *, method: str, scheme: str) -> dict[str, Any]:
@@ -322,22 +327,26 @@ def solve_cmd(
     fading: FadingOpt = None,
     outage: Annotated[Optional[float], typer.Option("--outage", help="Outage probability ε in (0, 1) of the "
                                                     "--fading design (default 0.05).")] = None,
+    distance_range: DistanceRangeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Minimise the distortion bound D̂ of (41) under the delay and energy budgets: problem (P1).
 
     With --fading MODEL, the static design that meets both budgets with probability >= 1 - ε (--outage):
     (P1) at the ε-quantile of the faded gain, reported as fading_quantile_gain (docs/theory.md#fading-channels).
+    With --distance-range MIN:MAX, the quantile of the gain g(d)|h|^2 over a distance uniform in the annulus
+    and the fading (distance_range_m; the configuration's distance_m is ignored).
     """
     from laimco_jax.cli_fading import outage_problem
 
-    problem, fading_keys = outage_problem(_problem(preset, model, config, set_), fading, outage)
+    problem, fading_keys = outage_problem(_problem(preset, model, config, set_), fading, outage, distance_range)
     record = solution_record(_solve(problem, scheme, method), method=method, scheme=scheme) | fading_keys
     if as_json:
         print(json_text(record | {old: record[new] for old, new in DEPRECATED_JSON_KEYS.items()}))
         return
     record.pop("objective_history", None)
-    _emit(record, False, f"(P1) solved by {method}, scheme {scheme}", _TABLE_UNITS)
+    annulus = f" at the ε-quantile over distances in [{distance_range}] m, {_IGNORED_DISTANCE}" if distance_range else ""
+    _emit(record, False, f"(P1) solved by {method}, scheme {scheme}{annulus}", _TABLE_UNITS | {"distance_range_m": "m"})
 
 
 #: Columns of ``laimco multiuser``'s user table: (record key, header).
@@ -400,6 +409,7 @@ def fading_cmd(
     users: Annotated[Optional[Path], typer.Option("--users", help="Cell file (as laimco multiuser): independent draws per "
                                                   "user, the static cell design at each user's ε-quantile and the cell outage.")] = None,
     objective: Annotated[Optional[str], typer.Option("--objective", help="With --users: sum-log, sum or max (default the file's).")] = None,
+    distance_range: DistanceRangeOpt = None,
 ) -> None:
     """Fading: the static outage design, its outage over N channel draws, and the adaptive design per draw.
 
@@ -409,6 +419,10 @@ def fading_cmd(
     the quantiles), its infeasible fraction, and the value of channel knowledge (static minus adaptive
     mean log10 D̂*). docs/theory.md#fading-channels.
 
+    With --distance-range MIN:MAX each draw also draws the user's distance, uniform in area over the
+    annulus (distance_range_m, mean_distance_m); the gain factors are then relative to the path loss at MAX
+    and the configuration's distance_m is ignored.
+
     With --users CELL.toml, a cell of users with independent draws per user: the static cell design at
     every user's ε-quantile gain, the cell outage (draws where any user misses a budget; 1 - (1 - ε)^K
     for K users whose budgets bind) and the adaptive cell design (laimco multiuser) per draw.
@@ -416,8 +430,8 @@ def fading_cmd(
     from laimco_jax.cli_fading import CELL_FADING_UNITS, FADING_UNITS, cell_fading_record, fading_record
 
     if users is not None:
-        given = [flag for flag, v in (("--preset", preset), ("--model", model), ("--config", config), ("--set", set_))
-                 if v] + (["--scheme"] if scheme != "proposed" else [])
+        given = [flag for flag, v in (("--preset", preset), ("--model", model), ("--config", config), ("--set", set_),
+                                      ("--distance-range", distance_range)) if v] + (["--scheme"] if scheme != "proposed" else [])
         record = cell_fading_record(users, fading, objective=objective, outage=outage, samples=samples, seed=seed,
                                     chunk_size=chunk_size, out=out, refused=given)
         title = (f"Fading {record['fading']} in a cell of {record['users']} users: static design at each user's "
@@ -427,8 +441,10 @@ def fading_cmd(
         raise ConfigError(f"--objective {objective!r}: only with --users CELL.toml (the objective of a cell)")
     else:
         record = fading_record(_problem(preset, model, config, set_), fading, outage=outage, samples=samples,
-                               seed=seed, scheme=scheme, chunk_size=chunk_size, out=out)
+                               seed=seed, scheme=scheme, chunk_size=chunk_size, out=out, distance_range=distance_range)
         title = f"Fading {record['fading']}: static design at ε = {outage:g} and adaptive design over {record['samples']} draws"
+        if distance_range is not None:
+            title += f" (distances uniform over [{distance_range}] m, {_IGNORED_DISTANCE})"
         units = FADING_UNITS
     files = record.pop("files", None)
     if as_json:

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from laimco_jax.fading import check_outage, check_samples, check_seed, parse_fading
 from laimco_jax.outage import DEFAULT_OUTAGE, monte_carlo, quantile_gain, static_sensitivity, summarize
-from laimco_jax.outage import with_channel_gain
+from laimco_jax.outage import at_outer_radius, distance_keys, distance_range_fading, with_channel_gain
 from laimco_jax.params import ConfigError, Problem, Range, check_range
 from laimco_jax.sensitivity import SINGULAR
 from laimco_jax.solvers import found_point
@@ -20,6 +20,8 @@ from laimco_jax.solvers import found_point
 FADING_UNITS = {
     "outage": "-",
     "samples": "draws",
+    "distance_range_m": "m",
+    "mean_distance_m": "m",
     "fading_gain_factor_quantile": "-",
     "fading_quantile_gain": "-",
     "static_log10_distortion_bound": "log10",
@@ -37,32 +39,62 @@ FADING_UNITS = {
 }
 
 
-def outage_problem(problem: Problem, fading: str | None, outage: float | None) -> tuple[Problem, dict[str, Any]]:
-    """``laimco solve --fading MODEL --outage EPS``: ``problem`` at the gain's ε-quantile g·q_ε (ε default
-    :data:`~laimco_jax.outage.DEFAULT_OUTAGE`), and the keys the output gains (``fading``, ``outage``,
-    ``fading_gain_factor_quantile`` q_ε, ``fading_quantile_gain`` g·q_ε). Without --fading the problem
-    is unchanged; --outage alone is a ConfigError."""
+#: The --distance-range option's allowed form (its messages).
+DISTANCE_RANGE_FORM = "expected MIN:MAX in metres with 0 < MIN <= MAX"
+
+
+def fading_model(problem: Problem, fading: str, distance_range: str | None):
+    """The model of ``--fading`` (:func:`~laimco_jax.fading.parse_fading`), with ``--distance-range MIN:MAX``
+    [m] an :class:`~laimco_jax.fading.AnnulusFading` under the problem's path loss
+    (:func:`~laimco_jax.outage.distance_range_fading`). ConfigError naming the option, the value and the
+    allowed form or range (MIN > MAX, MIN <= 0, not two numbers, a configuration without path-loss fields)."""
+    model = parse_fading(fading)
+    if distance_range is None:
+        return model
+    from laimco_jax.sweep.cells import parse_distance_range
+
+    label = f"--distance-range {distance_range!r}"
+    try:
+        low, high = parse_distance_range(distance_range)
+    except ConfigError:
+        raise ConfigError(f"{label}: {DISTANCE_RANGE_FORM}") from None
+    return distance_range_fading(problem, model, low, high, label)
+
+
+def outage_problem(problem: Problem, fading: str | None, outage: float | None,
+                   distance_range: str | None = None) -> tuple[Problem, dict[str, Any]]:
+    """``laimco solve --fading MODEL --outage EPS [--distance-range MIN:MAX]``: ``problem`` at the gain's
+    ε-quantile g·q_ε (ε default :data:`~laimco_jax.outage.DEFAULT_OUTAGE`), and the keys the output gains
+    (``fading``, ``outage``, ``fading_gain_factor_quantile`` q_ε, ``fading_quantile_gain`` g·q_ε; with a
+    distance range ``distance_range_m``, the quantile of the composite gain g(d)·|h|² over the distance
+    and the fading, q_ε relative to g(MAX), the configuration's distance_m ignored). Without --fading the
+    problem is unchanged; --outage or --distance-range alone is a ConfigError."""
     if fading is None:
         if outage is not None:
             raise ConfigError(f"--outage {outage!r} needs --fading MODEL (the channel model whose quantile it picks)")
+        if distance_range is not None:
+            raise ConfigError(f"--distance-range {distance_range!r} needs --fading MODEL (the fading at each distance)")
         return problem, {}
-    model = parse_fading(fading)
+    model = fading_model(problem, fading, distance_range)
     outage = check_outage("--outage", DEFAULT_OUTAGE if outage is None else outage)
     quantile, gain = quantile_gain(problem, model, outage)
-    record = {"fading": model.name, "outage": outage, "fading_gain_factor_quantile": quantile,
-              "fading_quantile_gain": float(gain)}
+    record = {"fading": model.name, "outage": outage, **distance_keys(model, None),
+              "fading_gain_factor_quantile": quantile, "fading_quantile_gain": float(gain)}
     return with_channel_gain(problem, gain), record
 
 
 def fading_record(problem: Problem, fading: str, *, outage: float, samples: int, seed: int, scheme: str,
-                  chunk_size: int, out: Path | None) -> dict[str, Any]:
+                  chunk_size: int, out: Path | None, distance_range: str | None = None) -> dict[str, Any]:
     """``laimco fading``: :func:`~laimco_jax.outage.summarize` of the Monte Carlo run, the static optimum's
     d log10 D̂*/dε and d log10 D̂*/dθ per fading parameter (``static_d_log10_distortion_bound_d_*``, where
     the static design is feasible), and with ``out`` the files of
-    :func:`~laimco_jax.experiments.fading.write_fading` plus ``fading_summary.json`` (key ``files``)."""
+    :func:`~laimco_jax.experiments.fading.write_fading` plus ``fading_summary.json`` (key ``files``).
+    ``distance_range`` (``MIN:MAX`` [m], :func:`fading_model`): a distance per draw, uniform in area over
+    the annulus, the configuration's distance_m ignored (gain factors relative to g(MAX))."""
     from laimco_jax.cli import json_text
 
-    model = parse_fading(fading)
+    model = fading_model(problem, fading, distance_range)
+    problem = at_outer_radius(problem, model)
     outage = check_outage("--outage", outage)
     samples = check_samples("--samples", samples)
     seed = check_seed("--seed", seed)

@@ -13,6 +13,12 @@ with every user's gain at its ε-quantile; :func:`cell_monte_carlo` draws indepe
 measures the cell's outage (a joint draw where any user misses a budget) and solves the adaptive cell
 design per draw; :func:`summarize_cell` reduces them.
 
+A user at a random distance. With an :class:`~laimco_jax.fading.AnnulusFading` (built from a problem by
+:func:`distance_range_fading`) the gain is g(d)·|h|² with d uniform in area over [d_min, d_max]; every
+function here then reads the problem at the outer radius (:func:`at_outer_radius`, the configuration's
+own distance_m is ignored) and the gain factor as Y = (d/d_max)^(−α)·|h|², so the static design is (P1)
+at the ε-quantile of the composite gain g(d_max)·q_ε(Y) and the Monte Carlo draws a distance per draw.
+
 Monte Carlo. :func:`monte_carlo` draws N gains (seeded, chunk-invariant), measures the static design's
 outage on them (the fraction of draws where it misses a budget: ε up to sampling error when a budget
 binds) and solves the adaptive design, (P1) at each drawn gain, in batches; :func:`summarize` reduces
@@ -30,13 +36,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from laimco_jax.fading import (
+    AnnulusFading,
     Fading,
+    annulus_distance_draws,
     check_outage,
     check_samples,
     check_seed,
     gain_factor_draws,
     gain_factor_quantile,
     quantile_derivatives,
+    with_distance_range,
 )
 from laimco_jax.params import ConfigError, Problem, SystemParams
 from laimco_jax.sensitivity import SINGULAR, field_derivatives
@@ -54,10 +63,13 @@ __all__ = [
     "MonteCarlo",
     "StaticDesign",
     "adaptive_reductions",
+    "at_outer_radius",
     "cell_at_gains",
     "cell_gain_factors",
     "cell_monte_carlo",
     "cell_static_misses",
+    "distance_keys",
+    "distance_range_fading",
     "draw_gain_factors",
     "monte_carlo",
     "quantile_gain",
@@ -88,10 +100,49 @@ def with_channel_gain(problem: Problem, gain, *, validate: bool = True) -> Probl
     return problem.derive(system=system)
 
 
-def quantile_gain(problem: Problem, fading: Fading, outage: float) -> tuple[float, Any]:
-    """(q_ε, g·q_ε): the ε-quantile of |h|² [-] and of the gain g·|h|² [-], g the problem's path loss."""
+def _pathloss_exponent(problem: Problem) -> float:
+    """The problem's path-loss exponent α [-]; ConfigError if it gives channel_gain instead."""
+    if problem.system.distance_m is None:
+        raise ConfigError(f"needs the path-loss form of the channel ({', '.join(SystemParams.PATHLOSS_FIELDS)}); "
+                          "the configuration gives system.channel_gain")
+    return float(problem.system.pathloss_exponent)
+
+
+def distance_range_fading(problem: Problem, fading: Fading, d_min_m: float, d_max_m: float,
+                          label: str | None = None) -> AnnulusFading:
+    """``fading`` for a user at a distance uniform in area over [``d_min_m``, ``d_max_m``] [m] under the path
+    loss of ``problem`` (its exponent α; :func:`~laimco_jax.fading.with_distance_range`). ConfigError
+    unless 0 < d_min <= d_max, the problem gives the path-loss fields and the gains g(d_min), g(d_max)
+    lie in the gain's range (:func:`at_outer_radius`); its message starts with ``label`` (default: the range)."""
+    label = label or f"distance range [{d_min_m!r}, {d_max_m!r}] m"
+    try:
+        model = with_distance_range(fading, d_min_m, d_max_m, _pathloss_exponent(problem))
+        at_outer_radius(problem, model)
+    except ConfigError as exc:
+        raise ConfigError(f"{label}: {exc}") from None
+    return model
+
+
+def at_outer_radius(problem: Problem, fading: Fading | AnnulusFading) -> Problem:
+    """``problem`` as the gain factors of ``fading`` are read against: unchanged for a :class:`Fading`; for
+    an :class:`~laimco_jax.fading.AnnulusFading` at ``distance_m`` = d_max [m] (its own distance_m is
+    ignored), whose path loss g(d_max) times Y = (d/d_max)^(−α)·|h|² is the gain. ConfigError if the problem
+    gives channel_gain, has another path-loss exponent than the model, or g(d_min) or g(d_max) is out of range."""
+    if not isinstance(fading, AnnulusFading):
+        return problem
+    alpha = _pathloss_exponent(problem)
+    if alpha != fading.pathloss_exponent:
+        raise ConfigError(f"the model's path-loss exponent {fading.pathloss_exponent:g} is not the "
+                          f"configuration's {alpha:g}")
+    problem.system.replace(distance_m=fading.d_min_m)  # validates d_min and its gain
+    return problem.derive(system=problem.system.replace(distance_m=fading.d_max_m))
+
+
+def quantile_gain(problem: Problem, fading: Fading | AnnulusFading, outage: float) -> tuple[float, Any]:
+    """(q_ε, g·q_ε): the ε-quantile of |h|² [-] and of the gain g·|h|² [-], g the problem's path loss (for
+    an :class:`~laimco_jax.fading.AnnulusFading`: of Y and of the composite gain g(d_max)·Y = g(d)·|h|²)."""
     quantile = gain_factor_quantile(fading, outage)
-    return quantile, channel_gain(problem.system) * quantile
+    return quantile, channel_gain(at_outer_radius(problem, fading).system) * quantile
 
 
 class StaticDesign(NamedTuple):
@@ -136,6 +187,7 @@ def static_sensitivity(problem: Problem, fading: Fading, outage: float, scheme: 
     :func:`~laimco_jax.fading.quantile_derivatives`. Returns ``{"outage": OptimumOutputs, name:
     OptimumOutputs, ..., "singular": flag}`` (see :mod:`laimco_jax.sensitivity`).
     """
+    problem = at_outer_radius(problem, fading)
     design = static_design(problem, fading, outage, scheme)
     by_gain = field_derivatives(design.problem, design.solution, scheme, ("channel_gain",))
     scale = channel_gain(problem.system)
@@ -158,12 +210,14 @@ class MonteCarlo(NamedTuple):
     gain_factor: np.ndarray  # |h|² of each draw [-]
     adaptive_log10_distortion_bound: np.ndarray  # log10 D̂* of (P1) at the drawn gain; +inf: no point
     static_miss: np.ndarray  # the static design misses a budget at the drawn gain
+    distance_m: np.ndarray | None = None  # the user's distance of each draw [m] (AnnulusFading), else None
 
 
 #: :func:`~laimco_jax.fading.gain_factor_draws` as a program of its own: fused with the solve, XLA may
 #: round the same draw differently in batches of different sizes. Every batched user of the draws
 #: (this module, the fading sweep) calls this one.
 draw_gain_factors = jax.jit(gain_factor_draws, static_argnames=("fading", "dtype"))
+_draw_distances = jax.jit(annulus_distance_draws, static_argnames=("dtype",))
 
 
 @functools.partial(jax.jit, static_argnames=("scheme",))
@@ -192,7 +246,8 @@ def monte_carlo(
     Per draw: the gain factor |h|², whether the static design misses a budget, and the adaptive design
     (:func:`~laimco_jax.solvers.solve_exact` at the drawn gain g·|h|², batches of ``chunk_size``
     draws). The draws depend only on (seed, index), not on ``chunk_size``. ``problem`` is one
-    configuration (scalar leaves). Computes in ``dtype`` (default float64) inside
+    configuration (scalar leaves). With an :class:`~laimco_jax.fading.AnnulusFading` each draw also has its
+    distance (the same index; ``distance_m``) and the gain factor is Y (:func:`at_outer_radius`). Computes in ``dtype`` (default float64) inside
     ``jax.enable_x64(True)`` whatever the caller's setting (docs/architecture.md, precision policy).
     ConfigError for ε outside (0, 1), samples < 1, a seed that is not an integer in [0, 2^32), a
     chunk size < 1, an unknown scheme or a batched problem.
@@ -205,15 +260,18 @@ def monte_carlo(
     if any(np.ndim(leaf) for leaf in jax.tree_util.tree_leaves(problem)):
         raise ConfigError("monte_carlo: the problem must be one configuration (scalar fields), not a batch")
     size = min(chunk_size, samples)
+    annulus = isinstance(fading, AnnulusFading)
     with jax.enable_x64(True):
-        problem = problem.astype(jnp.dtype(jnp.float64 if dtype is None else dtype))
+        problem = at_outer_radius(problem, fading).astype(jnp.dtype(jnp.float64 if dtype is None else dtype))
         static = static_design(problem, fading, outage, scheme)
         parts = []
         for start in range(0, samples, size):  # the last batch is padded with the next draws, then cut
-            factor = draw_gain_factors(fading, seed, start + jnp.arange(size), problem.budget.delay_s.dtype)
-            parts.append((factor, *_solve_draws(problem, static.solution, factor, scheme=scheme)))
-        factor, log10_d, miss = (np.concatenate([np.asarray(p[i]) for p in parts])[:samples] for i in range(3))
-    return MonteCarlo(static, seed, factor, log10_d, miss)
+            index, real = start + jnp.arange(size), problem.budget.delay_s.dtype
+            factor = draw_gain_factors(fading, seed, index, real)
+            distance = _draw_distances(seed, index, fading.d_min_m, fading.d_max_m, real) if annulus else factor
+            parts.append((factor, *_solve_draws(problem, static.solution, factor, scheme=scheme), distance))
+        factor, log10_d, miss, distance = (np.concatenate([np.asarray(p[i]) for p in parts])[:samples] for i in range(4))
+    return MonteCarlo(static, seed, factor, log10_d, miss, distance if annulus else None)
 
 
 def _quantile_key(level: float, quantity: str = "log10_distortion_bound") -> str:
@@ -262,11 +320,22 @@ def adaptive_reductions(log10_d, quantity: str = "log10_distortion_bound") -> di
     return out
 
 
+def distance_keys(fading: Fading | AnnulusFading, distance_m) -> dict[str, Any]:
+    """``distance_range_m`` [d_min, d_max] [m] and ``mean_distance_m`` (the draws' mean distance [m], if
+    drawn) for an :class:`~laimco_jax.fading.AnnulusFading`; nothing for a fixed distance."""
+    if not isinstance(fading, AnnulusFading):
+        return {}
+    keys = {"distance_range_m": [fading.d_min_m, fading.d_max_m]}
+    return keys if distance_m is None else keys | {"mean_distance_m": float(np.mean(distance_m))}
+
+
 def summarize(result: MonteCarlo) -> dict[str, Any]:
     """The reductions of a Monte Carlo run (floats, ints and strings; keys of ``laimco fading --json``).
 
     * ``static_log10_distortion_bound``: log10 D̂* of the static design (+inf if infeasible), with the
       quantile ``fading_gain_factor_quantile`` q_ε and ``fading_quantile_gain`` g·q_ε;
+    * with a distance range (:class:`~laimco_jax.fading.AnnulusFading`): ``distance_range_m`` and the
+      draws' ``mean_distance_m``; q_ε is then the quantile of Y, relative to the path loss at d_max;
     * ``static_outage``: the fraction of draws where the static design misses a budget (ε up to
       sampling error, at most ε, when a budget binds), and its standard error √(ε̂(1 − ε̂)/N);
     * ``adaptive_mean_log10_distortion_bound``: the mean of log10 D̂* over the draws where the adaptive
@@ -289,6 +358,7 @@ def summarize(result: MonteCarlo) -> dict[str, Any]:
         "outage": static.outage,
         "samples": samples,
         "seed": result.seed,
+        **distance_keys(static.fading, result.distance_m),
         "fading_gain_factor_quantile": static.gain_factor_quantile,
         "fading_quantile_gain": float(static.quantile_gain),
         "static_status": Status(int(static.solution.status)).name.lower(),

@@ -374,9 +374,8 @@ def _solve_form(form: ConvexForm, spec: SchemeSpec, iterations: int):
     primals = [_primal_at(form, r, budget_margin(dtype)) for r in ends]
     best = jnp.argmax(jnp.stack([p.value for p in primals]), axis=0)
 
-    def pick(*candidates):  # a chain of selects (jnp.choose stacks the candidates and gathers)
-        return functools.reduce(lambda out, i: jnp.where(best == i, candidates[i], out), range(1, len(candidates)),
-                                candidates[0])
+    def pick(*candidates):
+        return jnp.choose(best, candidates, mode="clip")
 
     rates = jax.tree_util.tree_map(pick, *ends)
     primal = jax.tree_util.tree_map(pick, *primals)

@@ -127,12 +127,14 @@ def _fixed_terms(form: ConvexForm) -> _Fixed:
 
 
 def _rates_at(form: ConvexForm, y, spec: SchemeSpec, fixed: _Fixed | None = None, *, in_loop: bool = False) -> _Rates:
-    """Each part's best response to the price ν(y) = 1/w, w = k Λ(y): one expm1, a cube root, one division.
+    """Each part's best response to the price ν(y) = 1/w [s/J], w = k Λ(y): one expm1, a cube root and
+    two divisions (ν, and the link's seconds per bit).
 
     ``in_loop`` (the price search, whose step needs a single output): e^y - 1 and ν^(1/3) = w^(-1/3)
     by multiplications (:func:`expm1_nonnegative`, :func:`inv_cbrt`) and the energy factor as
     1/ψ² = min(1, w ν^(1/3) ν_free^(2/3)), so that the step compiles to one vectorised loop fusion on
-    CPU (XLA emits exp/expm1 inside a large fusion as scalar code per lane; about 2x faster per step).
+    CPU (XLA emits exp/expm1 inside a large fusion as scalar code per lane; 15 fusions before, and
+    1.3-1.7x the time per step; docs/performance.md).
     Otherwise (several outputs) XLA's expm1, :func:`cbrt` and E/ψ²: XLA copies cheap arithmetic into
     every fusion that reads it, so there the multiplication-only forms would be recomputed per output.
     """

@@ -7,17 +7,30 @@ Prints a summary and writes JSON (``--out``). All figures come from one run on o
 * CVXPY + Clarabel seconds per instance, exact convex form and the paper's SCA loop as printed;
 * agreement of the exact solver with CVXPY's exact form (feasibility verdicts, relative difference in
   ρq + ρ̃s), and how often and by how much the SCA (JAX and CVXPY) falls short of the global optimum;
-* the speed-up ratios exact-vs-CVXPY-exact and JAX-SCA-vs-CVXPY-SCA.
+* the speed-up ratios exact-vs-CVXPY-exact and JAX-SCA-vs-CVXPY-SCA, on the default instance mix
+  (``random_problems(spread=3)``) and on the wide one (``spread=10``, issue 17), each against CVXPY's
+  time on instances of the same mix;
+* with ``--baseline REF`` (a git revision, e.g. ``main``): ``solve_exact`` of REF and of the working
+  tree timed interleaved in this process on the same batch (before/after instances/s), and the first
+  call of each on new shapes, each in a fresh process (compile time).
 
-Usage: ``python benchmarks/bench_solvers.py [--out benchmarks/results/bench_solvers.json]``.
+Usage: ``python benchmarks/bench_solvers.py [--out benchmarks/results/bench_solvers.json] [--baseline main]
+[--dispatch loop]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import platform
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
+from io import BytesIO
 from pathlib import Path
 
 import jax
@@ -50,8 +63,21 @@ def throughput(fn, problem: Problem, repeats: int) -> dict:
     return {"batch": n, "first_call_s": first, "steady_s": best, "instances_per_s": n / best}
 
 
+DISPATCH = "map"  # set by --dispatch
+
+
 def chunked(solver, chunk: int):
-    """Solve a batch as a lax.map over chunks (cache-sized working set, memory linear in the batch)."""
+    """Solve a batch in chunks (cache-sized working set, memory linear in the batch): a ``lax.map``
+    inside one program (``--dispatch map``), or one jitted call per chunk from Python, as a sweep does
+    (``--dispatch loop``; measured 13-25 % faster on this 2-core CPU, docs/performance.md)."""
+    if DISPATCH == "loop":
+        solve = jax.jit(solver)
+
+        def run_loop(problem):
+            n = problem.budget.delay_s.shape[0]
+            return [solve(jax.tree_util.tree_map(lambda x: x[i:i + chunk], problem)) for i in range(0, n, chunk)]
+
+        return run_loop
 
     @jax.jit
     def run(problem):
@@ -60,6 +86,67 @@ def chunked(solver, chunk: int):
         return jax.lax.map(solver, blocks)
 
     return run
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def baseline_package(ref: str) -> str:
+    """Import laimco_jax as it is at git revision ``ref`` under the name ``laimco_jax_<hash>`` (its
+    files extracted to a temporary folder, ``laimco_jax`` renamed in their imports), for timing the
+    old solver beside the new one in one process. Returns the package name."""
+    commit = subprocess.run(["git", "rev-parse", "--short", ref], cwd=REPO, check=True, capture_output=True,
+                            text=True).stdout.strip()
+    name = f"laimco_jax_{commit}"
+    if name not in sys.modules:
+        archive = subprocess.run(["git", "archive", commit, "laimco_jax"], cwd=REPO, check=True, capture_output=True).stdout
+        root = Path(tempfile.mkdtemp(prefix="laimco_baseline_"))
+        with tarfile.open(fileobj=BytesIO(archive)) as tar:
+            tar.extractall(root, filter="data")
+        (root / "laimco_jax").rename(root / name)
+        for path in (root / name).rglob("*.py"):
+            path.write_text(re.sub(r"\blaimco_jax\b", name, path.read_text()))
+        sys.path.insert(0, str(root))
+    importlib.import_module(name)
+    return name
+
+
+def interleaved(fns: dict, problem: Problem, repeats: int) -> dict:
+    """Best steady-state instances/s of each function, timed in turns on the same batch (a loaded
+    machine then slows them alike, and their ratio stays meaningful)."""
+    n = int(np.size(problem.budget.delay_s))
+    for fn in fns.values():
+        jax.block_until_ready(fn(problem))
+    best = {k: np.inf for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn(problem))
+            best[k] = min(best[k], time.perf_counter() - start)
+    return {k: n / t for k, t in best.items()}
+
+
+_COMPILE_PROBE = """
+import sys, time, jax
+jax.config.update("jax_enable_x64", True)
+sys.path[:0] = {path!r}
+from {package}.solvers import solve_exact
+from laimco_jax.solvers.instances import random_problems
+problem = jax.tree_util.tree_map(lambda x: x.reshape({shape!r}), random_problems({size}, seed=1))
+start = time.perf_counter()
+jax.block_until_ready(solve_exact(problem, {scheme!r}))
+print(time.perf_counter() - start)
+"""
+
+
+def compile_seconds(package: str, shape: tuple, scheme: str = "proposed") -> float:
+    """Seconds of the first ``solve_exact`` call on a batch of ``shape`` in a fresh Python process
+    (tracing, compiling and one solve of an instance batch that small: the time a user waits)."""
+    path = [p for p in sys.path if "laimco_baseline_" in p] + [str(REPO)]
+    size = int(np.prod(shape))
+    code = _COMPILE_PROBE.format(path=path, package=package, shape=shape, size=size, scheme=scheme)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, text=True).stdout
+    return float(out.split()[-1])
 
 
 def main() -> None:
@@ -71,7 +158,15 @@ def main() -> None:
     parser.add_argument("--cvxpy-sca-instances", type=int, default=10)
     parser.add_argument("--chunk", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dispatch", choices=("map", "loop"), default="map",
+                        help="large batches as a lax.map over chunks, or one jitted call per chunk")
+    parser.add_argument("--baseline", default=None, help="git revision whose solve_exact is timed beside this one")
+    parser.add_argument("--baseline-batch", type=int, default=1_000_000)
+    parser.add_argument("--compile-shapes", default="1;1000;100000;10,1000",
+                        help="batch shapes (';'-separated, ',' within a shape) for fresh-process compile times")
     args = parser.parse_args()
+    global DISPATCH
+    DISPATCH = args.dispatch
 
     report: dict = {"machine": f"{platform.processor() or platform.machine()}, {jax.device_count()} "
                                f"{jax.default_backend()} device(s), {__import__('os').cpu_count()} CPU cores",
@@ -94,6 +189,15 @@ def main() -> None:
     report["sca"] = sca
 
     from laimco_jax import reference
+
+    # The wide mix of issue 17: exact solver at the largest batch, and CVXPY on instances of that mix.
+    wide_pool = random_problems(max(sizes), seed=0, spread=10.0)
+    n_wide = max(sizes)
+    fn = chunked(solve_exact, args.chunk) if n_wide > args.chunk and n_wide % args.chunk == 0 else solve_exact
+    report["exact_wide"] = throughput(fn, wide_pool, args.repeats)
+    print(f"exact  batch {n_wide:>8} (wide mix): {report['exact_wide']['instances_per_s']:.3g} inst/s")
+    wide_times = [reference.solve_cvxpy_exact(jax.tree_util.tree_map(lambda x: float(np.asarray(x)[i]), wide_pool)).seconds
+                  for i in range(args.cvxpy_instances)]
 
     m = args.cvxpy_instances
     small = take(pool, slice(0, m))
@@ -125,6 +229,7 @@ def main() -> None:
 
     report["cvxpy"] = {
         "exact_seconds_per_instance": float(np.median(cvx_times)),
+        "exact_seconds_per_instance_wide_mix": float(np.median(wide_times)),
         "sca_seconds_per_instance": float(np.median(cvx_sca_times)) if cvx_sca_times else None,
         "instances": m,
     }
@@ -138,13 +243,45 @@ def main() -> None:
     best_sca = max(r["instances_per_s"] for r in sca)
     report["ratios"] = {
         "exact_vs_cvxpy_exact": best_exact * report["cvxpy"]["exact_seconds_per_instance"],
+        "exact_vs_cvxpy_exact_wide_mix": report["exact_wide"]["instances_per_s"]
+        * report["cvxpy"]["exact_seconds_per_instance_wide_mix"],
         "jax_sca_vs_cvxpy_sca": best_sca * report["cvxpy"]["sca_seconds_per_instance"]
         if report["cvxpy"]["sca_seconds_per_instance"] else None,
     }
-    print(json.dumps({k: report[k] for k in ("cvxpy", "agreement", "ratios")}, indent=2))
+    if args.baseline:
+        report["baseline"] = before_after(args, sizes, report)
+    print(json.dumps({k: report[k] for k in ("cvxpy", "agreement", "ratios", "baseline") if k in report}, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")
+
+
+def before_after(args, sizes, report) -> dict:
+    """solve_exact of ``--baseline`` and of the working tree: instances/s timed in turns on both mixes,
+    the ratios to CVXPY they imply, and fresh-process first-call (compile) times per shape."""
+    package = baseline_package(args.baseline)
+    old = importlib.import_module(f"{package}.solvers").solve_exact
+    n = args.baseline_batch
+    out = {"revision": args.baseline, "package": package, "batch": n, "mixes": {}}
+    cvx = {"default": report["cvxpy"]["exact_seconds_per_instance"],
+           "wide": report["cvxpy"]["exact_seconds_per_instance_wide_mix"]}
+    for mix, spread in (("default", 3.0), ("wide", 10.0)):
+        problem = random_problems(n, seed=0, spread=spread)
+        wrap = (lambda f: chunked(f, args.chunk)) if n > args.chunk and n % args.chunk == 0 else jax.jit
+        rates = interleaved({"before": wrap(old), "after": wrap(solve_exact)}, problem, args.repeats)
+        out["mixes"][mix] = {**{f"{k}_instances_per_s": v for k, v in rates.items()},
+                             "speedup": rates["after"] / rates["before"],
+                             **{f"{k}_vs_cvxpy": v * cvx[mix] for k, v in rates.items()}}
+        print(f"before/after ({mix} mix, batch {n}): {rates['before']:.3g} -> {rates['after']:.3g} inst/s "
+              f"(x{rates['after'] / rates['before']:.2f}; vs CVXPY {rates['before'] * cvx[mix]:.3g} -> "
+              f"{rates['after'] * cvx[mix]:.3g})")
+    shapes = [tuple(int(d) for d in s.split(",")) for s in args.compile_shapes.split(";") if s]
+    out["compile_first_call_s"] = []
+    for shape in shapes:
+        times = {k: compile_seconds(p, shape) for k, p in (("before", package), ("after", "laimco_jax"))}
+        out["compile_first_call_s"].append({"shape": list(shape), **times})
+        print(f"first call, fresh process, shape {shape}: {times['before']:.2f} s -> {times['after']:.2f} s")
+    return out
 
 
 if __name__ == "__main__":

@@ -34,6 +34,35 @@ def test_cbrt_matches_numpy_within_a_few_ulps(dtype):
     assert got[-10] == 0.0 and got[-9] == np.inf
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inv_cbrt_matches_numpy_within_two_ulps(dtype):
+    """a^(-1/3) over the whole normal range against 1/cbrt(a) in extended precision; 0 and inf clip."""
+    finfo = np.finfo(dtype)
+    rng = np.random.default_rng(1)
+    a = np.exp(rng.uniform(np.log(finfo.tiny), np.log(finfo.max), 100_000))
+    a = np.concatenate([a, [finfo.tiny, finfo.max, 1.0, 8.0, 1e-30, 1e30]]).astype(dtype)
+    got = np.asarray(jax.jit(numerics.inv_cbrt)(jnp.asarray(a)))
+    assert got.dtype == dtype
+    assert ulps(got, (1.0 / np.cbrt(a.astype(np.longdouble))).astype(dtype)).max() <= 2
+    assert got[-3] == 0.5
+    ends = np.asarray(numerics.inv_cbrt(jnp.asarray([0.0, np.inf], dtype)))
+    np.testing.assert_allclose(ends, 1.0 / np.cbrt(np.array([finfo.tiny, finfo.max], np.float64)), rtol=10 * finfo.eps)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_expm1_nonnegative_matches_numpy_within_three_ulps(dtype):
+    """e^y - 1 for y from the smallest normal to the overflow threshold against numpy in extended precision."""
+    finfo = np.finfo(dtype)
+    top = 709.0 if dtype == np.float64 else 88.0
+    rng = np.random.default_rng(2)
+    y = np.concatenate([np.exp(rng.uniform(np.log(finfo.tiny), np.log(top), 100_000)), rng.uniform(0.0, 3.0, 10_000),
+                        [0.0, math.log(2.0) / 2, 1.0, top]]).astype(dtype)
+    got = np.asarray(jax.jit(numerics.expm1_nonnegative)(jnp.asarray(y)))
+    assert got.dtype == dtype
+    assert ulps(got, np.expm1(y.astype(np.longdouble)).astype(dtype)).max() <= 3
+    assert np.asarray(numerics.expm1_nonnegative(jnp.asarray([np.inf, top * 1.01], dtype))).tolist() == [np.inf] * 2
+
+
 def test_cbrt_passes_nan_and_differentiates():
     assert np.isnan(float(numerics.cbrt(jnp.asarray(np.nan))))
     np.testing.assert_allclose(jax.grad(numerics.cbrt)(8.0), 1.0 / 12.0, rtol=1e-15)

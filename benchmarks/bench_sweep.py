@@ -48,9 +48,10 @@ def _grid(points: int) -> dict[str, str]:
     return {"delay_s": "0.05:0.6:100", "energy_j": "0.002:0.05:100", "distance_m": f"100:1500:{points // 10_000}"}
 
 
-def run_one(points: int, chunk_size: int, store_dir: str, cache_dir: str | None) -> dict:
-    """One sweep in this process; returns its measurements."""
+def run_one(points: int, chunk_size: int, store_dir: str, cache_dir: str | None, dtype: str = "float64") -> dict:
+    """One sweep in this process (solved and stored in ``dtype``); returns its measurements."""
     import jax
+    import jax.numpy as jnp
 
     jax.config.update("jax_enable_x64", True)
     if cache_dir:
@@ -63,7 +64,8 @@ def run_one(points: int, chunk_size: int, store_dir: str, cache_dir: str | None)
     stamps: list[tuple[float, int]] = []
     start = time.perf_counter()
     try:
-        sweep.run_sweep(spec, out, chunk_size=chunk_size, on_chunk=lambda c, n: stamps.append((time.perf_counter(), n)))
+        sweep.run_sweep(spec, out, chunk_size=chunk_size, dtype=jnp.dtype(dtype),
+                        on_chunk=lambda c, n: stamps.append((time.perf_counter(), n)))
         wall = time.perf_counter() - start
         store_bytes = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     finally:
@@ -72,6 +74,7 @@ def run_one(points: int, chunk_size: int, store_dir: str, cache_dir: str | None)
     steady = (points - first_n) / (stamps[-1][0] - first_time) if len(stamps) > 1 else float("nan")
     return {
         "points": points,
+        "dtype": dtype,
         "chunk_size": chunk_size,
         "chunks": len(stamps),
         "wall_s": wall,
@@ -114,14 +117,18 @@ def main() -> None:
                         help="run each size twice with a fresh temporary compilation cache (cold, then warm)")
     parser.add_argument("--cli", action="store_true", help="time the whole `laimco sweep` command (start-up included)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_sweep.json")
+    parser.add_argument("--dtypes", default="float64", help="comma list: float64, float32 (in-process runs)")
     parser.add_argument("--single", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     store_dir = args.store_dir or tempfile.gettempdir()
     if args.single is not None:
-        print(json.dumps(run_one(args.single, args.chunk_size, store_dir, args.compilation_cache)))
+        print(json.dumps(run_one(args.single, args.chunk_size, store_dir, args.compilation_cache, args.dtypes)))
         return
+    dtypes = [d for d in args.dtypes.split(",") if d]
+    if not set(dtypes) <= {"float32", "float64"} or (args.cli and dtypes != ["float64"]):
+        sys.exit(f"--dtypes {args.dtypes!r}: float32 and/or float64 (the --cli runs are float64)")
     runs = []
-    for text in args.points.split(","):
+    for text, dtype in [(t, d) for t in args.points.split(",") for d in dtypes]:
         points = int(float(text))
         cache = tempfile.mkdtemp(prefix="laimco-bench-cache-") if args.warm else args.compilation_cache
         for label in ("cold", "warm") if args.warm else ("",):
@@ -130,14 +137,14 @@ def main() -> None:
                 print(f"{points:>12,d} instances {label:>4} `laimco sweep` wall {runs[-1]['wall_s']:8.2f} s", flush=True)
                 continue
             cmd = [sys.executable, __file__, "--single", str(points), "--chunk-size", str(args.chunk_size),
-                   "--store-dir", store_dir] + (["--compilation-cache", cache] if cache else [])
+                   "--store-dir", store_dir, "--dtypes", dtype] + (["--compilation-cache", cache] if cache else [])
             env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
             done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
             if done.returncode:
                 sys.exit(f"sweep of {points} instances failed:\n{done.stderr[-3000:]}")
             runs.append({**json.loads(done.stdout.strip().splitlines()[-1]), "cache": label or bool(cache)})
             r = runs[-1]
-            print(f"{points:>12,d} instances {label:>4} wall {r['wall_s']:8.2f} s  {r['instances_per_s']:10.4g} inst/s "
+            print(f"{points:>12,d} instances {dtype} {label:>4} wall {r['wall_s']:8.2f} s  {r['instances_per_s']:10.4g} inst/s "
                   f"(steady {r['steady_instances_per_s']:.4g})  compile ~{r['compile_s']:.1f} s  "
                   f"peak RSS {r['peak_rss_mib']:7.0f} MiB  store {r['store_mib']:.0f} MiB", flush=True)
         if args.warm:

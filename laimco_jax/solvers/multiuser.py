@@ -102,7 +102,8 @@ class CellSolution(NamedTuple):
     the problem is not convex, so the certificate also holds the duality gap that non-convexity leaves
     and is rarely below ``gap_tol`` (status NOT_CONVERGED: a point that meets every budget, within the
     certificate of the optimum). For an infeasible cell ``users`` are the users' solutions with the whole
-    band (their statuses say which cannot meet their budgets) and the certificate is 0.
+    band and F/K (equal) or F (optimised) of the server, ``server_share_hz`` says which, their statuses say
+    which users cannot meet their budgets, and the certificate is 0.
     """
 
     status: Any  # Status: OPTIMAL, INFEASIBLE, NOT_CONVERGED (point found, gap above tolerance), UNRESOLVED
@@ -639,10 +640,10 @@ def _suggested_shares(cell: Cell, reached, grid):
     bracket (ν_lo, ν_hi) of the least price at which their best grid clocks fit in F, the users whose
     choice differs between the two ends (the price makes them jump) share what is left in the same
     proportion; any room still left is shared in proportion to the shares."""
+    reached = jnp.where(jnp.isnan(reached), -jnp.inf, reached)
     choice_fits, choice_over = (
         jnp.take_along_axis(grid, jnp.argmax(reached - nu[..., None, None] * grid, axis=-1)[..., None], axis=-1)[..., 0]
-        for nu in _capacity_price(cell, jnp.where(jnp.isnan(reached), -jnp.inf, reached), grid)[::-1])
-    reached = jnp.where(jnp.isnan(reached), -jnp.inf, reached)
+        for nu in _capacity_price(cell, reached, grid)[::-1])
     used_fits, used_over = _present_sum(cell, choice_fits), _present_sum(cell, choice_over)
     jump = jnp.clip((cell.f_max_server_hz - used_fits) / jnp.where(used_over > used_fits, used_over - used_fits, 1.0), 0.0, 1.0)
     shares = jnp.where(cell.present, choice_fits + jump[..., None] * (choice_over - choice_fits), 0.0)
@@ -654,25 +655,23 @@ def _optimized(objective: str, cell: Cell, start: _Start) -> tuple[_Primal, Any]
     """The best of :data:`_SERVER_ROUNDS` primal points — equal server shares, then the shares suggested
     by the two-price bound around the best point so far — and the least of those bounds."""
 
-    def better(a: _Primal, b: _Primal) -> _Primal:
-        take_b = jnp.where(jnp.isnan(b.value), False, ~(a.value <= b.value))
-
-        def pick(x, y):
-            return jnp.where(take_b.reshape(take_b.shape + (1,) * (x.ndim - take_b.ndim)), y, x)
-
-        return jax.tree_util.tree_map(pick, a, b)
-
-    def round_(carry, _):
+    def round_(carry, first):
         best, shares, upper = carry
-        best = better(best, _primal(objective, cell, shares, start))
+        candidate = _primal(objective, cell, shares, start)
+        take = first | (candidate.value < best.value)  # a NaN objective never replaces a point
+
+        def pick(kept, new):
+            return jnp.where(take.reshape(take.shape + (1,) * (kept.ndim - take.ndim)), new, kept)
+
+        best = jax.tree_util.tree_map(pick, best, candidate)
         bound, suggested = _two_price_pass(_lagrangian(objective, cell, best), start, best.server, best.bands)
         return (best, suggested, jnp.minimum(upper, bound)), None
 
     shapes = jax.eval_shape(lambda: _primal(objective, cell, _equal_server_share(cell), start))
-    none = jax.tree_util.tree_map(lambda x: jnp.full(x.shape, jnp.nan, x.dtype) if jnp.issubdtype(x.dtype, jnp.floating)
-                                  else jnp.zeros(x.shape, x.dtype), shapes)
+    placeholder = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)  # replaced in round 1
     unbounded = jnp.full_like(cell.bandwidth_hz, jnp.inf)
-    (best, _, upper), _ = jax.lax.scan(round_, (none, _equal_server_share(cell), unbounded), None, length=_SERVER_ROUNDS)
+    first = jnp.arange(_SERVER_ROUNDS) == 0
+    (best, _, upper), _ = jax.lax.scan(round_, (placeholder, _equal_server_share(cell), unbounded), first)
     return best, upper
 
 
@@ -697,14 +696,14 @@ def solve_cell(cell: Cell, objective: str = "sum-log", server_sharing: str = "eq
     check_objective(objective)
     check_server_sharing(server_sharing)
     cell = jax.tree_util.tree_map(jnp.asarray, cell)
+    alone_server = _equal_server_share(cell) if server_sharing == "equal" else _whole_server(cell)
+    start = _start(cell, alone_server)
     if server_sharing == "equal":
-        start = _start(cell, _equal_server_share(cell))
-        primal = _primal(objective, cell, _equal_server_share(cell), start)
+        primal = _primal(objective, cell, alone_server, start)
         lagrangian = _lagrangian(objective, cell, primal)
         upper = _price_bound(lagrangian.objective, lagrangian.cell, primal.server, primal.bands, lagrangian.price)
         upper = jnp.where(lagrangian.usable, upper, jnp.inf)
     else:
-        start = _start(cell, _whole_server(cell))
         primal, upper = _optimized(objective, cell, start)
     users, value = primal.users, primal.value
     lower_bound = -upper
@@ -732,7 +731,7 @@ def solve_cell(cell: Cell, objective: str = "sum-log", server_sharing: str = "eq
         lower_bound=jnp.where(infeasible, value, lower_bound),
         certificate=jnp.where(infeasible, 0.0, certificate),
         bandwidth_hz=jnp.where(keep, jnp.where(cell.present, cell.bandwidth_hz[..., None], 0.0), primal.bands),
-        server_share_hz=jnp.where(cell.present, primal.server, 0.0),
+        server_share_hz=jnp.where(cell.present, jnp.where(keep, alone_server, primal.server), 0.0),
         users=users,
     )
 

@@ -141,7 +141,8 @@ def test_cli_users_bad_input_is_one_line_and_exit_2(cli, tmp_path, args, words):
 @pytest.mark.slow
 def test_optimized_server_shares_fix_the_static_design_and_users_still_miss_exactly_below_the_quantile(cell_file):
     """With optimised server shares the static design fixes them (Σ S_k <= F) and each user's misses are
-    still exactly its draws below q_ε (its delay and energy depend on its own gain alone)."""
+    still exactly its draws below q_ε (its delay and energy depend on its own gain alone); deep fades may
+    leave the adaptive design infeasible, but never a draw the static design serves."""
     cell, _ = load_cell(cell_file)
     result = cell_monte_carlo(cell, parse_fading("rayleigh"), EPS, objective="sum-log", samples=400, seed=SEED,
                               chunk_size=200, server_sharing="optimized")
@@ -149,4 +150,6 @@ def test_optimized_server_shares_fix_the_static_design_and_users_still_miss_exac
     assert shares.sum() <= float(cell.f_max_server_hz) * (1 + 1e-12) and (shares > 0).all()
     q = -math.log1p(-EPS)
     assert np.array_equal(result.user_miss, result.gain_factor < q)
-    assert np.isfinite(result.adaptive_objective).all()
+    # where no user of the static design misses, that design is a feasible point: the adaptive one finds one too
+    served = ~result.user_miss.any(axis=1)
+    assert served.sum() > 0.7 * len(served) and np.isfinite(result.adaptive_objective[served]).all()

@@ -440,11 +440,12 @@ def _chord_sup(bands, lower, upper, price, ceiling):
     return jnp.where(jnp.isnan(best), jnp.inf, best)
 
 
-def _user_sups(objective: str, cell: Cell, server, bands, price, more_bands=None):
-    """Per user (batch + (K,)): an upper bound on sup_{0 <= b <= B} [U_k(v_k(b)) − π b] at server clock
-    ``server``, the least of :func:`_chord_sup` on five bands around ``bands``, on the sorted distinct
-    ``more_bands`` (leading axis) if given, and U_k at ρ = ρ̃ = 1; and the value U_k(v_k(b_k)) − π b_k the
-    exact solver reaches at b_k itself (a lower bound on the sup)."""
+def _user_sups(objective: str, cell: Cell, server, bands, prices, more_bands=None):
+    """Per user (batch + (K,)), for each band price π of ``prices``: an upper bound on
+    sup_{0 <= b <= B} [U_k(v_k(b)) − π b] at server clock ``server``, the least of :func:`_chord_sup` on
+    five bands around ``bands``, on the sorted distinct ``more_bands`` (leading axis) if given, and U_k at
+    ρ = ρ̃ = 1 (one set of exact solves serves every price); and U_k(v_k(b_k)), the value the exact solver
+    reaches at b_k itself."""
     offsets = jnp.asarray([-2.0, -1.0, 0.0, 1.0, 2.0], bands.dtype) * _CHORD_STEP
     around = bands * (1.0 + offsets.reshape((5,) + (1,) * bands.ndim))
     if more_bands is not None:
@@ -454,25 +455,27 @@ def _user_sups(objective: str, cell: Cell, server, bands, price, more_bands=None
     model = cell.users.model
     whole = solutions.log2_distortion_bound[2] - _bits_per_param(cell) * (
         model.params_device + model.params_server - solutions.retained_params[2])
-    uploads = _uploads(cell)
     ceiling = cell.bandwidth_hz[..., None]
-    sup = jnp.minimum(_chord_sup(around[:5], lower[:5], upper[:5], price[..., None], ceiling),
-                      _utility(objective, cell, whole))
-    if more_bands is not None:
-        sup = jnp.minimum(sup, _chord_sup(around[5:], lower[5:], upper[5:], price[..., None], ceiling))
-    reached = lower[2] - jnp.where(uploads, price[..., None] * bands, 0.0)
-    return jnp.where(uploads, sup, upper[2]), reached  # a user without upload: its value at any band
+
+    def sup(price):
+        bound = jnp.minimum(_chord_sup(around[:5], lower[:5], upper[:5], price[..., None], ceiling),
+                            _utility(objective, cell, whole))
+        if more_bands is not None:
+            bound = jnp.minimum(bound, _chord_sup(around[5:], lower[5:], upper[5:], price[..., None], ceiling))
+        return jnp.where(_uploads(cell), bound, upper[2])  # a user without upload: its value at any band
+
+    return [sup(price) for price in prices], lower[2]
 
 
-def _price_bound(objective: str, cell: Cell, server, bands, price):
-    """min over π in {``price``, 0} of π B + Σ_k sup_b [U_k(v_k(b)) − π b] >= max Φ (weak duality of
-    Σ b_k <= B holds at every π >= 0; π = 0 is the tighter one where the band is not scarce), each sup
-    bounded by :func:`_user_sups`."""
-
-    def bound(price):
-        return price * cell.bandwidth_hz + _present_sum(cell, _user_sups(objective, cell, server, bands, price)[0])
-
-    return jnp.minimum(bound(price), bound(jnp.zeros_like(price)))
+def _price_bound(lagrangian: _Lagrangian, server, bands):
+    """min over π in {the Lagrangian's price, 0} of π B + Σ_k sup_b [U_k(v_k(b)) − π b] >= max Φ (weak
+    duality of Σ b_k <= B holds at every π >= 0; π = 0 is the tighter one where the band is not scarce),
+    each sup bounded by :func:`_user_sups`; +inf where the Lagrangian gives no bound."""
+    cell, price = lagrangian.cell, lagrangian.price
+    prices = (price, jnp.zeros_like(price))
+    sups, _ = _user_sups(lagrangian.objective, cell, server, bands, prices)
+    bound = jnp.minimum(*(p * cell.bandwidth_hz + _present_sum(cell, s) for p, s in zip(prices, sups)))
+    return jnp.where(lagrangian.usable, bound, jnp.inf)
 
 
 # ----------------------------------------------------------------------------- the solver
@@ -546,10 +549,9 @@ def _lagrangian(objective: str, cell: Cell, primal: _Primal) -> _Lagrangian:
 def _best_band(objective: str, cell: Cell, server, price, least, guess):
     """Each user's band maximising U_k(v_k(b)) − π b at server clock ``server`` (its response's crossing
     of ln π: sampled at its least band, at ``guess``·(1 ± :data:`_GUESS_SPREAD`) and at B, then refined as
-    in :func:`_allocate`), and the bands
-    bracketing the crossing with their neighbours at relative distance :data:`_CHORD_STEP` inside
-    (leading axis of 4: where the response jumps over ln π, at a kink of v_k, the sup lies between
-    them and their chords bound it)."""
+    in :func:`_allocate`), and the bands bracketing the crossing with their neighbours at relative
+    distance :data:`_CHORD_STEP` inside (leading axis of 4: where the response jumps over ln π, at a kink
+    of v_k, the sup lies between them and their chords bound it)."""
     respond = _response(objective, cell, server)
     full = jnp.broadcast_to(cell.bandwidth_hz[..., None], least.shape)
     low = jnp.where(_uploads(cell), least * (1.0 + 1e-9), full)
@@ -621,7 +623,8 @@ def _two_price_pass(lagrangian: _Lagrangian, start: _Start, around, guess):
 
     def at(server):
         bands, ends = _best_band(lagrangian.objective, cell, server, price, start.least, guess)
-        return _user_sups(lagrangian.objective, cell, server, bands, price, ends)
+        (sup,), value = _user_sups(lagrangian.objective, cell, server, bands, (price,), ends)
+        return sup, value - jnp.where(_uploads(cell), price[..., None] * bands, 0.0)
 
     sup, reached = jax.vmap(at, in_axes=-1, out_axes=-1)(grid)
     previous = jnp.concatenate([jnp.zeros_like(grid[..., :1]), grid[..., :-1]], axis=-1)
@@ -700,9 +703,7 @@ def solve_cell(cell: Cell, objective: str = "sum-log", server_sharing: str = "eq
     start = _start(cell, alone_server)
     if server_sharing == "equal":
         primal = _primal(objective, cell, alone_server, start)
-        lagrangian = _lagrangian(objective, cell, primal)
-        upper = _price_bound(lagrangian.objective, lagrangian.cell, primal.server, primal.bands, lagrangian.price)
-        upper = jnp.where(lagrangian.usable, upper, jnp.inf)
+        upper = _price_bound(_lagrangian(objective, cell, primal), primal.server, primal.bands)
     else:
         primal, upper = _optimized(objective, cell, start)
     users, value = primal.users, primal.value

@@ -11,8 +11,14 @@ Prints a summary and writes JSON (``--out``). All figures come from one run on o
   (``random_problems(spread=3)``) and on the wide one (``spread=10``, issue 17), each against CVXPY's
   time on instances of the same mix;
 * with ``--baseline REF`` (a git revision, e.g. ``main``): ``solve_exact`` of REF and of the working
-  tree timed interleaved in this process on the same batch (before/after instances/s), and the first
-  call of each on new shapes, each in a fresh process (compile time).
+  tree timed interleaved in this process on the same batch (before/after instances/s, one device each,
+  and the working tree's on every CPU device), and the first call of each on new shapes, each in a
+  fresh process (compile time).
+
+Large batches run in blocks of ``--chunk`` (``laimco_jax.solvers.batching.map_devices``) on one device,
+and again on every device: on CPU the script asks JAX for one device per core (``--cpu-devices``), so
+"one device" is one core (the figure to set beside CVXPY, which solves on one core) and "all devices"
+is the whole machine.
 
 Usage: ``python benchmarks/bench_solvers.py [--out benchmarks/results/bench_solvers.json] [--baseline main]
 [--dispatch loop]``.
@@ -41,6 +47,7 @@ jax.config.update("jax_enable_x64", True)
 
 from laimco_jax.params import Problem  # noqa: E402
 from laimco_jax.solvers import Status, solve_exact  # noqa: E402
+from laimco_jax.solvers.batching import map_devices, use_cpu_cores  # noqa: E402
 from laimco_jax.solvers.instances import random_problems  # noqa: E402
 from laimco_jax.solvers.sca import solve_sca  # noqa: E402
 
@@ -66,10 +73,12 @@ def throughput(fn, problem: Problem, repeats: int) -> dict:
 DISPATCH = "map"  # set by --dispatch
 
 
-def chunked(solver, chunk: int):
-    """Solve a batch in chunks (cache-sized working set, memory linear in the batch): a ``lax.map``
-    inside one program (``--dispatch map``), or one jitted call per chunk from Python, as a sweep does
-    (``--dispatch loop``; measured 13-25 % faster on this 2-core CPU, docs/performance.md)."""
+def chunked(solver, chunk: int, devices=None):
+    """Solve a batch in blocks of ``chunk`` instances (cache-sized working set, memory linear in the
+    batch): ``map_devices`` — the batch split over ``devices`` (default: the first device only), each
+    mapping over its blocks with ``lax.map`` inside one program (``--dispatch map``) — or one jitted
+    call per chunk from Python on one device, as a sweep runs its chunks (``--dispatch loop``)."""
+    devices = devices or jax.local_devices()[:1]
     if DISPATCH == "loop":
         solve = jax.jit(solver)
 
@@ -78,14 +87,7 @@ def chunked(solver, chunk: int):
             return [solve(jax.tree_util.tree_map(lambda x: x[i:i + chunk], problem)) for i in range(0, n, chunk)]
 
         return run_loop
-
-    @jax.jit
-    def run(problem):
-        n = problem.budget.delay_s.shape[0]
-        blocks = jax.tree_util.tree_map(lambda x: x.reshape(n // chunk, chunk), problem)
-        return jax.lax.map(solver, blocks)
-
-    return run
+    return jax.jit(lambda problem: map_devices(solver, problem, devices, block=chunk))
 
 
 REPO = Path(__file__).resolve().parent.parent
@@ -160,6 +162,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dispatch", choices=("map", "loop"), default="map",
                         help="large batches as a lax.map over chunks, or one jitted call per chunk")
+    parser.add_argument("--cpu-devices", type=int, default=None,
+                        help="CPU devices (cores) for the all-device figures (default: every core this process may use)")
     parser.add_argument("--baseline", default=None, help="git revision whose solve_exact is timed beside this one")
     parser.add_argument("--baseline-batch", type=int, default=1_000_000)
     parser.add_argument("--compile-shapes", default="1;1000;100000;10,1000",
@@ -167,37 +171,55 @@ def main() -> None:
     args = parser.parse_args()
     global DISPATCH
     DISPATCH = args.dispatch
+    use_cpu_cores(args.cpu_devices)  # before the first computation; only the CPU backend reads it
 
     report: dict = {"machine": f"{platform.processor() or platform.machine()}, {jax.device_count()} "
                                f"{jax.default_backend()} device(s), {__import__('os').cpu_count()} CPU cores",
-                    "jax": jax.__version__}
+                    "jax": jax.__version__, "devices": jax.device_count()}
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     pool = random_problems(max(sizes), seed=0)
+    wide_pool = random_problems(max(sizes), seed=0, spread=10.0)  # the wide mix of issue 17
+
+    def measure(solver, problem, repeats):
+        """Throughput on one device, and on every device where there are several (large batches)."""
+        n = problem.budget.delay_s.shape[0]
+        large = n > args.chunk and n % args.chunk == 0
+        out = throughput(chunked(solver, args.chunk) if large else solver, problem, repeats)
+        if large and jax.device_count() > 1 and DISPATCH == "map":
+            every = throughput(chunked(solver, args.chunk, jax.local_devices()), problem, repeats)
+            out["instances_per_s_all_devices"] = every["instances_per_s"]
+        return out
+
+    def show(label, r):
+        every = f", {r['instances_per_s_all_devices']:.3g} on {jax.device_count()} devices" if "instances_per_s_all_devices" in r else ""
+        print(f"{label}: {r['instances_per_s']:.3g} inst/s on one device{every} (first call {r['first_call_s']:.1f} s)")
 
     exact = []
     for n in sizes:
-        problem = take(pool, slice(0, n))
-        fn = chunked(solve_exact, args.chunk) if n > args.chunk and n % args.chunk == 0 else solve_exact
-        exact.append(throughput(fn, problem, args.repeats))
-        print(f"exact  batch {n:>8}: {exact[-1]['instances_per_s']:.3g} inst/s (first call {exact[-1]['first_call_s']:.1f} s)")
+        exact.append(measure(solve_exact, take(pool, slice(0, n)), args.repeats))
+        show(f"exact  batch {n:>8}", exact[-1])
     report["exact"] = exact
+    report["exact_wide"] = measure(solve_exact, wide_pool, args.repeats)
+    show(f"exact  batch {max(sizes):>8} (wide mix)", report["exact_wide"])
 
     sca = []
     for n in [int(float(s)) for s in args.sca_sizes.split(",")]:
         sca.append(throughput(solve_sca, take(pool, slice(0, n)), 1))
-        print(f"sca    batch {n:>8}: {sca[-1]['instances_per_s']:.3g} inst/s (first call {sca[-1]['first_call_s']:.1f} s)")
+        show(f"sca    batch {n:>8}", sca[-1])
     report["sca"] = sca
+    n_sca = max(r["batch"] for r in sca)
+    report["sca_wide"] = throughput(solve_sca, take(wide_pool, slice(0, n_sca)), 1)
+    show(f"sca    batch {n_sca:>8} (wide mix)", report["sca_wide"])
 
     from laimco_jax import reference
 
-    # The wide mix of issue 17: exact solver at the largest batch, and CVXPY on instances of that mix.
-    wide_pool = random_problems(max(sizes), seed=0, spread=10.0)
-    n_wide = max(sizes)
-    fn = chunked(solve_exact, args.chunk) if n_wide > args.chunk and n_wide % args.chunk == 0 else solve_exact
-    report["exact_wide"] = throughput(fn, wide_pool, args.repeats)
-    print(f"exact  batch {n_wide:>8} (wide mix): {report['exact_wide']['instances_per_s']:.3g} inst/s")
-    wide_times = [reference.solve_cvxpy_exact(jax.tree_util.tree_map(lambda x: float(np.asarray(x)[i]), wide_pool)).seconds
-                  for i in range(args.cvxpy_instances)]
+    def one(pool_, i):
+        return jax.tree_util.tree_map(lambda x: float(np.asarray(x)[i]), pool_)
+
+    wide_times = [reference.solve_cvxpy_exact(one(wide_pool, i)).seconds for i in range(args.cvxpy_instances)]
+    wide_exact = solve_exact(take(wide_pool, slice(0, args.cvxpy_sca_instances)))
+    wide_sca_times = [reference.solve_cvxpy_sca(one(wide_pool, i)).seconds
+                      for i in range(args.cvxpy_sca_instances) if int(wide_exact.status[i]) != Status.INFEASIBLE]
 
     m = args.cvxpy_instances
     small = take(pool, slice(0, m))
@@ -206,17 +228,17 @@ def main() -> None:
     cvx_times, cvx_sca_times, rel_diffs, verdict_mismatch = [], [], [], 0
     cvx_sca_short, jax_sca_short = [], []
     for i in range(m):
-        one = jax.tree_util.tree_map(lambda x: float(np.asarray(x)[i]), small)
-        ref = reference.solve_cvxpy_exact(one)
+        inst = one(small, i)
+        ref = reference.solve_cvxpy_exact(inst)
         cvx_times.append(ref.seconds)
         ours_feasible = int(ours.status[i]) != Status.INFEASIBLE
         ref_feasible = int(ref.solution.status) != Status.INFEASIBLE
         verdict_mismatch += ours_feasible != ref_feasible
-        total = one.model.params_device + one.model.params_server
+        total = inst.model.params_device + inst.model.params_server
         if ours_feasible and ref_feasible:
             rel_diffs.append(abs(float(ours.retained_params[i]) - float(ref.solution.retained_params)) / total)
         if i < args.cvxpy_sca_instances and ours_feasible:
-            ref_sca = reference.solve_cvxpy_sca(one)
+            ref_sca = reference.solve_cvxpy_sca(inst)
             cvx_sca_times.append(ref_sca.seconds)
             if int(ref_sca.solution.status) != Status.INFEASIBLE:
                 cvx_sca_short.append((float(ours.retained_params[i]) - float(ref_sca.solution.retained_params)) / total)
@@ -231,6 +253,7 @@ def main() -> None:
         "exact_seconds_per_instance": float(np.median(cvx_times)),
         "exact_seconds_per_instance_wide_mix": float(np.median(wide_times)),
         "sca_seconds_per_instance": float(np.median(cvx_sca_times)) if cvx_sca_times else None,
+        "sca_seconds_per_instance_wide_mix": float(np.median(wide_sca_times)) if wide_sca_times else None,
         "instances": m,
     }
     report["agreement"] = {
@@ -239,15 +262,21 @@ def main() -> None:
         "cvxpy_sca_shortfall_vs_exact": stats(cvx_sca_short),
         "jax_sca_shortfall_vs_exact": stats(jax_sca_short),
     }
-    best_exact = max(r["instances_per_s"] for r in exact)
-    best_sca = max(r["instances_per_s"] for r in sca)
-    report["ratios"] = {
-        "exact_vs_cvxpy_exact": best_exact * report["cvxpy"]["exact_seconds_per_instance"],
-        "exact_vs_cvxpy_exact_wide_mix": report["exact_wide"]["instances_per_s"]
-        * report["cvxpy"]["exact_seconds_per_instance_wide_mix"],
-        "jax_sca_vs_cvxpy_sca": best_sca * report["cvxpy"]["sca_seconds_per_instance"]
-        if report["cvxpy"]["sca_seconds_per_instance"] else None,
+    cvx = report["cvxpy"]
+    largest = max(exact, key=lambda r: r["batch"])
+    ratios = {  # CVXPY solves one instance at a time in one process: "per core" compares one device with it
+        "exact_vs_cvxpy_exact": max(r["instances_per_s"] for r in exact) * cvx["exact_seconds_per_instance"],
+        "exact_vs_cvxpy_exact_wide_mix": report["exact_wide"]["instances_per_s"] * cvx["exact_seconds_per_instance_wide_mix"],
+        "jax_sca_vs_cvxpy_sca": max(r["instances_per_s"] for r in sca) * cvx["sca_seconds_per_instance"]
+        if cvx["sca_seconds_per_instance"] else None,
+        "jax_sca_vs_cvxpy_sca_wide_mix": report["sca_wide"]["instances_per_s"] * cvx["sca_seconds_per_instance_wide_mix"]
+        if cvx["sca_seconds_per_instance_wide_mix"] else None,
     }
+    if "instances_per_s_all_devices" in largest:
+        ratios["exact_vs_cvxpy_exact_all_devices"] = largest["instances_per_s_all_devices"] * cvx["exact_seconds_per_instance"]
+        ratios["exact_vs_cvxpy_exact_wide_mix_all_devices"] = (report["exact_wide"]["instances_per_s_all_devices"]
+                                                                * cvx["exact_seconds_per_instance_wide_mix"])
+    report["ratios"] = ratios
     if args.baseline:
         report["baseline"] = before_after(args, sizes, report)
     print(json.dumps({k: report[k] for k in ("cvxpy", "agreement", "ratios", "baseline") if k in report}, indent=2))
@@ -267,14 +296,17 @@ def before_after(args, sizes, report) -> dict:
            "wide": report["cvxpy"]["exact_seconds_per_instance_wide_mix"]}
     for mix, spread in (("default", 3.0), ("wide", 10.0)):
         problem = random_problems(n, seed=0, spread=spread)
-        wrap = (lambda f: chunked(f, args.chunk)) if n > args.chunk and n % args.chunk == 0 else jax.jit
-        rates = interleaved({"before": wrap(old), "after": wrap(solve_exact)}, problem, args.repeats)
+        large = n > args.chunk and n % args.chunk == 0
+        wrap = (lambda f, devices=None: chunked(f, args.chunk, devices)) if large else (lambda f, devices=None: jax.jit(f))
+        solvers = {"before": wrap(old), "after": wrap(solve_exact)}
+        if large and jax.device_count() > 1 and DISPATCH == "map":
+            solvers["after_all_devices"] = wrap(solve_exact, jax.local_devices())
+        rates = interleaved(solvers, problem, args.repeats)
         out["mixes"][mix] = {**{f"{k}_instances_per_s": v for k, v in rates.items()},
-                             "speedup": rates["after"] / rates["before"],
+                             **{f"speedup_{k}": v / rates["before"] for k, v in rates.items() if k != "before"},
                              **{f"{k}_vs_cvxpy": v * cvx[mix] for k, v in rates.items()}}
-        print(f"before/after ({mix} mix, batch {n}): {rates['before']:.3g} -> {rates['after']:.3g} inst/s "
-              f"(x{rates['after'] / rates['before']:.2f}; vs CVXPY {rates['before'] * cvx[mix]:.3g} -> "
-              f"{rates['after'] * cvx[mix]:.3g})")
+        print(f"before/after ({mix} mix, batch {n}): " + ", ".join(
+            f"{k} {v:.3g} inst/s (x{v / rates['before']:.2f}, {v * cvx[mix]:.3g}x CVXPY)" for k, v in rates.items()))
     shapes = [tuple(int(d) for d in s.split(",")) for s in args.compile_shapes.split(";") if s]
     out["compile_first_call_s"] = []
     for shape in shapes:

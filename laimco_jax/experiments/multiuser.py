@@ -31,7 +31,7 @@ from laimco_jax.params import make_problem
 from laimco_jax.solvers import Status, found_point
 
 __all__ = ["BUDGETS", "MAIN_BUDGETS", "OPTIMIZED_OBJECTIVE", "MultiuserGrid", "user_distances", "multiuser_tables",
-           "objective_value", "plot_users", "plot_gain", "plot_server"]
+           "plot_users", "plot_gain", "plot_server"]
 
 #: Budget settings (name, T0 [s], E0 [J]) every user of a cell gets: ``relaxed`` is what the user figure
 #: shows (every cell up to K = 16 has a feasible allocation), ``paper`` the paper's BERT-base budgets
@@ -70,19 +70,6 @@ def user_distances(grid: MultiuserGrid) -> np.ndarray:
     return rng.uniform(grid.distance_min_m, grid.distance_max_m, max(grid.users))
 
 
-def objective_value(objective: str, log2_bounds: np.ndarray, weights: np.ndarray, present: np.ndarray,
-                    found: np.ndarray) -> np.ndarray:
-    """The objective (minimised) of per-user log2 D̂ (user axis last), +inf where a present user has no point."""
-    log2_bounds = np.where(present, log2_bounds, 0.0)
-    if objective == "sum-log":
-        value = np.sum(weights * log2_bounds * present, axis=-1)
-    elif objective == "sum":
-        value = np.sum(np.where(present, weights * np.exp2(log2_bounds), 0.0), axis=-1)
-    else:
-        value = np.max(np.where(present, log2_bounds, -np.inf), axis=-1)
-    return np.where(np.all(found | ~present, axis=-1), value, np.inf)
-
-
 def _status_names(status) -> list[str]:
     return [Status(int(s)).name.lower() for s in np.ravel(status)]
 
@@ -103,7 +90,9 @@ def multiuser_tables(grid: MultiuserGrid = MultiuserGrid(), preset: str = "paper
     ``equal_split_infeasible_users``, ``alone_value`` and ``gain`` = equal_split_value − value (objective
     units, ``unit``; +inf where only the equal split is infeasible).
     """
-    from laimco_jax.solvers.multiuser import CellInfeasibleReason, solve_alone, solve_cell, solve_equal_split
+    from laimco_jax.solvers.multiuser import (
+        CellInfeasibleReason, cell_objective, solve_alone, solve_cell, solve_equal_split,
+    )
 
     distances = user_distances(grid)
     cells, index = [], []
@@ -126,12 +115,17 @@ def multiuser_tables(grid: MultiuserGrid = MultiuserGrid(), preset: str = "paper
     def log10_or_inf(solution):
         return np.where(found_point(solution.status), solution.log10_distortion_bound, np.inf)
 
-    equal_found, alone_found = found_point(equal.status), found_point(alone.status)
+    def objective_value(objective, users):
+        """The cell objective at per-user solutions ``users``; +inf where a present user has no point."""
+        with jax.enable_x64(True):
+            value = np.asarray(cell_objective(objective, batch, users.log2_distortion_bound))
+        return np.where(np.all(found_point(users.status) | ~present, axis=-1), value, np.inf)
+
+    equal_found = found_point(equal.status)
     user_rows, cell_rows = [], []
     for (objective, sharing), sol in solved.items():
         cell_found = found_point(sol.status)
-        equal_value = objective_value(objective, equal.log2_distortion_bound, weights, present, equal_found)
-        alone_value = objective_value(objective, alone.log2_distortion_bound, weights, present, alone_found)
+        equal_value, alone_value = objective_value(objective, equal), objective_value(objective, alone)
         value = np.where(cell_found, sol.objective, np.inf)
         for i, (name, delay_s, energy_j, k) in enumerate(index):
             common = dict(budgets=name, delay_s=delay_s, energy_j=energy_j, objective=objective, server_sharing=sharing,

@@ -13,7 +13,8 @@ Prints a summary and writes JSON (``--out``). All figures come from one run on o
 * with ``--baseline REF`` (a git revision, e.g. ``main``): ``solve_exact`` of REF and of the working
   tree timed interleaved in this process on the same batch (before/after instances/s, one device each,
   and the working tree's on every CPU device), and the first call of each on new shapes, each in a
-  fresh process (compile time).
+  fresh process (compile time);
+* ``solve_exact`` in float32 on both mixes: throughput, and statuses and ρq + ρ̃s against float64's.
 
 Large batches run in blocks of ``--chunk`` (``laimco_jax.solvers.batching.map_devices``) on one device,
 and again on every device: on CPU the script asks JAX for one device per core (``--cpu-devices``), so
@@ -46,7 +47,7 @@ import numpy as np
 jax.config.update("jax_enable_x64", True)
 
 from laimco_jax.params import Problem  # noqa: E402
-from laimco_jax.solvers import Status, solve_exact  # noqa: E402
+from laimco_jax.solvers import Status, found_point, solve_exact  # noqa: E402
 from laimco_jax.solvers.batching import map_devices, use_cpu_cores  # noqa: E402
 from laimco_jax.solvers.instances import random_problems  # noqa: E402
 from laimco_jax.solvers.sca import solve_sca  # noqa: E402
@@ -151,6 +152,27 @@ def compile_seconds(package: str, shape: tuple, scheme: str = "proposed") -> flo
     return float(out.split()[-1])
 
 
+def float32_accuracy(measure, problem: Problem, repeats: int, mix: str) -> dict:
+    """``solve_exact`` in float32 on ``problem``: its throughput, and its answers against float64's — status
+    pairs, and ρq + ρ̃s relative to q + s where both found a point (float32's certificate is 1000 ulps, 1.2e-4)."""
+    as32 = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x, problem)
+    out = measure(solve_exact, as32, repeats)
+    wide, narrow = (jax.jit(lambda q: map_devices(solve_exact, q, jax.local_devices()[:1]))(q) for q in (problem, as32))
+    pairs: dict = {}
+    for a, b in zip(np.asarray(wide.status).ravel(), np.asarray(narrow.status).ravel()):
+        key = f"{Status(int(a)).name}->{Status(int(b)).name}"
+        pairs[key] = pairs.get(key, 0) + 1
+    both = np.asarray(found_point(wide.status) & found_point(narrow.status))
+    total = np.asarray(problem.model.params_device + problem.model.params_server, np.float64)
+    rel = (np.abs(np.asarray(narrow.retained_params, np.float64) - np.asarray(wide.retained_params)) / total)[both]
+    out.update(status_float64_to_float32=pairs, relative_difference_retained_params={
+        "median": float(np.median(rel)), "p99": float(np.quantile(rel, 0.99)), "max": float(rel.max())})
+    every = f", {out['instances_per_s_all_devices']:.3g} on {jax.device_count()} devices" if "instances_per_s_all_devices" in out else ""
+    print(f"exact  float32 batch {out['batch']} ({mix} mix): {out['instances_per_s']:.3g} inst/s on one device{every}; statuses "
+          f"{pairs}; retained params vs float64 median {np.median(rel):.1e}, max {rel.max():.1e}")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_solvers.json"))
@@ -201,6 +223,8 @@ def main() -> None:
     report["exact"] = exact
     report["exact_wide"] = measure(solve_exact, wide_pool, args.repeats)
     show(f"exact  batch {max(sizes):>8} (wide mix)", report["exact_wide"])
+    report["exact_float32"] = {mix: float32_accuracy(measure, problem, args.repeats, mix)
+                               for mix, problem in (("default", take(pool, slice(0, max(sizes)))), ("wide", wide_pool))}
 
     sca = []
     for n in [int(float(s)) for s in args.sca_sizes.split(",")]:

@@ -88,22 +88,49 @@ def run_one(points: int, chunk_size: int, store_dir: str, cache_dir: str | None,
     }
 
 
+def _phase_table(stamps: list[tuple[str, float]], start: float, end: float) -> dict[str, float]:
+    """Seconds from the command's start to the end of each phase (``LAIMCO_SWEEP_PHASES`` stamps; a
+    repeated phase, e.g. ``chunk written``, as its first and last), then ``exit`` (the process gone)."""
+    table: dict[str, float] = {}
+    for name, when in stamps:
+        if name == "chunk written":
+            table.setdefault("first chunk written", when - start)
+            table["last chunk written"] = when - start
+        else:
+            table[name] = when - start
+    table["exit"] = end - start
+    return table
+
+
 def run_cli(points: int, chunk_size: int, store_dir: str, cache_dir: str | None) -> dict:
-    """One ``laimco sweep`` command in a subprocess, timed from the outside."""
+    """One ``laimco sweep`` command in a subprocess, timed from the outside, with its phases."""
     out = Path(tempfile.mkdtemp(dir=store_dir)) / "bench.zarr"
+    phases = out.parent / "phases.json"
     grids = [f"--grid={field}={values}" for field, values in _grid(points).items()]
     cmd = [sys.executable, "-m", "laimco_jax.cli", "sweep", *grids, "--chunk-size", str(chunk_size), "--out", str(out)]
-    env = {**os.environ, "LAIMCO_COMPILATION_CACHE": cache_dir or "off",
+    env = {**os.environ, "LAIMCO_COMPILATION_CACHE": cache_dir or "off", "LAIMCO_SWEEP_PHASES": str(phases),
            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    start = time.perf_counter()
+    before = os.times()
+    start_clock, start = time.time(), time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
+    end_clock = start_clock + wall
+    after = os.times()
+    table = _phase_table(json.loads(phases.read_text()), start_clock, end_clock) if phases.exists() else {}
     shutil.rmtree(out.parent, ignore_errors=True)
     if done.returncode:
         sys.exit(f"laimco sweep of {points} instances failed:\n{done.stderr[-3000:]}")
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"points": points, "chunk_size": chunk_size, "command": "laimco sweep", "wall_s": wall,
-            "instances_per_s": points / wall, "peak_rss_mib_children_max": usage.ru_maxrss / 1024}
+    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    return {"points": points, "chunk_size": chunk_size, "command": "laimco sweep", "wall_s": wall, "cpu_s": cpu,
+            "instances_per_s": points / wall, "peak_rss_mib_children_max": usage.ru_maxrss / 1024, "phases_s": table}
+
+
+def _print_phases(table: dict[str, float]) -> None:
+    last = 0.0
+    for name, at in table.items():
+        print(f"{'':14}{name:>22} at {at:7.2f} s  (+{at - last:5.2f})")
+        last = max(last, at)
 
 
 def main() -> None:
@@ -134,7 +161,9 @@ def main() -> None:
         for label in ("cold", "warm") if args.warm else ("",):
             if args.cli:
                 runs.append({**run_cli(points, args.chunk_size, store_dir, cache), "cache": label or bool(cache)})
-                print(f"{points:>12,d} instances {label:>4} `laimco sweep` wall {runs[-1]['wall_s']:8.2f} s", flush=True)
+                print(f"{points:>12,d} instances {label:>4} `laimco sweep` wall {runs[-1]['wall_s']:8.2f} s  "
+                      f"(CPU {runs[-1]['cpu_s']:.2f} s)", flush=True)
+                _print_phases(runs[-1]["phases_s"])
                 continue
             cmd = [sys.executable, __file__, "--single", str(points), "--chunk-size", str(args.chunk_size),
                    "--store-dir", store_dir, "--dtypes", dtype] + (["--compilation-cache", cache] if cache else [])

@@ -426,15 +426,20 @@ def _write(path: Path, text: str) -> Path:
 
 
 def _fail_writes_of(variable: str, code: int, monkeypatch) -> None:
-    """Zarr writes of ``variable``'s chunks fail with OSError ``code`` (a full disk, a read-only mount)."""
-    put = zarr.storage._local._put
+    """Writes of ``variable``'s chunks fail with OSError ``code`` (a full disk, a read-only mount): the
+    sweep's own chunk writes (sweep.store._write_chunk_file) and zarr's."""
+    put, raw = zarr.storage._local._put, sweep.store._write_chunk_file
 
-    def failing(path, *args, **kwargs):
-        if path.parent.name == variable and path.name[0].isdigit():  # a chunk, not metadata
-            raise OSError(code, os.strerror(code), str(path))
-        return put(path, *args, **kwargs)
+    def failing(write):
+        def wrapped(path, *args, **kwargs):
+            if path.parent.name == variable and path.name[0].isdigit():  # a chunk, not metadata
+                raise OSError(code, os.strerror(code), str(path))
+            return write(path, *args, **kwargs)
 
-    monkeypatch.setattr(zarr.storage._local, "_put", failing)
+        return wrapped
+
+    monkeypatch.setattr(zarr.storage._local, "_put", failing(put))
+    monkeypatch.setattr(sweep.store, "_write_chunk_file", failing(raw))
 
 
 def test_full_disk_while_writing_is_one_line_and_resumable(cli, tmp_path, monkeypatch, reference):

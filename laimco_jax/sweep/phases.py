@@ -23,10 +23,12 @@ def mark(phase: str) -> None:
         _STAMPS.append((phase, time.time()))
 
 
-def _write() -> None:
-    with open(_FILE, "w") as f:
-        json.dump(_STAMPS, f)
+def write() -> None:
+    """Write the stamps to ``LAIMCO_SWEEP_PHASES`` now (also done at exit; nothing without it)."""
+    if _FILE:
+        with open(_FILE, "w") as f:
+            json.dump(_STAMPS, f)
 
 
 if _FILE:
-    atexit.register(_write)
+    atexit.register(write)

@@ -225,15 +225,18 @@ def test_store_killed_mid_creation_leaves_no_store_and_resume_starts_it(tmp_path
     spec = sweep.build_spec(**SPEC)
     layout = sweep.chunk_layout(spec.shape, CHUNK // 2)
     created = []
-    original = zarr.Group.create_array
 
-    def die_on_third(self, *args, **kwargs):
-        created.append(args)
-        if len(created) == 3:
-            raise SystemExit("killed")  # stands in for SIGKILL: no cleanup in the creating code runs
-        return original(self, *args, **kwargs)
+    def die_on_third(original):
+        def create(*args, **kwargs):
+            created.append(args)
+            if len(created) == 3:
+                raise SystemExit("killed")  # stands in for SIGKILL: no cleanup in the creating code runs
+            return original(*args, **kwargs)
 
-    monkeypatch.setattr(zarr.Group, "create_array", die_on_third)
+        return create
+
+    monkeypatch.setattr(zarr.Group, "create_array", die_on_third(zarr.Group.create_array))  # the zarr path
+    monkeypatch.setattr(sweep.rawzarr, "write_node", die_on_third(sweep.rawzarr.write_node))  # the sweep's own
     monkeypatch.setattr(shutil, "rmtree", lambda *a, **k: None)  # nor any cleanup
     with pytest.raises(SystemExit):
         sweep.store.create_store(out, spec, layout, np.float64)
@@ -427,8 +430,8 @@ def _write(path: Path, text: str) -> Path:
 
 def _fail_writes_of(variable: str, code: int, monkeypatch) -> None:
     """Writes of ``variable``'s chunks fail with OSError ``code`` (a full disk, a read-only mount): the
-    sweep's own chunk writes (sweep.store._write_chunk_file) and zarr's."""
-    put, raw = zarr.storage._local._put, sweep.store._write_chunk_file
+    sweep's own chunk writes (sweep.rawzarr.write_chunk_file) and zarr's."""
+    put, raw = zarr.storage._local._put, sweep.rawzarr.write_chunk_file
 
     def failing(write):
         def wrapped(path, *args, **kwargs):
@@ -439,7 +442,7 @@ def _fail_writes_of(variable: str, code: int, monkeypatch) -> None:
         return wrapped
 
     monkeypatch.setattr(zarr.storage._local, "_put", failing(put))
-    monkeypatch.setattr(sweep.store, "_write_chunk_file", failing(raw))
+    monkeypatch.setattr(sweep.rawzarr, "write_chunk_file", failing(raw))
 
 
 def test_full_disk_while_writing_is_one_line_and_resumable(cli, tmp_path, monkeypatch, reference):

@@ -15,7 +15,6 @@ import json
 import math
 import os
 import shutil
-import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,7 @@ import jax
 import numpy as np
 
 from laimco_jax.params import ConfigError
+from laimco_jax.sweep import rawzarr
 from laimco_jax.sweep.cells import CellSweepSpec
 from laimco_jax.sweep.compute import ChunkLayout
 from laimco_jax.sweep.spec import OUT_SUFFIXES, POINT_DIM, SweepSpec
@@ -90,46 +90,60 @@ def create_store(out: Path, spec: SweepSpec | CellSweepSpec, layout: ChunkLayout
 
 
 def _plain_coord(value: Any) -> bool:
-    """Whether a coordinate ``(dim(s), values[, attrs])`` is one :func:`_write_coords` stores as xarray would:
+    """Whether a coordinate ``(dim, values[, attrs])`` is one :func:`_raw_skeleton` stores as xarray would:
     1-D numbers (float or integer) or fixed-width strings; others (booleans, 2-D) go through xarray."""
     dims, values = value[0], np.asarray(value[1])
     return isinstance(dims, str) and values.ndim == 1 and values.dtype.kind in "fiuU" and values.size > 0
 
 
-def _write_coords(root, coords: Mapping[str, Any]) -> None:
-    """The coordinates ``{name: (dim, values[, attrs])}`` (all :func:`_plain_coord`) as xarray's
-    ``Dataset.to_zarr`` writes them (format 2): one chunk, blosc lz4, NaN fill for floats, the dim in
-    ``_ARRAY_DIMENSIONS``; byte-identical metadata and chunks, without importing xarray (and pandas,
-    half a second). The caller adds xarray's global ``coordinates`` attribute."""
-    from numcodecs import Blosc
-
-    for name, (dim, values, *attrs) in coords.items():
+def _raw_skeleton(out: Path, spec: SweepSpec | CellSweepSpec, layout: ChunkLayout, dtype) -> bool:
+    """:func:`_write_skeleton` by :func:`rawzarr.create` (no zarr, xarray or pandas to import): the
+    coordinates as xarray's ``Dataset.to_zarr`` writes them (one blosc chunk, NaN fill for floats, the
+    dim in ``_ARRAY_DIMENSIONS``, the non-dim coordinates in the root attribute ``coordinates``), the
+    variables and markers as zarr's ``create_array``. False (nothing written) for coordinates it does not handle."""
+    coords = spec.coords()
+    if not all(map(_plain_coord, coords.values())):
+        return False
+    attrs = _store_attrs(spec, layout, dtype)
+    non_dim = sorted(name for name, (dim, *_) in coords.items() if name != dim)
+    if non_dim:  # as xarray lists coordinates no variable names (all, when it writes the coordinates alone)
+        attrs["coordinates"] = " ".join(non_dim)
+    nodes: dict[str, rawzarr.Node] = {}
+    for name, (dim, values, *extra) in coords.items():
         values = np.asarray(values)
-        array = root.create_array(
-            name, shape=values.shape, chunks=values.shape, dtype=values.dtype,
-            fill_value=np.nan if values.dtype.kind == "f" else None,
-            compressors=Blosc(cname="lz4", clevel=5, shuffle=Blosc.SHUFFLE, blocksize=0),
-            attributes={**(attrs[0] if attrs else {}), "_ARRAY_DIMENSIONS": [dim]},
-        )
-        array[...] = values
+        meta = rawzarr.array_meta(values.shape, values.shape, values.dtype,
+                                  np.nan if values.dtype.kind == "f" else None, rawzarr.BLOSC)
+        nodes[name] = rawzarr.Node({**(extra[0] if extra else {}), "_ARRAY_DIMENSIONS": [dim]}, meta, values)
+    point_fields = [n for a in spec.axes if a.dim == POINT_DIM for n in a.values]
+    sizes = spec.dim_sizes()
+    grid_dims = len(layout.block)
+    for name, (dims, vtype, fill, var_attrs) in spec.variables(dtype).items():
+        if point_fields:
+            var_attrs = {**var_attrs, "coordinates": " ".join(point_fields)}
+        shape = tuple(sizes[d] for d in dims)
+        meta = rawzarr.array_meta(shape, layout.block + shape[grid_dims:], vtype, fill, None)
+        nodes[name] = rawzarr.Node({**var_attrs, "_ARRAY_DIMENSIONS": list(dims)}, meta)
+    nodes["_progress"] = rawzarr.Node({})
+    nodes[PROGRESS] = rawzarr.Node({}, rawzarr.array_meta((layout.num_chunks,), (1,), np.uint8, 0, rawzarr.BLOSC))
+    try:
+        rawzarr.create(out, attrs, nodes)
+    except (TypeError, ValueError):  # attributes plain JSON cannot hold (numpy scalars): zarr's encoder
+        shutil.rmtree(out, ignore_errors=True)
+        return False
+    return True
 
 
 def _write_skeleton(out: Path, spec: SweepSpec | CellSweepSpec, layout: ChunkLayout, dtype) -> None:
     """Coordinates, attrs, empty variables (chunked like the sweep) and the progress markers."""
+    if _raw_skeleton(out, spec, layout, dtype):
+        return
+    import xarray as xr
     import zarr
 
-    coords, attrs = spec.coords(), _store_attrs(spec, layout, dtype)
-    if all(map(_plain_coord, coords.values())):
-        non_dim = sorted(name for name, (dim, *_) in coords.items() if name != dim)
-        if non_dim:  # as xarray lists the coordinates no variable names (all here: the store has no variables yet)
-            attrs = {**attrs, "coordinates": " ".join(non_dim)}
-        root = zarr.open_group(out, mode="w-", zarr_format=_ZARR_FORMAT, attributes=attrs)
-        _write_coords(root, coords)
-    else:
-        import xarray as xr
-
-        xr.Dataset(coords=coords, attrs=attrs).to_zarr(out, mode="w-", zarr_format=_ZARR_FORMAT, consolidated=False)
-        root = zarr.open_group(out, mode="r+", zarr_format=_ZARR_FORMAT)
+    xr.Dataset(coords=spec.coords(), attrs=_store_attrs(spec, layout, dtype)).to_zarr(
+        out, mode="w-", zarr_format=_ZARR_FORMAT, consolidated=False
+    )
+    root = zarr.open_group(out, mode="r+", zarr_format=_ZARR_FORMAT)
     point_fields = [n for a in spec.axes if a.dim == POINT_DIM for n in a.values]
     sizes = spec.dim_sizes()
     grid_dims = len(layout.block)
@@ -149,79 +163,23 @@ def _write_skeleton(out: Path, spec: SweepSpec | CellSweepSpec, layout: ChunkLay
     zarr.consolidate_metadata(out)
 
 
-class _RawArray:
-    """Whole-chunk writes of an uncompressed Zarr (format 2) array straight to its chunk files: the bytes,
-    file names and empty-chunk rule (a chunk all fill value is not stored) of zarr's own writes, without
-    its per-write overhead (zarr-python 3 spent 0.6 to 1 s of CPU writing the 160 MB of a 10⁶-point sweep,
-    next to the computation). Only for arrays :meth:`open` accepts; reading stays with zarr."""
-
-    def __init__(self, path: Path, meta: dict[str, Any]):
-        self.path = path
-        self.shape, self.chunks = tuple(meta["shape"]), tuple(meta["chunks"])
-        self.dtype = np.dtype(meta["dtype"])
-        fill = meta["fill_value"]
-        self.fill = {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf}.get(fill, fill)
-        self.separator = meta.get("dimension_separator") or "."
-
-    @classmethod
-    def open(cls, path: Path) -> _RawArray | None:
-        """The array at ``path`` if it is plain (no compressor or filters, C order, a numeric dtype and fill), else None."""
-        try:
-            meta = json.loads((path / ".zarray").read_text())
-        except (OSError, ValueError):
-            return None
-        plain = (meta.get("zarr_format") == 2 and meta.get("compressor") is None and not meta.get("filters")
-                 and meta.get("order") == "C" and meta.get("dimension_separator", ".") in (".", "/")
-                 and isinstance(meta.get("dtype"), str) and np.dtype(meta["dtype"]).kind in "fiu"
-                 and meta.get("fill_value") is not None)
-        return cls(path, meta) if plain else None
-
-    def __setitem__(self, region: tuple[slice, ...], values: np.ndarray) -> None:
-        """Write ``values`` at ``region``, which must be one whole chunk (cut at the array's end) of the
-        leading dims and span the trailing dims whole."""
-        values = np.asarray(values, dtype=self.dtype)
-        region = tuple(region) + tuple(slice(0, n) for n in self.shape[len(region):])
-        index = []
-        for r, c, n in zip(region, self.chunks, self.shape):
-            if r.start % c or r.stop != min(r.start + c, n):
-                raise ValueError(f"{self.path}: region {region} is not one chunk of {self.chunks}")
-            index.append(r.start // c)
-        if values.shape == self.chunks:
-            data = np.ascontiguousarray(values)
-        else:  # an edge chunk: stored whole, the rest the fill value (as zarr does)
-            data = np.full(self.chunks, self.fill, self.dtype)
-            data[tuple(slice(0, s) for s in values.shape)] = values
-        path = self.path / self.separator.join(map(str, index))
-        if np.array_equal(data, np.asarray(self.fill, self.dtype), equal_nan=self.dtype.kind == "f"):
-            path.unlink(missing_ok=True)  # zarr's write_empty_chunks=False
-            return
-        _write_chunk_file(path, data)
-
-
-def _write_chunk_file(path: Path, data: np.ndarray) -> None:
-    """``data``'s bytes as the file ``path``, written under a temporary name and renamed into place (as zarr)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
-    try:
-        with open(partial, "wb") as f:
-            f.write(memoryview(data).cast("B"))
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-
-
 def open_arrays(out: Path, spec: SweepSpec | CellSweepSpec) -> dict[str, Any]:
-    """The store's result arrays by variable name (for whole-chunk writes: a :class:`_RawArray` where the
-    array allows, else zarr's), and its progress markers (zarr) under ``PROGRESS``."""
-    import zarr
+    """The store's result arrays by variable name, for whole-chunk writes, and its progress markers under
+    ``PROGRESS`` (``[:]`` and ``[chunk] = 1``): :mod:`~laimco_jax.sweep.rawzarr`'s where it handles the
+    array (every array of a store this module created), else zarr's."""
+    names = [*spec.variables(np.float64)]
+    arrays: dict[str, Any] = {name: rawzarr.ChunkArray.open(out / name) for name in names}
+    arrays[PROGRESS] = rawzarr.ProgressMarkers.open(out / PROGRESS)
+    missing = [name for name, array in arrays.items() if array is None]
+    if missing:
+        import zarr
 
-    root = zarr.open_group(out, mode="r+", zarr_format=_ZARR_FORMAT)
-    try:
-        arrays = {name: _RawArray.open(out / name) or root[name] for name in spec.variables(np.float64)}
-        return {**arrays, PROGRESS: root[PROGRESS]}
-    except KeyError as exc:
-        raise ConfigError(f"{str(out)!r} lacks the array {exc}: an incomplete store; remove it and start again") from exc
+        root = zarr.open_group(out, mode="r+", zarr_format=_ZARR_FORMAT)
+        try:
+            arrays.update({name: root[name] for name in missing})
+        except KeyError as exc:
+            raise ConfigError(f"{str(out)!r} lacks the array {exc}: an incomplete store; remove it and start again") from exc
+    return arrays
 
 
 def write_chunk(arrays: Mapping[str, Any], layout: ChunkLayout, chunk: int, outputs: Sequence[Mapping[str, jax.Array]],
@@ -342,13 +300,19 @@ def _write_netcdf(store: Path, out: Path) -> None:
 def finish_store(store: Path, out: Path) -> None:
     """Mark the store complete (attribute ``complete``) if every chunk is marked done; a complete
     ``.nc`` output is then converted from it and the work store removed."""
-    import zarr
+    markers = rawzarr.ProgressMarkers.open(store / PROGRESS)
+    if markers is None:
+        import zarr
 
-    root = zarr.open_group(store, mode="r+", zarr_format=_ZARR_FORMAT)
-    complete = bool(np.all(root[PROGRESS][:] == 1))
-    if complete and not root.attrs.get("complete"):
-        root.attrs["complete"] = True
-        zarr.consolidate_metadata(store)
+        markers = zarr.open_array(store / PROGRESS, mode="r", zarr_format=_ZARR_FORMAT)
+    complete = bool(np.all(markers[:] == 1))
+    if complete and not rawzarr.set_complete(store):
+        import zarr
+
+        root = zarr.open_group(store, mode="r+", zarr_format=_ZARR_FORMAT)
+        if not root.attrs.get("complete"):
+            root.attrs["complete"] = True
+            zarr.consolidate_metadata(store)
     if complete and out != store:
         _write_netcdf(store, out)
         shutil.rmtree(store)

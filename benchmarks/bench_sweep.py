@@ -10,13 +10,18 @@ delay_s x energy_j x distance_m (100 x 100 x N/1e4) of the paper's BERT configur
     python benchmarks/bench_sweep.py --compilation-cache /tmp/jaxcache   # twice: the 2nd skips compiling
     python benchmarks/bench_sweep.py --points 1e6 --warm  # cold, then warm from a fresh temporary cache
     python benchmarks/bench_sweep.py --points 1e6 --warm --cli  # the whole `laimco sweep` command
+    python benchmarks/bench_sweep.py --points 1e6 --warm --cli --repeat 3  # best / median of 3 (busy hosts)
 
 ``--warm`` runs every size twice against a fresh temporary compilation cache: the first run compiles
 (cold, as a first ``laimco sweep``), the second finds the compiled chunk function in the cache (as
 every later ``laimco sweep`` of the same structure: the CLI turns the persistent cache on).
 
 ``--cli`` times the whole ``laimco sweep --grid ... --out ...`` command instead (Python start-up,
-imports, store and progress bar included), with ``LAIMCO_COMPILATION_CACHE`` pointing at the cache.
+imports, store and progress bar included), with ``LAIMCO_COMPILATION_CACHE`` pointing at the cache,
+and prints when each phase of it ended (``LAIMCO_SWEEP_PHASES``, :mod:`laimco_jax.sweep.phases`):
+imports, spec, evaluator (inputs on the device), store created, store opened, compiled (the compile
+thread done: trace, lower and XLA compile, or the program loaded from the cache), compile waited for,
+first and last chunk written, store finished (``complete``), sweep done, exit (the process gone).
 
 Reported per size: ``wall_s`` (the whole run_sweep call, compilation and writing included),
 ``compile_s`` (until the first chunk is written, minus that chunk's share), ``instances_per_s``
@@ -144,6 +149,8 @@ def main() -> None:
                         help="run each size twice with a fresh temporary compilation cache (cold, then warm)")
     parser.add_argument("--cli", action="store_true", help="time the whole `laimco sweep` command (start-up included)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_sweep.json")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run each size (with --warm: each cold and warm pair, a fresh cache each) this many times")
     parser.add_argument("--dtypes", default="float64", help="comma list: float64, float32 (in-process runs)")
     parser.add_argument("--single", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -155,14 +162,15 @@ def main() -> None:
     if not set(dtypes) <= {"float32", "float64"} or (args.cli and dtypes != ["float64"]):
         sys.exit(f"--dtypes {args.dtypes!r}: float32 and/or float64 (the --cli runs are float64)")
     runs = []
-    for text, dtype in [(t, d) for t in args.points.split(",") for d in dtypes]:
+    for text, dtype, _ in [(t, d, r) for t in args.points.split(",") for d in dtypes for r in range(args.repeat)]:
         points = int(float(text))
         cache = tempfile.mkdtemp(prefix="laimco-bench-cache-") if args.warm else args.compilation_cache
         for label in ("cold", "warm") if args.warm else ("",):
             if args.cli:
-                runs.append({**run_cli(points, args.chunk_size, store_dir, cache), "cache": label or bool(cache)})
+                runs.append({**run_cli(points, args.chunk_size, store_dir, cache), "cache": label or bool(cache),
+                             "load_average_before": os.getloadavg()[0]})
                 print(f"{points:>12,d} instances {label:>4} `laimco sweep` wall {runs[-1]['wall_s']:8.2f} s  "
-                      f"(CPU {runs[-1]['cpu_s']:.2f} s)", flush=True)
+                      f"(CPU {runs[-1]['cpu_s']:.2f} s, load average {runs[-1]['load_average_before']:.1f})", flush=True)
                 _print_phases(runs[-1]["phases_s"])
                 continue
             cmd = [sys.executable, __file__, "--single", str(points), "--chunk-size", str(args.chunk_size),
@@ -178,6 +186,12 @@ def main() -> None:
                   f"peak RSS {r['peak_rss_mib']:7.0f} MiB  store {r['store_mib']:.0f} MiB", flush=True)
         if args.warm:
             shutil.rmtree(cache, ignore_errors=True)
+    if args.cli and args.repeat > 1:
+        for points in dict.fromkeys(r["points"] for r in runs):
+            for label in dict.fromkeys(r["cache"] for r in runs):
+                walls = sorted(r["wall_s"] for r in runs if r["points"] == points and r["cache"] == label)
+                print(f"{points:>12,d} instances {label!s:>4} `laimco sweep` over {len(walls)} runs: "
+                      f"best {walls[0]:.2f} s, median {walls[len(walls) // 2]:.2f} s, worst {walls[-1]:.2f} s")
     record = {
         "benchmark": "sweep of the exact solver, scheme proposed, every Solution field written to Zarr",
         "host": platform.node(),

@@ -195,7 +195,8 @@ def write_chunk(arrays: Mapping[str, Any], layout: ChunkLayout, chunk: int, outp
     extent = tuple(slice(0, r.stop - r.start) for r in region)
 
     def write(name: str) -> None:
-        host = np.stack([np.asarray(scheme[name])[: layout.block_points] for scheme in outputs], axis=1)
+        parts = [np.asarray(scheme[name])[: layout.block_points] for scheme in outputs]
+        host = parts[0][:, None] if len(parts) == 1 else np.stack(parts, axis=1)  # one scheme: a view, no copy
         arrays[name][region] = host.reshape(layout.block + host.shape[1:])[extent]
 
     list(io.map(write, outputs[0]))

@@ -186,17 +186,6 @@ def _compute(store: Path, spec: SweepSpec | CellSweepSpec, layout: ChunkLayout, 
     The writer thread's pool is left before the file-writing pool, so every chunk handed to it is
     written whole and marked done even when a KeyboardInterrupt unwinds this.
     """
-    try:
-        _compute_chunks(store, spec, layout, dtype, create=create, progress=progress, on_chunk=on_chunk)
-    finally:
-        from laimco_jax.sweep.executables import wait_for_saves
-
-        wait_for_saves()
-
-
-def _compute_chunks(store: Path, spec: SweepSpec | CellSweepSpec, layout: ChunkLayout, dtype, *, create: bool,
-                    progress: bool, on_chunk: Callable[[int, int], None] | None) -> None:
-    """:func:`_compute` but for waiting for the compiled programs to be stored."""
     evaluator = spec.evaluator(layout, local_mesh(), dtype)
     mark("evaluator")
     per_point = math.prod(spec.inner_shape)

@@ -15,8 +15,8 @@ does on a hit. So results are bit-identical with and without it.
 The files go to ``DIR/laimco-sweep-executables/`` under ``jax_compilation_cache_dir`` (JAX's cache
 ignores subdirectories); there is no cache without that setting. A file that cannot be read, or whose
 program cannot be loaded, is compiled again and replaced; a file that cannot be written is skipped.
-A program is stored by a thread while the sweep computes; :func:`wait_for_saves` waits for them (the
-sweep driver does before it returns).
+A program is stored as soon as it is compiled, before it first runs: XLA's CPU executable serialized
+while it ran lacked kernels ("Function ... not found" once loaded), as JAX's cache serializes.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import threading
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -36,7 +35,6 @@ import numpy as np
 SUBDIR = "laimco-sweep-executables"
 _FORMAT = "laimco-sweep-executable-1"
 _source_digest: str | None = None
-_saving: list[threading.Thread] = []
 
 
 def _source() -> str:
@@ -96,9 +94,7 @@ def compile_cached(fn, args: Sequence[Any], static: Mapping[str, Any], devices: 
     except Exception:  # none yet, or an unreadable or stale file: compile (again) and store it
         pass
     compiled = fn.lower(*args, **static).compile()
-    saving = threading.Thread(target=_save, args=(compiled, path), name="laimco-save-executable")
-    saving.start()  # off the critical path: the sweep starts computing meanwhile
-    _saving.append(saving)
+    _save(compiled, path)  # before the program first runs (as JAX's cache: one serialized while it ran lacked kernels)
     return compiled
 
 
@@ -113,9 +109,3 @@ def _save(compiled, path: Path) -> None:
         os.replace(partial, path)
     except Exception:  # no room, read-only, or a program that cannot be serialized: just not cached
         partial.unlink(missing_ok=True)
-
-
-def wait_for_saves() -> None:
-    """Wait until the programs :func:`compile_cached` compiled are stored (it stores them in threads)."""
-    while _saving:
-        _saving.pop().join()

@@ -6,7 +6,7 @@ by the lowered program, so a sweep that hits it still traces and lowers the solv
 second of Python (holding the GIL) before a 10⁶-point sweep can start. :func:`compile_cached` keys the
 serialized executable instead by everything the lowering depends on, known before tracing: the source of
 every ``laimco_jax`` module, the jitted function, its static arguments, the structure, shapes, dtypes,
-weak types and shardings of its arguments, JAX's and jaxlib's versions, every JAX configuration value
+weak types and shardings of its arguments, JAX's, jaxlib's and NumPy's versions, every JAX configuration value
 (as seen from the calling thread), ``XLA_FLAGS`` and ``LIBTPU_INIT_ARGS``, the backend and the devices.
 Anything else changes nothing: the stored program is the one ``jit(...).lower(...).compile()`` made, and
 loading it (:func:`jax.experimental.serialize_executable.deserialize_and_load`) is what JAX's own cache
@@ -15,8 +15,8 @@ does on a hit. So results are bit-identical with and without it.
 The files go to ``DIR/laimco-sweep-executables/`` under ``jax_compilation_cache_dir`` (JAX's cache
 ignores subdirectories); there is no cache without that setting. A file that cannot be read, or whose
 program cannot be loaded, is compiled again and replaced; a file that cannot be written is skipped.
-A program is stored as soon as it is compiled, before it first runs: XLA's CPU executable serialized
-while it ran lacked kernels ("Function ... not found" once loaded), as JAX's cache serializes.
+A program is stored as soon as it is compiled, before it first runs (as JAX's cache does): one that a
+thread serialized while the sweep ran it lacked kernels ("Function ... not found" once loaded).
 """
 
 from __future__ import annotations
@@ -38,14 +38,16 @@ _source_digest: str | None = None
 
 
 def _source() -> str:
-    """SHA-256 of every module of the ``laimco_jax`` package (path and text), computed once per process."""
+    """SHA-256 of every module of the ``laimco_jax`` package (path and text), computed once per process;
+    empty when no source is found (then nothing is cached)."""
     global _source_digest
     if _source_digest is None:
         root = Path(__file__).resolve().parents[1]
-        digest = hashlib.sha256()
+        digest, found = hashlib.sha256(), False
         for path in sorted(root.rglob("*.py")):
             digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-        _source_digest = digest.hexdigest()
+            found = True
+        _source_digest = digest.hexdigest() if found else ""
     return _source_digest
 
 
@@ -60,12 +62,14 @@ def cache_key(fn: Callable, args: Sequence[Any], static: Mapping[str, Any], devi
     """The key of ``fn`` (a jitted function) lowered at ``args`` with the static arguments ``static`` for ``devices``."""
     import jaxlib
 
+    from laimco_jax import __version__
+
     leaves, tree = jax.tree_util.tree_flatten(tuple(args))
     backend = devices[0].client
     config = {name: repr(getattr(jax.config, name, value)) for name, value in jax.config.values.items()
               if not name.startswith(("jax_compilation_cache", "jax_persistent_cache", "jax_log", "jax_explain"))}
     parts = [
-        _FORMAT, _source(), jax.__version__, jaxlib.__version__,
+        _FORMAT, _source(), __version__, jax.__version__, jaxlib.__version__, np.__version__,
         f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}",
         repr(sorted(static.items())), str(tree), repr([_leaf(x) for x in leaves]), repr(sorted(config.items())),
         os.environ.get("XLA_FLAGS", ""), os.environ.get("LIBTPU_INIT_ARGS", ""),
@@ -83,7 +87,7 @@ def _directory() -> Path | None:
 def compile_cached(fn, args: Sequence[Any], static: Mapping[str, Any], devices: Sequence[Any]):
     """``fn.lower(*args, **static).compile()``, or the same program loaded from the cache (see the module)."""
     directory = _directory()
-    if directory is None:
+    if directory is None or not _source():
         return fn.lower(*args, **static).compile()
     path = directory / f"{cache_key(fn, args, static, devices)}.exe"
     try:

@@ -472,3 +472,20 @@ def test_read_only_directory_and_read_only_resume_are_one_line(cli, tmp_path, mo
     for args in (["--spec", spec_file, "--out", tmp_path / "new.zarr"], ["--resume", "--out", out]):
         code, _, err = cli("sweep", *args)
         assert code == 2 and "Read-only file system" in _one_line(err) and str(args[-1]) in err
+
+
+def test_cli_process_exits_at_once_after_a_sweep_with_its_output_and_phases(tmp_path):
+    """`laimco sweep` as a process ends with os._exit once the sweep is written (no interpreter
+    teardown): its output is flushed, the store complete, and the phase stamps asked for by
+    LAIMCO_SWEEP_PHASES written (benchmarks/bench_sweep.py reads them)."""
+    out, phases = tmp_path / "q.zarr", tmp_path / "phases.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LAIMCO_SWEEP_PHASES": str(phases)}
+    done = subprocess.run([sys.executable, "-m", "laimco_jax.cli", "sweep", "--grid", "delay_s=0.2,0.3",
+                           "--grid", "energy_j=0.01,0.02", "--out", str(out)], env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "".join(f"sweep written to {out}".split()) in "".join(done.stdout.split())  # rich may wrap the path
+    assert _complete(out) is True
+    names = [name for name, _ in json.loads(phases.read_text())]
+    assert names[0] == "imports" and names[-1] == "sweep done"
+    assert {"spec", "evaluator", "store created", "compiled", "chunk written", "store finished"} <= set(names)

@@ -423,9 +423,9 @@ def test_compiled_programs_are_cached_on_disk_and_skip_tracing(tmp_path, monkeyp
     """With a compilation cache directory, the chunk program is stored serialized under it, and a later
     sweep of the same structure loads it without tracing; a damaged file is compiled again. Results
     are the same throughout."""
-    from laimco_jax.sweep import compute, executables
-
     from types import SimpleNamespace
+
+    from laimco_jax.sweep import compute, executables
 
     spec = sweep.build_spec(**SPEC)
     before = jax.config.jax_compilation_cache_dir

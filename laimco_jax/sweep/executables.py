@@ -90,16 +90,23 @@ def compile_cached(fn, args: Sequence[Any], static: Mapping[str, Any], devices: 
     if directory is None or not _source():
         return fn.lower(*args, **static).compile()
     path = directory / f"{cache_key(fn, args, static, devices)}.exe"
-    try:
-        payload, in_tree, out_tree = pickle.loads(zlib.decompress(path.read_bytes()))
-        from jax.experimental.serialize_executable import deserialize_and_load
-
-        return deserialize_and_load(payload, in_tree, out_tree, backend=devices[0].client, execution_devices=devices)
-    except Exception:  # none yet, or an unreadable or stale file: compile (again) and store it
-        pass
+    loaded = _load(path, devices)
+    if loaded is not None:
+        return loaded
     compiled = fn.lower(*args, **static).compile()
     _save(compiled, path)  # before the program first runs (as JAX's cache: one serialized while it ran lacked kernels)
     return compiled
+
+
+def _load(path: Path, devices: Sequence[Any]):
+    """The program stored at ``path``, or None: none yet, or an unreadable or stale file (compile it again)."""
+    from jax.experimental.serialize_executable import deserialize_and_load
+
+    try:
+        payload, in_tree, out_tree = pickle.loads(zlib.decompress(path.read_bytes()))
+        return deserialize_and_load(payload, in_tree, out_tree, backend=devices[0].client, execution_devices=devices)
+    except Exception:  # noqa: BLE001 (whatever a bad file raises, it is compiled again)
+        return None
 
 
 def _save(compiled, path: Path) -> None:
@@ -111,5 +118,5 @@ def _save(compiled, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial.write_bytes(data)
         os.replace(partial, path)
-    except Exception:  # no room, read-only, or a program that cannot be serialized: just not cached
+    except Exception:  # noqa: BLE001 (no room, read-only, a program that cannot be serialized: just not cached)
         partial.unlink(missing_ok=True)

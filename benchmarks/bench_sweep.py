@@ -10,13 +10,18 @@ delay_s x energy_j x distance_m (100 x 100 x N/1e4) of the paper's BERT configur
     python benchmarks/bench_sweep.py --compilation-cache /tmp/jaxcache   # twice: the 2nd skips compiling
     python benchmarks/bench_sweep.py --points 1e6 --warm  # cold, then warm from a fresh temporary cache
     python benchmarks/bench_sweep.py --points 1e6 --warm --cli  # the whole `laimco sweep` command
+    python benchmarks/bench_sweep.py --points 1e6 --warm --cli --repeat 3  # best / median of 3 (busy hosts)
 
 ``--warm`` runs every size twice against a fresh temporary compilation cache: the first run compiles
 (cold, as a first ``laimco sweep``), the second finds the compiled chunk function in the cache (as
 every later ``laimco sweep`` of the same structure: the CLI turns the persistent cache on).
 
 ``--cli`` times the whole ``laimco sweep --grid ... --out ...`` command instead (Python start-up,
-imports, store and progress bar included), with ``LAIMCO_COMPILATION_CACHE`` pointing at the cache.
+imports, store and progress bar included), with ``LAIMCO_COMPILATION_CACHE`` pointing at the cache,
+and prints when each phase of it ended (``LAIMCO_SWEEP_PHASES``, :mod:`laimco_jax.sweep.phases`):
+imports, spec, evaluator (inputs on the device), store created, store opened, compiled (the compile
+thread done: trace, lower and XLA compile, or the program loaded from the cache), compile waited for,
+first and last chunk written, store finished (``complete``), sweep done, exit (the process gone).
 
 Reported per size: ``wall_s`` (the whole run_sweep call, compilation and writing included),
 ``compile_s`` (until the first chunk is written, minus that chunk's share), ``instances_per_s``
@@ -88,22 +93,49 @@ def run_one(points: int, chunk_size: int, store_dir: str, cache_dir: str | None,
     }
 
 
+def _phase_table(stamps: list[tuple[str, float]], start: float, end: float) -> dict[str, float]:
+    """Seconds from the command's start to the end of each phase (``LAIMCO_SWEEP_PHASES`` stamps; a
+    repeated phase, e.g. ``chunk written``, as its first and last), then ``exit`` (the process gone)."""
+    table: dict[str, float] = {}
+    for name, when in stamps:
+        if name == "chunk written":
+            table.setdefault("first chunk written", when - start)
+            table["last chunk written"] = when - start
+        else:
+            table[name] = when - start
+    table["exit"] = end - start
+    return table
+
+
 def run_cli(points: int, chunk_size: int, store_dir: str, cache_dir: str | None) -> dict:
-    """One ``laimco sweep`` command in a subprocess, timed from the outside."""
+    """One ``laimco sweep`` command in a subprocess, timed from the outside, with its phases."""
     out = Path(tempfile.mkdtemp(dir=store_dir)) / "bench.zarr"
+    phases = out.parent / "phases.json"
     grids = [f"--grid={field}={values}" for field, values in _grid(points).items()]
     cmd = [sys.executable, "-m", "laimco_jax.cli", "sweep", *grids, "--chunk-size", str(chunk_size), "--out", str(out)]
-    env = {**os.environ, "LAIMCO_COMPILATION_CACHE": cache_dir or "off",
+    env = {**os.environ, "LAIMCO_COMPILATION_CACHE": cache_dir or "off", "LAIMCO_SWEEP_PHASES": str(phases),
            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    start = time.perf_counter()
+    before = os.times()
+    start_clock, start = time.time(), time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
+    end_clock = start_clock + wall
+    after = os.times()
+    table = _phase_table(json.loads(phases.read_text()), start_clock, end_clock) if phases.exists() else {}
     shutil.rmtree(out.parent, ignore_errors=True)
     if done.returncode:
         sys.exit(f"laimco sweep of {points} instances failed:\n{done.stderr[-3000:]}")
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"points": points, "chunk_size": chunk_size, "command": "laimco sweep", "wall_s": wall,
-            "instances_per_s": points / wall, "peak_rss_mib_children_max": usage.ru_maxrss / 1024}
+    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    return {"points": points, "chunk_size": chunk_size, "command": "laimco sweep", "wall_s": wall, "cpu_s": cpu,
+            "instances_per_s": points / wall, "peak_rss_mib_children_max": usage.ru_maxrss / 1024, "phases_s": table}
+
+
+def _print_phases(table: dict[str, float]) -> None:
+    last = 0.0
+    for name, at in table.items():
+        print(f"{'':14}{name:>22} at {at:7.2f} s  (+{at - last:5.2f})")
+        last = max(last, at)
 
 
 def main() -> None:
@@ -117,6 +149,8 @@ def main() -> None:
                         help="run each size twice with a fresh temporary compilation cache (cold, then warm)")
     parser.add_argument("--cli", action="store_true", help="time the whole `laimco sweep` command (start-up included)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_sweep.json")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run each size (with --warm: each cold and warm pair, a fresh cache each) this many times")
     parser.add_argument("--dtypes", default="float64", help="comma list: float64, float32 (in-process runs)")
     parser.add_argument("--single", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -128,13 +162,16 @@ def main() -> None:
     if not set(dtypes) <= {"float32", "float64"} or (args.cli and dtypes != ["float64"]):
         sys.exit(f"--dtypes {args.dtypes!r}: float32 and/or float64 (the --cli runs are float64)")
     runs = []
-    for text, dtype in [(t, d) for t in args.points.split(",") for d in dtypes]:
+    for text, dtype, _ in [(t, d, r) for t in args.points.split(",") for d in dtypes for r in range(args.repeat)]:
         points = int(float(text))
         cache = tempfile.mkdtemp(prefix="laimco-bench-cache-") if args.warm else args.compilation_cache
         for label in ("cold", "warm") if args.warm else ("",):
             if args.cli:
-                runs.append({**run_cli(points, args.chunk_size, store_dir, cache), "cache": label or bool(cache)})
-                print(f"{points:>12,d} instances {label:>4} `laimco sweep` wall {runs[-1]['wall_s']:8.2f} s", flush=True)
+                runs.append({**run_cli(points, args.chunk_size, store_dir, cache), "cache": label or bool(cache),
+                             "load_average_before": os.getloadavg()[0]})
+                print(f"{points:>12,d} instances {label:>4} `laimco sweep` wall {runs[-1]['wall_s']:8.2f} s  "
+                      f"(CPU {runs[-1]['cpu_s']:.2f} s, load average {runs[-1]['load_average_before']:.1f})", flush=True)
+                _print_phases(runs[-1]["phases_s"])
                 continue
             cmd = [sys.executable, __file__, "--single", str(points), "--chunk-size", str(args.chunk_size),
                    "--store-dir", store_dir, "--dtypes", dtype] + (["--compilation-cache", cache] if cache else [])
@@ -149,6 +186,12 @@ def main() -> None:
                   f"peak RSS {r['peak_rss_mib']:7.0f} MiB  store {r['store_mib']:.0f} MiB", flush=True)
         if args.warm:
             shutil.rmtree(cache, ignore_errors=True)
+    if args.cli and args.repeat > 1:
+        for points in dict.fromkeys(r["points"] for r in runs):
+            for label in dict.fromkeys(r["cache"] for r in runs):
+                walls = sorted(r["wall_s"] for r in runs if r["points"] == points and r["cache"] == label)
+                print(f"{points:>12,d} instances {label!s:>4} `laimco sweep` over {len(walls)} runs: "
+                      f"best {walls[0]:.2f} s, median {walls[len(walls) // 2]:.2f} s, worst {walls[-1]:.2f} s")
     record = {
         "benchmark": "sweep of the exact solver, scheme proposed, every Solution field written to Zarr",
         "host": platform.node(),

@@ -34,7 +34,7 @@ app = typer.Typer(
 console = Console()
 
 DEBUG_ENV = "LAIMCO_DEBUG"
-_run = {"debug": False}  # set by the --debug option of the current invocation (see main)
+_run = {"debug": False, "quick_exit": False}  # --debug of the current invocation; quick_exit: see _quick_exit
 
 
 @app.callback()
@@ -503,6 +503,33 @@ def sweep_cmd(
         reduce_only=reduce_only,
     )
     console.print(f"sweep written to {path}")
+    _run["quick_exit"] = not distributed  # jax.distributed's shutdown runs at exit
+
+
+def _quick_exit(caller_globals: dict) -> None:
+    """End the process at once (``os._exit(0)``, output flushed) after a command that asked for it, when
+    ``main`` is the process' entry point (its caller is a ``__main__`` module: the console script,
+    ``python -m laimco_jax.cli``), not a test calling it in-process.
+
+    Tearing down the interpreter after a sweep (modules, JAX's and XLA's objects, the zarr event loop)
+    takes about a second; nothing is left to do by then: the store is written and closed, its lock
+    released, and the persistent compilation cache written when the program was compiled.
+    """
+    import logging
+    import os
+
+    if not _run["quick_exit"] or caller_globals.get("__name__") != "__main__":
+        return
+    from laimco_jax.sweep.phases import write as write_phases
+
+    write_phases()
+    logging.shutdown()
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+    except BrokenPipeError:  # the reader of stdout is gone: as main
+        os._exit(1)
+    os._exit(0)
 
 
 @app.command("profile")
@@ -841,7 +868,7 @@ def main() -> None:
     import traceback
 
     _configure_jax()
-    _run["debug"] = False
+    _run["debug"] = _run["quick_exit"] = False
     command = typer.main.get_command(app)
     try:  # not app(): typer's own handling turns an interrupt into a bare exit code and loses its message
         with command.make_context("laimco", sys.argv[1:] or ["--help"]) as ctx:
@@ -862,6 +889,7 @@ def main() -> None:
             traceback.print_exc()
         _exit(f"internal error: {type(exc).__name__}: {exc} — please report it to the laimco_jax issue tracker "
               f"with the command line (run with --debug or {DEBUG_ENV}=1 for the traceback)", 1)
+    _quick_exit(sys._getframe(1).f_globals)
 
 
 if __name__ == "__main__":

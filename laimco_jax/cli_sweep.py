@@ -21,6 +21,7 @@ from laimco_jax.sweep import (
     run_sweep,
     stored_spec,
 )
+from laimco_jax.sweep.phases import mark
 
 
 def _grid_options(items: Sequence[str] | None) -> dict[str, np.ndarray]:
@@ -89,6 +90,7 @@ def run_sweep_from_cli(
     draws per grid point, their reductions, and unless ``reduce_only`` a ``sample`` dim; ``seed`` is
     then the draws' seed (with ``users``, the seed of the drawn distances).
     """
+    mark("imports")
     if distributed:
         jax.distributed.initialize()
     options = read_spec_file(spec) if spec is not None else {}
@@ -122,5 +124,8 @@ def run_sweep_from_cli(
         options["overrides"] = {**options.get("overrides", {}), **(overrides or {})}
         options["grid"] = {**options.get("grid", {}), **grid}
         sweep = build_spec(**options)
-    return run_sweep(sweep, out, chunk_size=chunk_size, resume=resume, dtype=jnp.float64, progress=progress,
+    mark("spec")
+    path = run_sweep(sweep, out, chunk_size=chunk_size, resume=resume, dtype=jnp.float64, progress=progress,
                      force=force)
+    mark("sweep done")
+    return path

@@ -225,15 +225,18 @@ def test_store_killed_mid_creation_leaves_no_store_and_resume_starts_it(tmp_path
     spec = sweep.build_spec(**SPEC)
     layout = sweep.chunk_layout(spec.shape, CHUNK // 2)
     created = []
-    original = zarr.Group.create_array
 
-    def die_on_third(self, *args, **kwargs):
-        created.append(args)
-        if len(created) == 3:
-            raise SystemExit("killed")  # stands in for SIGKILL: no cleanup in the creating code runs
-        return original(self, *args, **kwargs)
+    def die_on_third(original):
+        def create(*args, **kwargs):
+            created.append(args)
+            if len(created) == 3:
+                raise SystemExit("killed")  # stands in for SIGKILL: no cleanup in the creating code runs
+            return original(*args, **kwargs)
 
-    monkeypatch.setattr(zarr.Group, "create_array", die_on_third)
+        return create
+
+    monkeypatch.setattr(zarr.Group, "create_array", die_on_third(zarr.Group.create_array))  # the zarr path
+    monkeypatch.setattr(sweep.rawzarr, "write_node", die_on_third(sweep.rawzarr.write_node))  # the sweep's own
     monkeypatch.setattr(shutil, "rmtree", lambda *a, **k: None)  # nor any cleanup
     with pytest.raises(SystemExit):
         sweep.store.create_store(out, spec, layout, np.float64)
@@ -426,15 +429,20 @@ def _write(path: Path, text: str) -> Path:
 
 
 def _fail_writes_of(variable: str, code: int, monkeypatch) -> None:
-    """Zarr writes of ``variable``'s chunks fail with OSError ``code`` (a full disk, a read-only mount)."""
-    put = zarr.storage._local._put
+    """Writes of ``variable``'s chunks fail with OSError ``code`` (a full disk, a read-only mount): the
+    sweep's own chunk writes (sweep.rawzarr.write_chunk_file) and zarr's."""
+    put, raw = zarr.storage._local._put, sweep.rawzarr.write_chunk_file
 
-    def failing(path, *args, **kwargs):
-        if path.parent.name == variable and path.name[0].isdigit():  # a chunk, not metadata
-            raise OSError(code, os.strerror(code), str(path))
-        return put(path, *args, **kwargs)
+    def failing(write):
+        def wrapped(path, *args, **kwargs):
+            if path.parent.name == variable and path.name[0].isdigit():  # a chunk, not metadata
+                raise OSError(code, os.strerror(code), str(path))
+            return write(path, *args, **kwargs)
 
-    monkeypatch.setattr(zarr.storage._local, "_put", failing)
+        return wrapped
+
+    monkeypatch.setattr(zarr.storage._local, "_put", failing(put))
+    monkeypatch.setattr(sweep.rawzarr, "write_chunk_file", failing(raw))
 
 
 def test_full_disk_while_writing_is_one_line_and_resumable(cli, tmp_path, monkeypatch, reference):
@@ -464,3 +472,20 @@ def test_read_only_directory_and_read_only_resume_are_one_line(cli, tmp_path, mo
     for args in (["--spec", spec_file, "--out", tmp_path / "new.zarr"], ["--resume", "--out", out]):
         code, _, err = cli("sweep", *args)
         assert code == 2 and "Read-only file system" in _one_line(err) and str(args[-1]) in err
+
+
+def test_cli_process_exits_at_once_after_a_sweep_with_its_output_and_phases(tmp_path):
+    """`laimco sweep` as a process ends with os._exit once the sweep is written (no interpreter
+    teardown): its output is flushed, the store complete, and the phase stamps asked for by
+    LAIMCO_SWEEP_PHASES written (benchmarks/bench_sweep.py reads them)."""
+    out, phases = tmp_path / "q.zarr", tmp_path / "phases.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LAIMCO_SWEEP_PHASES": str(phases)}
+    done = subprocess.run([sys.executable, "-m", "laimco_jax.cli", "sweep", "--grid", "delay_s=0.2,0.3",
+                           "--grid", "energy_j=0.01,0.02", "--out", str(out)], env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "".join(f"sweep written to {out}".split()) in "".join(done.stdout.split())  # rich may wrap the path
+    assert _complete(out) is True
+    names = [name for name, _ in json.loads(phases.read_text())]
+    assert names[0] == "imports" and names[-1] == "sweep done"
+    assert {"spec", "evaluator", "store created", "compiled", "chunk written", "store finished"} <= set(names)

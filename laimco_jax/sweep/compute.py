@@ -207,15 +207,22 @@ def chunk_evaluator(spec: SweepSpec, layout: ChunkLayout, mesh: Mesh, dtype) -> 
     split_values = replicate(spec.split_values(), mesh, dtype)
     plans = [_Plan(layout.shape, layout.block, scheme, spec.splits, mesh, spec.gradients) for scheme in spec.schemes]
 
+    compiled: dict[_Plan, Any] = {}  # filled by the compile jobs (before any evaluate, see the driver)
+
     def evaluate(chunk: int) -> list[dict]:
-        return [_evaluate_chunk(chunk_origin(layout, chunk), base, axis_values, split_values, plan=plan) for plan in plans]
+        args = (chunk_origin(layout, chunk), base, axis_values, split_values)
+        return [compiled[plan](*args) if plan in compiled else _evaluate_chunk(*args, plan=plan) for plan in plans]
 
     x64 = jax.config.jax_enable_x64  # the caller's setting, per thread: carried into the compile pool
 
     def compile_job(plan: _Plan):
         def compile_plan():
+            from laimco_jax.sweep.executables import compile_cached
+
             with jax.enable_x64(x64):
-                return _evaluate_chunk.lower(chunk_origin(layout, 0), base, axis_values, split_values, plan=plan).compile()
+                compiled[plan] = compile_cached(_evaluate_chunk, (chunk_origin(layout, 0), base, axis_values, split_values),
+                                                {"plan": plan}, list(mesh.devices.flat))
+            return compiled[plan]
 
         return compile_plan
 

@@ -24,6 +24,7 @@ from laimco_jax.sweep.compute import (
     local_mesh,
 )
 from laimco_jax.sweep.lock import store_lock
+from laimco_jax.sweep.phases import mark
 from laimco_jax.sweep.spec import SweepSpec, os_reason
 from laimco_jax.sweep.store import (
     PROGRESS,
@@ -78,6 +79,15 @@ def _progress_bar(enabled: bool):
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
         RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled,
     )
+
+
+def _marked(job: Callable[[], object], phase: str) -> Callable[[], object]:
+    def run():
+        result = job()
+        mark(phase)
+        return result
+
+    return run
 
 
 def run_sweep(
@@ -162,8 +172,10 @@ def _sweep_into(store: Path, out: Path, spec: SweepSpec | CellSweepSpec, *, chun
         check_size(out, spec, layout, dtype, chunks_left)
     _compute(store, spec, layout, dtype, create=not exists, progress=progress, on_chunk=on_chunk)
     _barrier("laimco-sweep-done")
+    mark("chunks done")
     if jax.process_index() == 0:
         finish_store(store, out)
+        mark("store finished")
     _barrier("laimco-sweep-finished")
 
 
@@ -175,6 +187,7 @@ def _compute(store: Path, spec: SweepSpec | CellSweepSpec, layout: ChunkLayout, 
     written whole and marked done even when a KeyboardInterrupt unwinds this.
     """
     evaluator = spec.evaluator(layout, local_mesh(), dtype)
+    mark("evaluator")
     per_point = math.prod(spec.inner_shape)
     who = f" (process {jax.process_index()} of {jax.process_count()})" if jax.process_count() > 1 else ""
     with (
@@ -184,18 +197,21 @@ def _compute(store: Path, spec: SweepSpec | CellSweepSpec, layout: ChunkLayout, 
         ThreadPoolExecutor(1) as writer,
     ):
         task = bar.add_task(f"compiling {len(evaluator.compile_jobs)} program(s){who}", total=None)
-        compiled = [compiler.submit(job) for job in evaluator.compile_jobs]  # while the store is prepared
+        compiled = [compiler.submit(_marked(job, "compiled")) for job in evaluator.compile_jobs]  # while the store is prepared
         _barrier("laimco-sweep-checked")
         if create and jax.process_index() == 0:
             create_store(store, spec, layout, dtype)
+            mark("store created")
         _barrier("laimco-sweep-created")
         arrays = open_arrays(store, spec)
         todo = np.flatnonzero(arrays[PROGRESS][:] == 0)
+        mark("store opened")
         _barrier("laimco-sweep-progress-read")
         mine = todo[jax.process_index() :: jax.process_count()]
         total = per_point * sum(math.prod(r.stop - r.start for r in layout.region(int(c))) for c in mine)
         for job in compiled:
             job.result()
+        mark("compile waited for")
         bar.reset(task, total=total, description=f"sweep{who}")  # rate and ETA count from here
         pending: deque = deque()
 
@@ -205,6 +221,7 @@ def _compute(store: Path, spec: SweepSpec | CellSweepSpec, layout: ChunkLayout, 
             bar.advance(task, instances)
             if on_chunk is not None:
                 on_chunk(chunk, instances)
+            mark("chunk written")
 
         for chunk in map(int, mine):
             outputs = evaluator.evaluate(chunk)  # dispatched; the writer thread waits for it

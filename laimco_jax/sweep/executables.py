@@ -1,0 +1,122 @@
+"""Compiled chunk programs kept on disk, so that a later sweep of the same structure skips tracing and
+lowering as well as compiling.
+
+JAX's persistent compilation cache (``jax_compilation_cache_dir``, which ``laimco`` turns on) is keyed
+by the lowered program, so a sweep that hits it still traces and lowers the solver first: about half a
+second of Python (holding the GIL) before a 10⁶-point sweep can start. :func:`compile_cached` keys the
+serialized executable instead by everything the lowering depends on, known before tracing: the source of
+every ``laimco_jax`` module, the jitted function, its static arguments, the structure, shapes, dtypes,
+weak types and shardings of its arguments, JAX's, jaxlib's and NumPy's versions, every JAX configuration value
+(as seen from the calling thread), ``XLA_FLAGS`` and ``LIBTPU_INIT_ARGS``, the backend and the devices.
+Anything else changes nothing: the stored program is the one ``jit(...).lower(...).compile()`` made, and
+loading it (:func:`jax.experimental.serialize_executable.deserialize_and_load`) is what JAX's own cache
+does on a hit. So results are bit-identical with and without it.
+
+The files go to ``DIR/laimco-sweep-executables/`` under ``jax_compilation_cache_dir`` (JAX's cache
+ignores subdirectories); there is no cache without that setting. A file that cannot be read, or whose
+program cannot be loaded, is compiled again and replaced; a file that cannot be written is skipped.
+A program is stored as soon as it is compiled, before it first runs (as JAX's cache does): one that a
+thread serialized while the sweep ran it lacked kernels ("Function ... not found" once loaded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+SUBDIR = "laimco-sweep-executables"
+_FORMAT = "laimco-sweep-executable-1"
+_source_digest: str | None = None
+
+
+def _source() -> str:
+    """SHA-256 of every module of the ``laimco_jax`` package (path and text), computed once per process;
+    empty when no source is found (then nothing is cached)."""
+    global _source_digest
+    if _source_digest is None:
+        root = Path(__file__).resolve().parents[1]
+        digest, found = hashlib.sha256(), False
+        for path in sorted(root.rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+            found = True
+        _source_digest = digest.hexdigest() if found else ""
+    return _source_digest
+
+
+def _leaf(x: Any) -> tuple:
+    sharding = getattr(x, "sharding", None)
+    dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+    return (tuple(np.shape(x)), str(dtype), bool(getattr(x, "weak_type", False)),
+            repr(sharding), repr(getattr(sharding, "device_set", None) and sorted(d.id for d in sharding.device_set)))
+
+
+def cache_key(fn: Callable, args: Sequence[Any], static: Mapping[str, Any], devices: Sequence[Any]) -> str:
+    """The key of ``fn`` (a jitted function) lowered at ``args`` with the static arguments ``static`` for ``devices``."""
+    import jaxlib
+
+    from laimco_jax import __version__
+
+    leaves, tree = jax.tree_util.tree_flatten(tuple(args))
+    backend = devices[0].client
+    config = {name: repr(getattr(jax.config, name, value)) for name, value in jax.config.values.items()
+              if not name.startswith(("jax_compilation_cache", "jax_persistent_cache", "jax_log", "jax_explain"))}
+    parts = [
+        _FORMAT, _source(), __version__, jax.__version__, jaxlib.__version__, np.__version__,
+        f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}",
+        repr(sorted(static.items())), str(tree), repr([_leaf(x) for x in leaves]), repr(sorted(config.items())),
+        os.environ.get("XLA_FLAGS", ""), os.environ.get("LIBTPU_INIT_ARGS", ""),
+        backend.platform, backend.platform_version, str(jax.process_count()),
+        repr([(d.id, d.device_kind, d.process_index) for d in devices]),
+    ]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _directory() -> Path | None:
+    root = jax.config.jax_compilation_cache_dir
+    return Path(root) / SUBDIR if root else None
+
+
+def compile_cached(fn, args: Sequence[Any], static: Mapping[str, Any], devices: Sequence[Any]):
+    """``fn.lower(*args, **static).compile()``, or the same program loaded from the cache (see the module)."""
+    directory = _directory()
+    if directory is None or not _source():
+        return fn.lower(*args, **static).compile()
+    path = directory / f"{cache_key(fn, args, static, devices)}.exe"
+    loaded = _load(path, devices)
+    if loaded is not None:
+        return loaded
+    compiled = fn.lower(*args, **static).compile()
+    _save(compiled, path)  # before the program first runs (as JAX's cache: one serialized while it ran lacked kernels)
+    return compiled
+
+
+def _load(path: Path, devices: Sequence[Any]):
+    """The program stored at ``path``, or None: none yet, or an unreadable or stale file (compile it again)."""
+    from jax.experimental.serialize_executable import deserialize_and_load
+
+    try:
+        payload, in_tree, out_tree = pickle.loads(zlib.decompress(path.read_bytes()))
+        return deserialize_and_load(payload, in_tree, out_tree, backend=devices[0].client, execution_devices=devices)
+    except Exception:  # noqa: BLE001 (whatever a bad file raises, it is compiled again)
+        return None
+
+
+def _save(compiled, path: Path) -> None:
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    try:
+        from jax.experimental.serialize_executable import serialize
+
+        data = zlib.compress(pickle.dumps(serialize(compiled)), 1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    except Exception:  # noqa: BLE001 (no room, read-only, a program that cannot be serialized: just not cached)
+        partial.unlink(missing_ok=True)

@@ -383,42 +383,6 @@ def test_several_stored_gradients_over_large_chunks_finish(tmp_path):
 # ----------------------------------------------------------------------------- store files and compiled programs
 
 
-def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def _zarr_only(monkeypatch) -> None:
-    """Make the store module use zarr (and xarray) for everything, as before sweep.rawzarr."""
-    monkeypatch.setattr(sweep.store, "_raw_skeleton", lambda *args: False)
-    monkeypatch.setattr(sweep.rawzarr.ChunkArray, "open", classmethod(lambda cls, path: None))
-    monkeypatch.setattr(sweep.rawzarr.ProgressMarkers, "open", classmethod(lambda cls, path: None))
-    monkeypatch.setattr(sweep.rawzarr, "set_complete", lambda path: False)
-
-
-@pytest.mark.parametrize("options, chunk, dtype", [
-    (SPEC, CHUNK, jnp.float64),  # point list (non-dim coordinates), splits, edge chunks
-    (dict(grid={"delay_s": "0.05:0.6:4", "energy_j": "0.002:0.05:3"}, schemes="proposed,fixed-power",
-          gradients=["log2_distortion_bound/delay_s"]), 5, jnp.float32),
-    (dict(grid={"distance_m": "100:500:3"}, fading="rayleigh", samples=8, seed=3), 16, jnp.float64),  # sample coords
-])
-def test_store_files_are_byte_identical_to_zarrs(tmp_path, monkeypatch, options, chunk, dtype):
-    """The sweep's own Zarr writing (sweep.rawzarr: skeleton, chunks, progress markers, complete) gives
-    the very files zarr and xarray write, interrupted and resumed or not."""
-    spec = sweep.build_spec(**options)
-    sweep.run_sweep(spec, tmp_path / "own" / "s.zarr", chunk_size=chunk, dtype=dtype)
-    with pytest.raises(KeyboardInterrupt):
-        sweep.run_sweep(spec, tmp_path / "resumed" / "s.zarr", chunk_size=chunk, dtype=dtype,
-                        on_chunk=lambda c, n: (_ for _ in ()).throw(KeyboardInterrupt))
-    sweep.run_sweep(spec, tmp_path / "resumed" / "s.zarr", resume=True, dtype=dtype)
-    with monkeypatch.context() as patch:
-        _zarr_only(patch)
-        sweep.run_sweep(spec, tmp_path / "zarr" / "s.zarr", chunk_size=chunk, dtype=dtype)
-    zarr_files = _files(tmp_path / "zarr")
-    assert len(zarr_files) > 20
-    assert _files(tmp_path / "own") == zarr_files
-    assert _files(tmp_path / "resumed") == zarr_files
-
-
 def test_compiled_programs_are_cached_on_disk_and_skip_tracing(tmp_path, monkeypatch, reference):
     """With a compilation cache directory, the chunk program is stored serialized under it, and a later
     sweep of the same structure loads it without tracing; a damaged file is compiled again. Results

@@ -225,18 +225,15 @@ def test_store_killed_mid_creation_leaves_no_store_and_resume_starts_it(tmp_path
     spec = sweep.build_spec(**SPEC)
     layout = sweep.chunk_layout(spec.shape, CHUNK // 2)
     created = []
+    original = zarr.Group.create_array
 
-    def die_on_third(original):
-        def create(*args, **kwargs):
-            created.append(args)
-            if len(created) == 3:
-                raise SystemExit("killed")  # stands in for SIGKILL: no cleanup in the creating code runs
-            return original(*args, **kwargs)
+    def die_on_third(self, *args, **kwargs):
+        created.append(args)
+        if len(created) == 3:
+            raise SystemExit("killed")  # stands in for SIGKILL: no cleanup in the creating code runs
+        return original(self, *args, **kwargs)
 
-        return create
-
-    monkeypatch.setattr(zarr.Group, "create_array", die_on_third(zarr.Group.create_array))  # the zarr path
-    monkeypatch.setattr(sweep.rawzarr, "write_node", die_on_third(sweep.rawzarr.write_node))  # the sweep's own
+    monkeypatch.setattr(zarr.Group, "create_array", die_on_third)
     monkeypatch.setattr(shutil, "rmtree", lambda *a, **k: None)  # nor any cleanup
     with pytest.raises(SystemExit):
         sweep.store.create_store(out, spec, layout, np.float64)
@@ -429,20 +426,15 @@ def _write(path: Path, text: str) -> Path:
 
 
 def _fail_writes_of(variable: str, code: int, monkeypatch) -> None:
-    """Writes of ``variable``'s chunks fail with OSError ``code`` (a full disk, a read-only mount): the
-    sweep's own chunk writes (sweep.rawzarr.write_chunk_file) and zarr's."""
-    put, raw = zarr.storage._local._put, sweep.rawzarr.write_chunk_file
+    """Zarr writes of ``variable``'s chunks fail with OSError ``code`` (a full disk, a read-only mount)."""
+    put = zarr.storage._local._put
 
-    def failing(write):
-        def wrapped(path, *args, **kwargs):
-            if path.parent.name == variable and path.name[0].isdigit():  # a chunk, not metadata
-                raise OSError(code, os.strerror(code), str(path))
-            return write(path, *args, **kwargs)
+    def failing(path, *args, **kwargs):
+        if path.parent.name == variable and path.name[0].isdigit():  # a chunk, not metadata
+            raise OSError(code, os.strerror(code), str(path))
+        return put(path, *args, **kwargs)
 
-        return wrapped
-
-    monkeypatch.setattr(zarr.storage._local, "_put", failing(put))
-    monkeypatch.setattr(sweep.rawzarr, "write_chunk_file", failing(raw))
+    monkeypatch.setattr(zarr.storage._local, "_put", failing)
 
 
 def test_full_disk_while_writing_is_one_line_and_resumable(cli, tmp_path, monkeypatch, reference):

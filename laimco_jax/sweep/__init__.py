@@ -64,8 +64,7 @@ axis, the field values gathered, and the instances solved with the solver's own 
 Memory is flat in the grid size: at most three chunks are in flight (one computing, one being
 written by a writer thread, one waiting for it). With a compilation cache directory (``laimco`` sets
 one), the compiled chunk program is also kept serialized there (:mod:`laimco_jax.sweep.executables`),
-so a later sweep of the same structure loads it without tracing or lowering. The store is written by
-:mod:`laimco_jax.sweep.rawzarr`, byte for byte as zarr writes it, without zarr's per-operation cost.
+so a later sweep of the same structure loads it without tracing or lowering.
 
 Hosts. Under :mod:`jax.distributed`, every process takes every ``process_count``-th chunk still to do
 and writes it into the same store (chunks are disjoint Zarr chunks, so the writes never overlap);

@@ -25,7 +25,6 @@ import jax
 import numpy as np
 
 from laimco_jax.params import ConfigError
-from laimco_jax.sweep import rawzarr
 from laimco_jax.sweep.cells import CellSweepSpec
 from laimco_jax.sweep.compute import ChunkLayout
 from laimco_jax.sweep.spec import OUT_SUFFIXES, POINT_DIM, SweepSpec
@@ -89,54 +88,8 @@ def create_store(out: Path, spec: SweepSpec | CellSweepSpec, layout: ChunkLayout
         raise
 
 
-def _plain_coord(value: Any) -> bool:
-    """Whether a coordinate ``(dim, values[, attrs])`` is one :func:`_raw_skeleton` stores as xarray would:
-    1-D numbers (float or integer) or fixed-width strings; others (booleans, 2-D) go through xarray."""
-    dims, values = value[0], np.asarray(value[1])
-    return isinstance(dims, str) and values.ndim == 1 and values.dtype.kind in "fiuU" and values.size > 0
-
-
-def _raw_skeleton(out: Path, spec: SweepSpec | CellSweepSpec, layout: ChunkLayout, dtype) -> bool:
-    """:func:`_write_skeleton` by :func:`rawzarr.create` (no zarr, xarray or pandas to import): the
-    coordinates as xarray's ``Dataset.to_zarr`` writes them (one blosc chunk, NaN fill for floats, the
-    dim in ``_ARRAY_DIMENSIONS``, the non-dim coordinates in the root attribute ``coordinates``), the
-    variables and markers as zarr's ``create_array``. False (nothing written) for coordinates it does not handle."""
-    coords = spec.coords()
-    if not all(map(_plain_coord, coords.values())):
-        return False
-    attrs = _store_attrs(spec, layout, dtype)
-    non_dim = sorted(name for name, (dim, *_) in coords.items() if name != dim)
-    if non_dim:  # as xarray lists coordinates no variable names (all, when it writes the coordinates alone)
-        attrs["coordinates"] = " ".join(non_dim)
-    nodes: dict[str, rawzarr.Node] = {}
-    for name, (dim, values, *extra) in coords.items():
-        values = np.asarray(values)
-        meta = rawzarr.array_meta(values.shape, values.shape, values.dtype,
-                                  np.nan if values.dtype.kind == "f" else None, rawzarr.BLOSC)
-        nodes[name] = rawzarr.Node({**(extra[0] if extra else {}), "_ARRAY_DIMENSIONS": [dim]}, meta, values)
-    point_fields = [n for a in spec.axes if a.dim == POINT_DIM for n in a.values]
-    sizes = spec.dim_sizes()
-    grid_dims = len(layout.block)
-    for name, (dims, vtype, fill, var_attrs) in spec.variables(dtype).items():
-        if point_fields:
-            var_attrs = {**var_attrs, "coordinates": " ".join(point_fields)}
-        shape = tuple(sizes[d] for d in dims)
-        meta = rawzarr.array_meta(shape, layout.block + shape[grid_dims:], vtype, fill, None)
-        nodes[name] = rawzarr.Node({**var_attrs, "_ARRAY_DIMENSIONS": list(dims)}, meta)
-    nodes["_progress"] = rawzarr.Node({})
-    nodes[PROGRESS] = rawzarr.Node({}, rawzarr.array_meta((layout.num_chunks,), (1,), np.uint8, 0, rawzarr.BLOSC))
-    try:
-        rawzarr.create(out, attrs, nodes)
-    except (TypeError, ValueError):  # attributes plain JSON cannot hold (numpy scalars): zarr's encoder
-        shutil.rmtree(out, ignore_errors=True)
-        return False
-    return True
-
-
 def _write_skeleton(out: Path, spec: SweepSpec | CellSweepSpec, layout: ChunkLayout, dtype) -> None:
     """Coordinates, attrs, empty variables (chunked like the sweep) and the progress markers."""
-    if _raw_skeleton(out, spec, layout, dtype):
-        return
     import xarray as xr
     import zarr
 
@@ -164,22 +117,14 @@ def _write_skeleton(out: Path, spec: SweepSpec | CellSweepSpec, layout: ChunkLay
 
 
 def open_arrays(out: Path, spec: SweepSpec | CellSweepSpec) -> dict[str, Any]:
-    """The store's result arrays by variable name, for whole-chunk writes, and its progress markers under
-    ``PROGRESS`` (``[:]`` and ``[chunk] = 1``): :mod:`~laimco_jax.sweep.rawzarr`'s where it handles the
-    array (every array of a store this module created), else zarr's."""
-    names = [*spec.variables(np.float64)]
-    arrays: dict[str, Any] = {name: rawzarr.ChunkArray.open(out / name) for name in names}
-    arrays[PROGRESS] = rawzarr.ProgressMarkers.open(out / PROGRESS)
-    missing = [name for name, array in arrays.items() if array is None]
-    if missing:
-        import zarr
+    """The store's result arrays by variable name, and its progress markers under ``PROGRESS``."""
+    import zarr
 
-        root = zarr.open_group(out, mode="r+", zarr_format=_ZARR_FORMAT)
-        try:
-            arrays.update({name: root[name] for name in missing})
-        except KeyError as exc:
-            raise ConfigError(f"{str(out)!r} lacks the array {exc}: an incomplete store; remove it and start again") from exc
-    return arrays
+    root = zarr.open_group(out, mode="r+", zarr_format=_ZARR_FORMAT)
+    try:
+        return {name: root[name] for name in [*spec.variables(np.float64), PROGRESS]}
+    except KeyError as exc:
+        raise ConfigError(f"{str(out)!r} lacks the array {exc}: an incomplete store; remove it and start again") from exc
 
 
 def write_chunk(arrays: Mapping[str, Any], layout: ChunkLayout, chunk: int, outputs: Sequence[Mapping[str, jax.Array]],
@@ -301,19 +246,13 @@ def _write_netcdf(store: Path, out: Path) -> None:
 def finish_store(store: Path, out: Path) -> None:
     """Mark the store complete (attribute ``complete``) if every chunk is marked done; a complete
     ``.nc`` output is then converted from it and the work store removed."""
-    markers = rawzarr.ProgressMarkers.open(store / PROGRESS)
-    if markers is None:
-        import zarr
+    import zarr
 
-        markers = zarr.open_array(store / PROGRESS, mode="r", zarr_format=_ZARR_FORMAT)
-    complete = bool(np.all(markers[:] == 1))
-    if complete and not rawzarr.set_complete(store):
-        import zarr
-
-        root = zarr.open_group(store, mode="r+", zarr_format=_ZARR_FORMAT)
-        if not root.attrs.get("complete"):
-            root.attrs["complete"] = True
-            zarr.consolidate_metadata(store)
+    root = zarr.open_group(store, mode="r+", zarr_format=_ZARR_FORMAT)
+    complete = bool(np.all(root[PROGRESS][:] == 1))
+    if complete and not root.attrs.get("complete"):
+        root.attrs["complete"] = True
+        zarr.consolidate_metadata(store)
     if complete and out != store:
         _write_netcdf(store, out)
         shutil.rmtree(store)

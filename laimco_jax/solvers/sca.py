@@ -94,15 +94,12 @@ from typing import Any, NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from laimco_jax import distortion
 from laimco_jax.params import Problem
 from laimco_jax.solvers.convex_form import ConvexForm, convex_form, slowdown
 from laimco_jax.solvers.exact import infeasible_reason
-from laimco_jax.solvers.numerics import (
-    broadcast_leaves, cbrt, golden_section, projected_newton_step, safe_div, tolerance,
-)
+from laimco_jax.solvers.numerics import broadcast_leaves, cbrt, golden_section, inv_cbrt, safe_div
 from laimco_jax.solvers.schemes import SchemeSpec, scheme_problem, scheme_spec
 from laimco_jax.solvers.solution import (
     InfeasibleReason, Solution, Status, budget_excess, budget_margin, found_point, make_solution,
@@ -117,7 +114,8 @@ DEFAULT_EPS = 1e-9  # stopping threshold ε on the decrease of log2 D̂ [bits]
 _LOG_FLOOR = math.log(1e-12)  # lower bound of log a, log ã, log π
 _Z_FLOOR = 1e-3  # lower bound of z = ρ'/ρ'^(k)
 _RHO_START_FLOOR = 1e-9  # smallest ρ, ρ̃ whose reciprocal starts the SCA
-_NEAR_ACTIVE = 1e-4  # constraint value above which the penalty's curvature is kept
+_EFFICIENCY_STEPS = 6  # Newton steps for the link's efficiency at a price
+_PRICE_SPAN = (-46.0, 69.0)  # ln ν searched, around the least price at which a clock or the link slows
 
 
 class SCAOptions(NamedTuple):
@@ -129,20 +127,10 @@ class SCAOptions(NamedTuple):
 
     price_points: int = 48  # energy prices ν on the start rule's log grid
     bisection_steps: int = 60  # bisection steps on κ, and golden-section steps on ν at κ = 0
-    al_iters: int = 30  # most augmented-Lagrangian (AL) multiplier updates per (P3.k)
-    al_tol: float = 1e-12  # AL residual (fractions of T0, E0) that ends an AL; floored by the dtype
-    al_decrease: float = 0.01  # μ grows tenfold when the residual did not shrink by this factor
-    al_penalty0: float = 1e3  # μ at the start of each AL
-    al_penalty_max: float = 1e8  # largest μ
-    newton_iters: int = 60  # most projected Newton steps per AL subproblem
-    newton_tol: float = 1e-12  # projected-gradient norm that ends a projected Newton solve
-    newton_ridge: float = 1e-12  # relative ridge added to the reduced Hessian
-    active_eps: float = 1e-6  # widest ε of Bertsekas' active set
-    armijo: float = 1e-4  # Armijo sufficient-decrease fraction
-    armijo_steps: int = 12  # Armijo trial steps 1, 1/4, ..., 4^-(armijo_steps - 1)
+    price_steps: int = 60  # bisection steps on the dual price ln(λ_E/λ_T) of each (P3.k)
 
 
-_COUNTS = ("price_points", "bisection_steps", "al_iters", "newton_iters", "armijo_steps")
+_COUNTS = ("price_points", "bisection_steps", "price_steps")
 
 
 def _check_options(options: SCAOptions) -> None:
@@ -224,130 +212,171 @@ class _Local(NamedTuple):
     rho_server_aux: Any
 
 
-# The variables of (P3.k) form one vector x of logs, in this order (indices below):
-# z = ρ'/ρ'^(k), z̃ = ρ̃'/ρ̃'^(k), a = f/f_max, ã = f̃/f̃_max, π = p/P_max.
-_Z, _Z_SERVER, _CLOCK, _CLOCK_SERVER, _POWER = range(5)
-
-# Every term of (P3.k) except the upload delay is c·exp(w·x): its exponent rows w, and the function
-# each term belongs to (0: objective, 1: (45a), 2: (50a)).
-_EXPONENTS = np.array(
-    [
-        [1, 0, 0, 0, 0],  # objective: (q/(q+s)) z/ρ'^(k)          [ρ = (2 - z)/ρ'^(k)]
-        [0, 1, 0, 0, 0],  # objective: (s/(q+s)) z̃/ρ̃'^(k)
-        [-1, 0, -1, 0, 0],  # (45a): N/(ρ' f c T0)
-        [0, -1, 0, -1, 0],  # (45a): Ñ/(ρ̃' f̃ c̃ T0)   (slip 1: Ñ_FLOP, not N_FLOP)
-        [-1, 0, 2, 0, 0],  # (50a): η φ N f²/(ρ' c E0)
-        [0, -1, 0, 2, 0],  # (50a): η̃ φ̃ Ñ f̃²/(ρ̃' c̃ E0)
-        [0, 0, 0, 0, 1],  # (50a): u(p^(k)) p/E0, the slope part of ζ^(k)(p) (46)
-    ],
-    dtype=np.float64,
-)
-_MEMBERSHIP = np.array([[1, 1, 0, 0, 0, 0, 0], [0, 0, 1, 1, 0, 0, 0], [0, 0, 0, 0, 1, 1, 1]], np.float64)
-
-
 class _Subproblem(NamedTuple):
-    """(P3.k) in scaled log variables: f_i(x) = constant_i + Σ_{terms of i} coef·exp(w·x), plus the
-    upload delay θ/(r(p) T0) in (45a). Minimise f_0 subject to f_1 ≤ 0, f_2 ≤ 0 and the box."""
+    """(P3.k) in the scaled variables, per processor i (index 0 the device, 1 the server; arrays (2,))
+    and the uplink's spectral efficiency y = ln(1 + snr_max π):
 
-    coefficients: Any  # (7,), one per row of _EXPONENTS
-    constants: Any  # (3,)
-    upload_delay: Any  # θ ln2/(B T0)
-    snr_max: Any
-    lower: Any  # (5,) box of x
-    upper: Any
+        minimise Σ_i value_i z_i  subject to
+        (45a)  Σ_i delay_i/(z_i a_i) + upload_delay/y ≤ 1,
+        (50a)  Σ_i energy_i a_i²/z_i + slope·π + offset ≤ 0,   π = (e^y - 1)/snr_max,
 
-
-def _subproblem(inst: _Instance, local: _Local, spec: SchemeSpec) -> _Subproblem:
-    """Coefficients of (P3.k) at the local point; the box encodes (50b)-(50c), (44c)-(44f), (1)."""
-    inv_dev, inv_srv = 1.0 / local.rho_aux, 1.0 / local.rho_server_aux
-    slope = _upload_energy_slope(inst, local.power)
-    coefficients = jnp.stack([
-        inst.value_device * inv_dev, inst.value_server * inv_srv,
-        inst.delay_device * inv_dev, inst.delay_server * inv_srv,
-        inst.energy_device * inv_dev, inst.energy_server * inv_srv, slope,
-    ])
-    constants = jnp.stack([
-        -2.0 * (inst.value_device * inv_dev + inst.value_server * inv_srv),
-        -jnp.ones_like(slope),
-        _upload_energy(inst, local.power) - slope * local.power - 1.0,
-    ])
-
-    def z_bounds(rho_aux, rho_min):
-        low = jnp.maximum(2.0 - rho_aux, _Z_FLOOR)  # ρ ≤ 1 (see the module docstring)
-        return low, jnp.maximum(2.0 - rho_min * rho_aux, low)  # ρ ≥ ρ_min
-
-    (zd_low, zd_high), (zs_low, zs_high) = (
-        z_bounds(local.rho_aux, inst.rho_min), z_bounds(local.rho_server_aux, inst.rho_server_min)
-    )
-    floor = jnp.full_like(slope, math.exp(_LOG_FLOOR))
-    one = jnp.ones_like(slope)
-    clock_low = one if spec.fixed_frequency else floor
-    power_low = one if spec.fixed_power else floor
-    lower = jnp.log(jnp.stack([zd_low, zs_low, clock_low, clock_low, power_low]))
-    upper = jnp.log(jnp.stack([zd_high, zs_high, one, one, one]))
-    return _Subproblem(coefficients, constants, inst.upload_delay, inst.snr_max, lower, upper)
-
-
-def _terms(sub: _Subproblem, x):
-    """The exponential terms c·exp(w·x) (..., 7) and the upload delay U = θ/(r(p) T0) (...) at x
-    (..., 5)."""
-    terms = sub.coefficients * jnp.exp(x @ jnp.asarray(_EXPONENTS.T, x.dtype))
-    return terms, sub.upload_delay / jnp.log1p(sub.snr_max * jnp.exp(x[..., _POWER]))
-
-
-def _values(sub: _Subproblem, x):
-    """f_0 (objective), f_1 ((45a)), f_2 ((50a)) at x (..., 5), shape (..., 3)."""
-    terms, upload = _terms(sub, x)
-    return (sub.constants + terms @ jnp.asarray(_MEMBERSHIP.T, x.dtype)
-            + jnp.asarray([0.0, 1.0, 0.0], x.dtype) * upload[..., None])
-
-
-def _augmented_lagrangian(sub: _Subproblem, multipliers, penalty, x):
-    """PHR augmented Lagrangian f_0 + Σ_j (max(0, λ_j + μ f_j)² - λ_j²)/(2μ) at x (..., 5)."""
-    values = _values(sub, x)
-    shifted = jnp.maximum(0.0, multipliers + penalty * values[..., 1:])
-    return values[..., 0] + jnp.sum(shifted**2 - multipliers**2, axis=-1) / (2.0 * penalty)
-
-
-def _augmented_lagrangian_model(sub: _Subproblem, multipliers, penalty, x):
-    """The augmented Lagrangian, its gradient and a generalised Hessian at x, in closed form.
-
-    With term weights ω_t = 1 (objective) or max(0, λ_j + μ f_j) (constraint j), the gradient is
-    Σ_t ω_t c_t e^(w_t·x) w_t and the Hessian Σ_t ω_t c_t e^(w_t·x) w_t w_tᵀ, plus μ ∇f_j ∇f_jᵀ for
-    each constraint with λ_j + μ f_j > 0 -- or within _NEAR_ACTIVE of its bound, so that a Newton
-    step from a point on the boundary (λ = 0) does not cross it blindly -- plus the upload delay's
-    derivatives in log π: U' = -U σ/L, U'' = U σ (2σ/L - (1 - σ))/L (L = ln(1 + snr), σ = snr/(1 + snr)).
-    (Small matrix products, not broadcasts: XLA on CPU runs them several times faster.)
+    and the box z_i ∈ [z_low_i, z_high_i], a_i ∈ [a_low, 1], y ∈ [y_low, y_high].
     """
-    dtype = x.dtype
-    w = jnp.asarray(_EXPONENTS, dtype)
-    member = jnp.asarray(_MEMBERSHIP, dtype)
-    terms, upload = _terms(sub, x)
-    values = sub.constants + member @ terms + jnp.asarray([0.0, 1.0, 0.0], dtype) * upload
-    shifted = jnp.maximum(0.0, multipliers + penalty * values[1:])
-    value = values[0] + jnp.sum(shifted**2 - multipliers**2) / (2.0 * penalty)
-    snr = sub.snr_max * jnp.exp(x[_POWER])
-    log_snr = jnp.log1p(snr)
-    sigma = snr / (1.0 + snr)
-    upload_slope = -upload * sigma / log_snr
-    upload_curvature = upload * sigma * (2.0 * sigma / log_snr - (1.0 - sigma)) / log_snr
-    power_axis = jnp.asarray(np.eye(5)[_POWER], dtype)
-    grads = (member[1:] * terms) @ w + jnp.asarray([[1.0], [0.0]], dtype) * (upload_slope * power_axis)
-    weights = (jnp.concatenate([jnp.ones((1,), dtype), shifted]) @ member) * terms
-    grad = weights @ w + shifted[0] * upload_slope * power_axis
-    on = ((shifted > 0) | (values[1:] > -_NEAR_ACTIVE)).astype(dtype) * penalty
-    hessian = (
-        (w * weights[:, None]).T @ w
-        + jnp.outer(power_axis, power_axis) * (shifted[0] * upload_curvature)
-        + (grads * on[:, None]).T @ grads
+
+    value: Any  # (q/(q+s))/ρ'^(k), (s/(q+s))/ρ̃'^(k): the objective -ρ q/(q+s) = value·z - 2 value
+    delay: Any  # N/(c f_max T0 ρ'^(k)), Ñ/(c̃ f̃_max T0 ρ̃'^(k))
+    energy: Any  # η φ N f_max²/(c E0 ρ'^(k)), likewise for the server
+    free_price: Any  # scaled prices above which a clock leaves its maximum
+    z_low: Any
+    z_high: Any
+    slope: Any  # u(p^(k)) of (47), scaled
+    offset: Any  # ζ^(k)(0)/E0 - 1: the tangent (46) at π = 0, less the budget
+    upload_delay: Any
+    snr_max: Any
+    y_low: Any
+    y_high: Any
+
+
+def _subproblem(inst: _Instance, local: _Local) -> _Subproblem:
+    """Coefficients of (P3.k) at the local point; the box encodes (50b)-(50c), (44c)-(44f), (1)."""
+    aux = jnp.stack([local.rho_aux, local.rho_server_aux])
+    rho_min = jnp.stack([inst.rho_min, inst.rho_server_min])
+    z_low = jnp.maximum(2.0 - aux, _Z_FLOOR)  # ρ ≤ 1 (see the module docstring)
+    slope = _upload_energy_slope(inst, local.power)
+    return _Subproblem(
+        value=jnp.stack([inst.value_device, inst.value_server]) / aux,
+        delay=jnp.stack([inst.delay_device, inst.delay_server]) / aux,
+        energy=jnp.stack([inst.energy_device, inst.energy_server]) / aux,
+        free_price=jnp.stack([inst.free_price_device, inst.free_price_server]),
+        z_low=z_low,
+        z_high=jnp.maximum(2.0 - rho_min * aux, z_low),  # ρ ≥ ρ_min
+        slope=slope,
+        offset=_upload_energy(inst, local.power) - slope * local.power - 1.0,
+        upload_delay=inst.upload_delay,
+        snr_max=inst.snr_max,
+        y_low=jnp.log1p(inst.snr_max * math.exp(_LOG_FLOOR)),
+        y_high=jnp.log1p(inst.snr_max),
     )
-    return value, grad, hessian
 
 
-def _ratios(local: _Local, x):
+class _Response(NamedTuple):
+    """The minimiser of (P3.k)'s Lagrangian at multipliers (λ_T, λ_E) = (s², s² ν), with s the least
+    scale at which (45a) holds, and the two constraint values there."""
+
+    z: Any  # (2,)
+    clock: Any  # (2,) a = f/f_max, ã = f̃/f̃_max
+    efficiency: Any  # y
+    power: Any  # π
+    scale: Any  # s (inf where (45a) cannot hold at this price)
+    delay: Any  # (45a) left-hand side less 1
+    energy: Any  # (50a) left-hand side
+
+
+def _efficiency(sub: _Subproblem, price, steps: int):
+    """The y minimising upload_delay/y + ν·slope·π(y) over [y_low, y_high]: y² e^y = K with
+    K = upload_delay·snr_max/(ν·slope) (y_high at ν = 0; y_high where there is no upload).
+
+    Solved for w = ln y, where e^w + 2w = ln K is convex and increasing: Newton steps from the upper
+    end descend monotonically onto the root.
+    """
+    w_low, w_high = jnp.log(sub.y_low), jnp.log(sub.y_high)
+    target = jnp.log(sub.upload_delay * sub.snr_max) - jnp.log(price * sub.slope)
+    target = jnp.clip(target, sub.y_low + 2.0 * w_low, sub.y_high + 2.0 * w_high)
+    w = w_high
+    for _ in range(steps):
+        ew = jnp.exp(w)
+        w = w - (ew + 2.0 * w - target) / (ew + 2.0)
+    return jnp.where(sub.upload_delay > 0, jnp.clip(jnp.exp(w), sub.y_low, sub.y_high), sub.y_high)
+
+
+def _response(sub: _Subproblem, price, spec: SchemeSpec) -> _Response:
+    """The Lagrangian minimiser of (P3.k) at energy price ν = λ_E/λ_T (module docstring).
+
+    Each clock minimises delay + ν·energy: a³ = ν_free/ν (clipped to the box); the efficiency y
+    comes from :func:`_efficiency`. Each z then minimises value·z + s²(delay/a + ν energy a²)/z, so
+    z = clip(s c) with c = sqrt((delay/a + ν energy a²)/value); (45a) is nonincreasing in s, and
+    between the breakpoints z_low/c, z_high/c it is (constant) + (constant)/s, so its least root is
+    found exactly from its values at the four breakpoints.
+    """
+    floor = math.exp(_LOG_FLOOR)
+    if spec.fixed_frequency:
+        clock = jnp.ones_like(sub.delay)
+    else:
+        clock = jnp.clip(inv_cbrt(price / sub.free_price), floor, 1.0)
+    if spec.fixed_power:
+        efficiency, power = sub.y_high, jnp.ones_like(sub.y_high)
+    else:
+        efficiency = _efficiency(sub, price, _EFFICIENCY_STEPS)
+        power = jnp.clip(jnp.expm1(efficiency) / sub.snr_max, floor, 1.0)
+    delay_terms = sub.delay / clock  # (45a) term i is delay_terms_i/z_i
+    energy_terms = sub.energy * clock**2
+    upload = safe_div(sub.upload_delay, efficiency, 0.0) - 1.0
+    weight = delay_terms + price * energy_terms
+    c = jnp.sqrt(safe_div(weight, sub.value, jnp.where(weight > 0, jnp.inf, 0.0)))
+    low_break = safe_div(sub.z_low, c, jnp.inf)
+    high_break = safe_div(sub.z_high, c, jnp.inf)
+
+    def z_at(s):
+        return jnp.where(s <= low_break, sub.z_low, jnp.where(s >= high_break, sub.z_high, c * s))
+
+    def delay_at(s):
+        return jnp.sum(delay_terms / z_at(s)) + upload
+
+    breaks = jnp.concatenate([low_break, high_break])
+    over = jax.vmap(delay_at)(breaks) > 0  # (45a) violated at these breakpoints
+    lo = jnp.max(jnp.where(over, breaks, 0.0))
+    hi = jnp.min(jnp.where(over, jnp.inf, breaks))
+    free = (low_break <= lo) & (high_break >= hi)  # z_i = c_i s on (lo, hi)
+    pinned = jnp.where(high_break <= lo, sub.z_high, sub.z_low)
+    rest = jnp.sum(jnp.where(free, 0.0, delay_terms / pinned)) + upload
+    root = safe_div(jnp.sum(jnp.where(free, safe_div(delay_terms, c, 0.0), 0.0)), -rest, jnp.inf)
+    scale = jnp.where(delay_at(0.0) <= 0, 0.0, jnp.where(hi < jnp.inf, jnp.clip(root, lo, hi), jnp.inf))
+    z = z_at(scale)
+    return _Response(
+        z=z, clock=clock, efficiency=efficiency, power=power, scale=scale,
+        delay=jnp.sum(delay_terms / z) + upload,
+        energy=jnp.sum(energy_terms / z) + sub.slope * power + sub.offset,
+    )
+
+
+def _solve_subproblem(sub: _Subproblem, spec: SchemeSpec, steps: int):
+    """(P3.k) solved through its dual: the price ν = λ_E/λ_T at which (50a) turns from violated to
+    met, with (45a) tight (or slack at s = 0), by bisection of ln ν over a fixed wide range.
+
+    Returns the response at the bracket's feasible end and the multipliers (λ_T, λ_E). (50a) at
+    (45a)'s tight scale is nonincreasing in ν (a larger price slows the clocks and the link and, to
+    keep (45a), prunes more), so the bisection is safe; a price at which (45a) cannot hold counts as
+    "(50a) met" (it lies above the optimum's price).
+    """
+    reference = jnp.minimum(jnp.min(sub.free_price), _efficiency_price(sub))
+    at_zero = _response(sub, jnp.zeros_like(reference), spec)
+
+    def met(r: _Response):
+        return (r.energy <= 0) | ~jnp.isfinite(r.scale)
+
+    def bisect(_, bracket):
+        lo, hi = bracket
+        mid = 0.5 * (lo + hi)
+        ok = met(_response(sub, jnp.exp(mid), spec))
+        return jnp.where(ok, lo, mid), jnp.where(ok, mid, hi)
+
+    log_ref = jnp.log(reference)
+    _, hi = jax.lax.fori_loop(0, steps, bisect, (log_ref + _PRICE_SPAN[0], log_ref + _PRICE_SPAN[1]))
+    zero_ok = met(at_zero) & jnp.isfinite(at_zero.scale)
+    price = jnp.where(zero_ok, 0.0, jnp.exp(hi))
+    r = jax.tree_util.tree_map(lambda u, v: jnp.where(zero_ok, u, v), at_zero, _response(sub, jnp.exp(hi), spec))
+    square = jnp.where(jnp.isfinite(r.scale), r.scale**2, 0.0)
+    return r, jnp.stack([square, square * price])
+
+
+def _efficiency_price(sub: _Subproblem):
+    """The price ν below which the link transmits at P_max: y_high² e^y_high = K (inf without upload)."""
+    return safe_div(sub.upload_delay * sub.snr_max, sub.slope * sub.y_high**2 * jnp.exp(sub.y_high), jnp.inf)
+
+
+def _ratios(local: _Local, z):
     """ρ = (2 - z)/ρ'^(k) and ρ̃ = (2 - z̃)/ρ̃'^(k): (50b)-(50c) held with equality."""
-    return (2.0 - jnp.exp(x[_Z])) / local.rho_aux, (2.0 - jnp.exp(x[_Z_SERVER])) / local.rho_server_aux
-
+    return (2.0 - z[0]) / local.rho_aux, (2.0 - z[1]) / local.rho_server_aux
 
 # ----------------------------------------------------------------------------- (P1) points
 
@@ -485,24 +514,14 @@ def _user_start(inst: _Instance, start: _Point, spec: SchemeSpec) -> _Point:
 
 
 class _State(NamedTuple):
-    """Where one instance stands: SCA iteration k, AL update j of (P3.k), Newton step i of that AL.
+    """Where one instance's SCA stands after k iterations."""
 
-    The three nested loops run as one flat loop (one Newton step per pass, then an AL update when the
-    Newton solve ends, then an SCA update when the AL ends), so that a vmapped batch costs the
-    largest per-instance *total* of Newton steps, not the product of the per-loop maxima.
-    """
-
-    local: _Local  # local point of the current (P3.k)
-    x: Any  # (5,) current iterate of the AL subproblem
-    multipliers: Any  # λ of (45a), (50a) (scaled), warm-started across SCA iterations
-    penalty: Any  # μ
-    residual: Any  # max_j |max(f_j, -λ_j/μ)| after the previous AL update (for the growth of μ)
-    newton_steps: Any  # i
-    al_updates: Any  # j
+    local: _Local  # local point of the next (P3.k)
+    multipliers: Any  # λ of (45a), (50a) (scaled) of the last (P3.k)
     iteration: Any  # k, SCA iterations done
     point: _Point  # incumbent: the last restorable SCA iterate (or the start)
     decrease: Any  # last decrease of log2 D̂ [bits]
-    settled: Any  # the last AL met its tolerances (rather than running out of updates)
+    settled: Any  # the last (P3.k) solve met both of its constraints
     history: Any  # log2 D̂ at the start and after each SCA iteration
     done: Any
 
@@ -512,7 +531,7 @@ def _log2_distortion(inst: _Instance, pt: _Point):
     return inst.log2_distortion_pruned - inst.bits_per_weight * _retained(inst, pt)
 
 
-def _initial_state(inst: _Instance, start: _Point, feasible, max_iters: int, options: SCAOptions) -> _State:
+def _initial_state(inst: _Instance, start: _Point, feasible, max_iters: int) -> _State:
     """The SCA at a start: local point (p, 1/ρ, 1/ρ̃) (ρ, ρ̃ floored at 1e-9); done if infeasible."""
     local = _Local(
         power=start.power,
@@ -520,88 +539,47 @@ def _initial_state(inst: _Instance, start: _Point, feasible, max_iters: int, opt
         rho_server_aux=1.0 / jnp.maximum(start.rho_server, _RHO_START_FLOOR),
     )
     zero = jnp.zeros_like(start.power)
-    value = _log2_distortion(inst, start)
     return _State(
         local=local,
-        x=jnp.stack([zero, zero, jnp.log(start.clock), jnp.log(start.clock_server), jnp.log(start.power)]),
         multipliers=jnp.zeros((2,), zero.dtype),
-        penalty=jnp.full_like(zero, options.al_penalty0),
-        residual=jnp.full_like(zero, jnp.inf),
-        newton_steps=jnp.asarray(0),
-        al_updates=jnp.asarray(0),
         iteration=jnp.asarray(0),
         point=start,
         decrease=jnp.full_like(zero, jnp.inf),
         settled=jnp.asarray(True),
-        history=jnp.full((max_iters + 1,), value),
+        history=jnp.full((max_iters + 1,), _log2_distortion(inst, start)),
         done=~feasible,
     )
 
 
-def _sca_update(inst: _Instance, eps, max_iters: int, options: SCAOptions, s: _State, x, settled) -> _State:
-    """End of SCA iteration k at the solution x of (P3.k): restore, accept, move the local point."""
-    rho, rho_server = _ratios(s.local, x)
+def _iterate(inst: _Instance, eps, spec: SchemeSpec, max_iters: int, options: SCAOptions, s: _State) -> _State:
+    """SCA iteration k: solve (P3.k), restore its solution, accept it, move the local point."""
+    r, multipliers = _solve_subproblem(_subproblem(inst, s.local), spec, options.price_steps)
+    rho, rho_server = _ratios(s.local, r.z)
     candidate = _Point(
         rho=jnp.clip(rho, inst.rho_min, 1.0),
         rho_server=jnp.clip(rho_server, inst.rho_server_min, 1.0),
-        clock=jnp.exp(x[_CLOCK]),
-        clock_server=jnp.exp(x[_CLOCK_SERVER]),
-        power=jnp.exp(x[_POWER]),
+        clock=r.clock[0],
+        clock_server=r.clock[1],
+        power=r.power,
     )
     restored, ok = _restore(inst, candidate)
     point = jax.tree_util.tree_map(lambda new, old: jnp.where(ok, new, old), restored, s.point)
     value = _log2_distortion(inst, point)
     decrease = s.history[s.iteration] - value
-    return s._replace(
+    return _State(
         local=_Local(  # p^(k+1), ρ'^(k+1) = z ρ'^(k), ρ̃'^(k+1) = z̃ ρ̃'^(k)
-            power=jnp.exp(x[_POWER]),
-            rho_aux=jnp.exp(x[_Z]) * s.local.rho_aux,
-            rho_server_aux=jnp.exp(x[_Z_SERVER]) * s.local.rho_server_aux,
+            power=r.power,
+            rho_aux=r.z[0] * s.local.rho_aux,
+            rho_server_aux=r.z[1] * s.local.rho_server_aux,
         ),
-        x=x.at[_Z].set(0.0).at[_Z_SERVER].set(0.0),  # z = 1: the solution itself
-        penalty=jnp.full_like(s.penalty, options.al_penalty0),
-        residual=jnp.full_like(s.residual, jnp.inf),
-        newton_steps=jnp.zeros_like(s.newton_steps),
-        al_updates=jnp.zeros_like(s.al_updates),
+        multipliers=multipliers,
         iteration=s.iteration + 1,
         point=point,
         decrease=decrease,
-        settled=settled,
+        settled=jnp.isfinite(r.scale) & (r.energy <= 0),
         history=s.history.at[s.iteration + 1].set(value),
         done=(decrease < eps) | (s.iteration + 1 >= max_iters),
     )
-
-
-def _step(inst: _Instance, eps, spec: SchemeSpec, max_iters: int, options: SCAOptions, s: _State) -> _State:
-    """One pass: a Newton step on the AL of (P3.k); an AL update if the Newton solve ended; an SCA
-    update if the AL ended (residual within tolerance, or out of updates)."""
-    sub = _subproblem(inst, s.local, spec)
-    x, newton_over = projected_newton_step(
-        functools.partial(_augmented_lagrangian, sub, s.multipliers, s.penalty),
-        functools.partial(_augmented_lagrangian_model, sub, s.multipliers, s.penalty),
-        s.x, sub.lower, sub.upper,
-        tol=options.newton_tol, ridge=options.newton_ridge, active_eps=options.active_eps, armijo=options.armijo,
-        steps=options.armijo_steps,
-    )
-    newton_over = newton_over | (s.newton_steps + 1 >= options.newton_iters)
-    c = _values(sub, x)[1:]
-    # ALGENCAN's residual max_j |max(f_j, -λ_j/μ)|: feasibility and complementarity at once.
-    residual = jnp.max(jnp.abs(jnp.maximum(c, -s.multipliers / s.penalty)))
-    grow = residual > options.al_decrease * s.residual
-    after_al = s._replace(
-        x=x,
-        multipliers=jnp.maximum(0.0, s.multipliers + s.penalty * c),
-        penalty=jnp.where(grow, jnp.minimum(10.0 * s.penalty, options.al_penalty_max), s.penalty),
-        residual=residual,
-        newton_steps=jnp.zeros_like(s.newton_steps),
-        al_updates=s.al_updates + 1,
-    )
-    settled = residual <= tolerance(options.al_tol, c.dtype)
-    al_over = newton_over & (settled | (s.al_updates + 1 >= options.al_iters))
-    after_sca = _sca_update(inst, eps, max_iters, options, after_al, x, settled)
-    after_newton = s._replace(x=x, newton_steps=s.newton_steps + 1)
-    pick = lambda cond, a, b: jax.tree_util.tree_map(lambda u, v: jnp.where(cond, u, v), a, b)  # noqa: E731
-    return pick(al_over, after_sca, pick(newton_over, after_al, after_newton))
 
 
 class _Outcome(NamedTuple):
@@ -626,8 +604,8 @@ def _solve_one(inst: _Instance, start: _Point | None, eps, spec: SchemeSpec, max
         start = default
     state = jax.lax.while_loop(
         lambda s: ~s.done,
-        functools.partial(_step, inst, eps, spec, max_iters, options),
-        _initial_state(inst, start, feasible, max_iters, options),
+        functools.partial(_iterate, inst, eps, spec, max_iters, options),
+        _initial_state(inst, start, feasible, max_iters),
     )
     last = state.history[state.iteration]
     history = jnp.where(jnp.arange(max_iters + 1) > state.iteration, last, state.history)
@@ -640,7 +618,6 @@ def _solve_one(inst: _Instance, start: _Point | None, eps, spec: SchemeSpec, max
         iterations=state.iteration,
         history=history,
     )
-
 
 # ----------------------------------------------------------------------------- public API
 

@@ -128,9 +128,10 @@ class SCAOptions(NamedTuple):
     price_points: int = 48  # energy prices ν on the start rule's log grid
     bisection_steps: int = 60  # bisection steps on κ, and golden-section steps on ν at κ = 0
     price_steps: int = 60  # bisection steps on the dual price ln(λ_E/λ_T) of each (P3.k)
+    lanes: int = 256  # instances iterated side by side (a batch's queue is served this many at a time)
 
 
-_COUNTS = ("price_points", "bisection_steps", "price_steps")
+_COUNTS = ("price_points", "bisection_steps", "price_steps", "lanes")
 
 
 def _check_options(options: SCAOptions) -> None:
@@ -582,6 +583,62 @@ def _iterate(inst: _Instance, eps, spec: SchemeSpec, max_iters: int, options: SC
     )
 
 
+def _start(inst: _Instance, start: _Point | None, spec: SchemeSpec, max_iters: int, options: SCAOptions) -> _State:
+    """The initial state of one instance (scalar fields): the user's start if it is feasible after
+    projection and restoration, else the default start rule's point."""
+    default, feasible = _default_start(inst, spec, options)
+    if start is not None:
+        start, user_ok = _restore(inst, _user_start(inst, start, spec))
+        start = jax.tree_util.tree_map(lambda u, d: jnp.where(user_ok, u, d), start, default)
+        feasible = feasible | user_ok
+    else:
+        start = default
+    return _initial_state(inst, start, feasible, max_iters)
+
+
+def _take(tree, index):
+    return jax.tree_util.tree_map(lambda v: v[index], tree)
+
+
+def _select(mask, new, old):
+    """Per-lane choice between two batched pytrees (``mask`` of shape (lanes,))."""
+    return jax.tree_util.tree_map(lambda u, v: jnp.where(mask.reshape(mask.shape + (1,) * (u.ndim - 1)), u, v), new, old)
+
+
+def _run(inst: _Instance, states: _State, eps, spec: SchemeSpec, max_iters: int, options: SCAOptions,
+         lanes: int) -> _State:
+    """Every instance's SCA run to its end, ``lanes`` instances at a time (batched fields, (n,)).
+
+    The pending instances form a queue; each pass does one SCA iteration on every lane, stores the
+    lanes that just finished and hands them the next pending instances. A batch thus costs about its
+    total number of SCA iterations over ``lanes`` passes (plus the longest run's), not its longest
+    run times its size, as a vmapped loop would.
+    """
+    n = states.done.shape[0]
+    iterate = jax.vmap(lambda one, state: _iterate(one, eps, spec, max_iters, options, state))
+    order = jnp.argsort(states.done, stable=True)  # pending instances first
+    pending = jnp.sum(~states.done)
+    slot = jnp.arange(lanes)
+    index = jnp.where(slot < pending, order[slot], n)  # n: an idle lane
+    lane = _take(states, order[slot])
+    lane = lane._replace(done=lane.done | (index == n))
+
+    def body(carry):
+        lane, index, queued, results = carry
+        new = _select(lane.done, lane, iterate(_take(inst, jnp.minimum(index, n - 1)), lane))
+        finished = new.done & ~lane.done
+        results = jax.tree_util.tree_map(
+            lambda r, v: r.at[jnp.where(finished, index, n)].set(v, mode="drop"), results, new)
+        position = queued + jnp.cumsum(finished) - 1
+        refill = finished & (position < pending)
+        fetched = order[jnp.minimum(position, n - 1)]
+        index = jnp.where(refill, fetched, jnp.where(finished, n, index))
+        lane = _select(refill, _take(states, fetched), new)
+        return lane, index, queued + jnp.sum(finished), results
+
+    return jax.lax.while_loop(lambda c: ~jnp.all(c[0].done), body, (lane, index, jnp.asarray(lanes), states))[3]
+
+
 class _Outcome(NamedTuple):
     point: _Point
     feasible: Any
@@ -592,21 +649,8 @@ class _Outcome(NamedTuple):
     history: Any
 
 
-def _solve_one(inst: _Instance, start: _Point | None, eps, spec: SchemeSpec, max_iters: int,
-               options: SCAOptions) -> _Outcome:
-    """The SCA for one instance (scalar fields); vmapped by :func:`solve_sca`."""
-    default, feasible = _default_start(inst, spec, options)
-    if start is not None:
-        start, user_ok = _restore(inst, _user_start(inst, start, spec))
-        start = jax.tree_util.tree_map(lambda u, d: jnp.where(user_ok, u, d), start, default)
-        feasible = feasible | user_ok
-    else:
-        start = default
-    state = jax.lax.while_loop(
-        lambda s: ~s.done,
-        functools.partial(_iterate, inst, eps, spec, max_iters, options),
-        _initial_state(inst, start, feasible, max_iters),
-    )
+def _outcome(state: _State, feasible, eps, max_iters: int) -> _Outcome:
+    """What :func:`solve_sca` reports of one instance's final state (scalar fields)."""
     last = state.history[state.iteration]
     history = jnp.where(jnp.arange(max_iters + 1) > state.iteration, last, state.history)
     return _Outcome(
@@ -618,6 +662,17 @@ def _solve_one(inst: _Instance, start: _Point | None, eps, spec: SchemeSpec, max
         iterations=state.iteration,
         history=history,
     )
+
+
+def _solve(inst: _Instance, start: _Point | None, eps, spec: SchemeSpec, max_iters: int,
+           options: SCAOptions) -> _Outcome:
+    """The SCA for a flat batch of instances (fields of shape (n,))."""
+    states = jax.vmap(functools.partial(_start, spec=spec, max_iters=max_iters, options=options))(inst, start)
+    feasible = ~states.done
+    n = feasible.shape[0]
+    final = _run(inst, states, eps, spec, max_iters, options, min(n, options.lanes))
+    return jax.vmap(functools.partial(_outcome, eps=eps, max_iters=max_iters))(final, feasible)
+
 
 # ----------------------------------------------------------------------------- public API
 
@@ -672,8 +727,7 @@ def solve_sca(
     flat = lambda tree: jax.tree_util.tree_map(  # noqa: E731
         lambda v: jnp.broadcast_to(jnp.asarray(v, dtype), shape).reshape(-1), tree
     )
-    solve = jax.vmap(functools.partial(_solve_one, spec=spec, max_iters=max_iters, options=options), in_axes=(0, 0, None))
-    out = solve(flat(inst), flat(scaled_start), jnp.asarray(eps, dtype))
+    out = _solve(flat(inst), flat(scaled_start), jnp.asarray(eps, dtype), spec, max_iters, options)
     out = jax.tree_util.tree_map(lambda v: v.reshape(shape + v.shape[1:]), out)
 
     infeasible = ~out.feasible

@@ -99,7 +99,9 @@ from laimco_jax import distortion
 from laimco_jax.params import Problem
 from laimco_jax.solvers.convex_form import ConvexForm, convex_form, slowdown
 from laimco_jax.solvers.exact import infeasible_reason
-from laimco_jax.solvers.numerics import broadcast_leaves, cbrt, golden_section, inv_cbrt, safe_div
+from laimco_jax.solvers.numerics import (
+    broadcast_leaves, cbrt, expm1_nonnegative, golden_section, inv_cbrt, safe_div, tolerance,
+)
 from laimco_jax.solvers.schemes import SchemeSpec, scheme_problem, scheme_spec
 from laimco_jax.solvers.solution import (
     InfeasibleReason, Solution, Status, budget_excess, budget_margin, found_point, make_solution,
@@ -116,6 +118,8 @@ _Z_FLOOR = 1e-3  # lower bound of z = ρ'/ρ'^(k)
 _RHO_START_FLOOR = 1e-9  # smallest ρ, ρ̃ whose reciprocal starts the SCA
 _EFFICIENCY_STEPS = 6  # Newton steps for the link's efficiency at a price
 _PRICE_SPAN = (-46.0, 69.0)  # ln ν searched, around the least price at which a clock or the link slows
+_DUAL_TOL = 1e-12  # |(50a)| at which a (P3.k) counts as solved (64 ulps where the dtype cannot reach it)
+_GUESS_WIDTH = 0.05  # half-width of the first bracket of ln ν around the previous (P3.k)'s
 
 
 class SCAOptions(NamedTuple):
@@ -127,7 +131,7 @@ class SCAOptions(NamedTuple):
 
     price_points: int = 48  # energy prices ν on the start rule's log grid
     bisection_steps: int = 60  # bisection steps on κ, and golden-section steps on ν at κ = 0
-    price_steps: int = 60  # bisection steps on the dual price ln(λ_E/λ_T) of each (P3.k)
+    price_steps: int = 24  # evaluations of the dual price ln(λ_E/λ_T)'s equation per (P3.k)
     lanes: int = 256  # instances iterated side by side (a batch's queue is served this many at a time)
 
 
@@ -340,34 +344,54 @@ def _response(sub: _Subproblem, price, spec: SchemeSpec) -> _Response:
     )
 
 
-def _solve_subproblem(sub: _Subproblem, spec: SchemeSpec, steps: int):
+def _solve_subproblem(sub: _Subproblem, spec: SchemeSpec, steps: int, guess):
     """(P3.k) solved through its dual: the price ν = λ_E/λ_T at which (50a) turns from violated to
-    met, with (45a) tight (or slack at s = 0), by bisection of ln ν over a fixed wide range.
+    met, with (45a) tight (or slack at s = 0).
 
-    Returns the response at the bracket's feasible end and the multipliers (λ_T, λ_E). (50a) at
-    (45a)'s tight scale is nonincreasing in ν (a larger price slows the clocks and the link and, to
-    keep (45a), prunes more), so the bisection is safe; a price at which (45a) cannot hold counts as
-    "(50a) met" (it lies above the optimum's price).
+    g(u) = (50a) at ν = e^u is continuous and nonincreasing in u (a larger price slows the clocks and
+    the link and, to keep (45a), prunes more; where (45a) cannot hold, z = z_high extends it), so its
+    root is bracketed from ``guess`` ± _GUESS_WIDTH (the previous (P3.k)'s ln ν) by tripling the
+    bracket towards the sign change (within ln ν_ref + _PRICE_SPAN), then refined by the Illinois
+    method (regula falsi that halves the stale end's value), ``steps`` evaluations of g in all. ν = 0
+    when (50a) holds there.
+
+    Returns the response at the bracket's end where (50a) holds, the multipliers (λ_T, λ_E) and ln ν.
     """
-    reference = jnp.minimum(jnp.min(sub.free_price), _efficiency_price(sub))
-    at_zero = _response(sub, jnp.zeros_like(reference), spec)
+    log_ref = jnp.log(jnp.minimum(jnp.min(sub.free_price), _efficiency_price(sub)))
+    span = (log_ref + _PRICE_SPAN[0], log_ref + _PRICE_SPAN[1])
+    guess = jnp.clip(jnp.where(jnp.isfinite(guess), guess, log_ref), span[0] + _GUESS_WIDTH, span[1] - _GUESS_WIDTH)
 
-    def met(r: _Response):
-        return (r.energy <= 0) | ~jnp.isfinite(r.scale)
+    def g(u):
+        return _response(sub, jnp.exp(u), spec).energy
 
-    def bisect(_, bracket):
-        lo, hi = bracket
-        mid = 0.5 * (lo + hi)
-        ok = met(_response(sub, jnp.exp(mid), spec))
-        return jnp.where(ok, lo, mid), jnp.where(ok, mid, hi)
+    def step(_, state):
+        lo, hi, g_lo, g_hi, side = state
+        bracketed = (g_lo > 0) & (g_hi <= 0)
+        width = hi - lo
+        down = g_lo <= 0  # (50a) already met at lo: the root lies below
+        outward = jnp.where(down, jnp.maximum(span[0], lo - 2.0 * width), jnp.minimum(span[1], hi + 2.0 * width))
+        inward = lo + width * (g_lo / (g_lo - jnp.where(bracketed, g_hi, -1.0)))
+        u = jnp.where(bracketed, inward, outward)
+        g_u = g(u)
+        up = g_u > 0  # the new point replaces lo
+        expanded = (jnp.where(down, u, hi), jnp.where(down, lo, u), jnp.where(down, g_u, g_hi), jnp.where(down, g_lo, g_u))
+        illinois = (
+            jnp.where(up, u, lo), jnp.where(up, hi, u),
+            jnp.where(up, g_u, jnp.where(side < 0, 0.5 * g_lo, g_lo)),
+            jnp.where(up, jnp.where(side > 0, 0.5 * g_hi, g_hi), g_u),
+        )
+        new = tuple(jnp.where(bracketed, i, e) for i, e in zip(illinois, expanded))
+        return new + (jnp.where(bracketed, jnp.where(up, 1, -1), 0),)
 
-    log_ref = jnp.log(reference)
-    _, hi = jax.lax.fori_loop(0, steps, bisect, (log_ref + _PRICE_SPAN[0], log_ref + _PRICE_SPAN[1]))
-    zero_ok = met(at_zero) & jnp.isfinite(at_zero.scale)
+    lo, hi = guess - _GUESS_WIDTH, guess + _GUESS_WIDTH
+    _, hi, _, g_hi, _ = jax.lax.fori_loop(0, steps - 2, step, (lo, hi, g(lo), g(hi), jnp.asarray(0)))
+    at_zero = _response(sub, jnp.zeros_like(hi), spec)
+    zero_ok = (at_zero.energy <= 0) & jnp.isfinite(at_zero.scale)
     price = jnp.where(zero_ok, 0.0, jnp.exp(hi))
-    r = jax.tree_util.tree_map(lambda u, v: jnp.where(zero_ok, u, v), at_zero, _response(sub, jnp.exp(hi), spec))
+    r = jax.tree_util.tree_map(lambda u, v: jnp.where(zero_ok, u, v), at_zero, _response(sub, price, spec))
     square = jnp.where(jnp.isfinite(r.scale), r.scale**2, 0.0)
-    return r, jnp.stack([square, square * price])
+    settled = zero_ok | ((r.energy <= 0) & (r.energy >= -tolerance(_DUAL_TOL, hi.dtype)) & jnp.isfinite(r.scale))
+    return r, jnp.stack([square, square * price]), jnp.where(zero_ok, guess, hi), settled
 
 
 def _efficiency_price(sub: _Subproblem):
@@ -432,19 +456,24 @@ def _retained(inst: _Instance, pt: _Point):
 # ----------------------------------------------------------------------------- default start
 
 
-def _start_at_price(inst: _Instance, price, kappa, spec: SchemeSpec):
-    """The start rule at energy price ν (scaled) and common pruning fraction κ: point and feasibility.
-
-    Clocks minimise delay + ν·energy per FLOP; the transmit power is the least that meets T0
-    (P_max for ``fixed-power``).
-    """
+def _start_clocks(inst: _Instance, price, spec: SchemeSpec):
+    """The start rule's clocks at energy price ν (scaled): each minimises delay + ν·energy per FLOP."""
 
     def clock(free_price):
         return 1.0 / slowdown(cbrt(price / free_price), 1.0, spec.fixed_frequency)
 
+    return clock(inst.free_price_device), clock(inst.free_price_server)
+
+
+def _start_at_price(inst: _Instance, price, kappa, spec: SchemeSpec, clocks=None):
+    """The start rule at energy price ν (scaled) and common pruning fraction κ: point and feasibility.
+
+    Clocks as :func:`_start_clocks` (``clocks``, if given, are those at ``price``); the transmit power
+    is the least that meets T0 (P_max for ``fixed-power``).
+    """
+    a, a_server = _start_clocks(inst, price, spec) if clocks is None else clocks
     rho = inst.rho_min + kappa * (1.0 - inst.rho_min)
     rho_server = inst.rho_server_min + kappa * (1.0 - inst.rho_server_min)
-    a, a_server = clock(inst.free_price_device), clock(inst.free_price_server)
     keep = 1.0 - budget_margin(price.dtype)
     # Aim one margin below the test, so that rounding cannot push the delay above it.
     left = keep - budget_margin(price.dtype) - rho * inst.delay_device / a - rho_server * inst.delay_server / a_server
@@ -453,7 +482,7 @@ def _start_at_price(inst: _Instance, price, kappa, spec: SchemeSpec):
     else:
         # ln(1 + snr_max π) ≥ θ ln2/(B T0) / left; the exponent is capped where π > 1 anyway.
         exponent = jnp.minimum(inst.upload_delay / jnp.where(left > 0, left, 1.0), 80.0)
-        needed = jnp.expm1(exponent) / inst.snr_max
+        needed = expm1_nonnegative(exponent) / inst.snr_max
         power = jnp.where(inst.upload_delay > 0, jnp.clip(needed, math.exp(_LOG_FLOOR), 1.0), 1.0)
     pt = _Point(rho, rho_server, a, a_server, power)
     delay, energy = _delay_energy(inst, pt, rho, rho_server)
@@ -483,16 +512,17 @@ def _default_start(inst: _Instance, spec: SchemeSpec, options: SCAOptions):
     )
     prices = jnp.exp(jnp.append(grid, refined))
     zero, one = jnp.zeros_like(prices), jnp.ones_like(prices)
+    clocks = _start_clocks(inst, prices, spec)
 
     def bisect(_, bracket):
         lo, hi = bracket
         mid = 0.5 * (lo + hi)
-        ok = _start_at_price(inst, prices, mid, spec)[1]
+        ok = _start_at_price(inst, prices, mid, spec, clocks)[1]
         return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
 
-    all_in = _start_at_price(inst, prices, one, spec)[1]
+    all_in = _start_at_price(inst, prices, one, spec, clocks)[1]
     kappa = jnp.where(all_in, 1.0, jax.lax.fori_loop(0, options.bisection_steps, bisect, (zero, one))[0])
-    feasible = _start_at_price(inst, prices, zero, spec)[1]
+    feasible = _start_at_price(inst, prices, zero, spec, clocks)[1]
     best = jnp.argmax(jnp.where(feasible, kappa, -1.0))
     return _start_at_price(inst, prices[best], kappa[best], spec)[0], feasible[best]
 
@@ -519,6 +549,7 @@ class _State(NamedTuple):
 
     local: _Local  # local point of the next (P3.k)
     multipliers: Any  # λ of (45a), (50a) (scaled) of the last (P3.k)
+    price: Any  # ln(λ_E/λ_T) of the last (P3.k) with λ_E > 0 (NaN before): the next one's first guess
     iteration: Any  # k, SCA iterations done
     point: _Point  # incumbent: the last restorable SCA iterate (or the start)
     decrease: Any  # last decrease of log2 D̂ [bits]
@@ -543,6 +574,7 @@ def _initial_state(inst: _Instance, start: _Point, feasible, max_iters: int) -> 
     return _State(
         local=local,
         multipliers=jnp.zeros((2,), zero.dtype),
+        price=jnp.full_like(zero, jnp.nan),
         iteration=jnp.asarray(0),
         point=start,
         decrease=jnp.full_like(zero, jnp.inf),
@@ -553,8 +585,12 @@ def _initial_state(inst: _Instance, start: _Point, feasible, max_iters: int) -> 
 
 
 def _iterate(inst: _Instance, eps, spec: SchemeSpec, max_iters: int, options: SCAOptions, s: _State) -> _State:
-    """SCA iteration k: solve (P3.k), restore its solution, accept it, move the local point."""
-    r, multipliers = _solve_subproblem(_subproblem(inst, s.local), spec, options.price_steps)
+    """SCA iteration k: solve (P3.k), restore its solution, accept it, move the local point.
+
+    A (P3.k) whose dual search did not settle within its evaluations leaves the point and the local
+    point as they are, and the next iteration resumes the search from where it stopped.
+    """
+    r, multipliers, price, settled = _solve_subproblem(_subproblem(inst, s.local), spec, options.price_steps, s.price)
     rho, rho_server = _ratios(s.local, r.z)
     candidate = _Point(
         rho=jnp.clip(rho, inst.rho_min, 1.0),
@@ -564,22 +600,25 @@ def _iterate(inst: _Instance, eps, spec: SchemeSpec, max_iters: int, options: SC
         power=r.power,
     )
     restored, ok = _restore(inst, candidate)
-    point = jax.tree_util.tree_map(lambda new, old: jnp.where(ok, new, old), restored, s.point)
+    keep = lambda cond, new, old: jax.tree_util.tree_map(lambda u, v: jnp.where(cond, u, v), new, old)  # noqa: E731
+    point = keep(settled & ok, restored, s.point)
     value = _log2_distortion(inst, point)
-    decrease = s.history[s.iteration] - value
+    decrease = jnp.where(settled, s.history[s.iteration] - value, s.decrease)
+    local = _Local(  # p^(k+1), ρ'^(k+1) = z ρ'^(k), ρ̃'^(k+1) = z̃ ρ̃'^(k)
+        power=r.power,
+        rho_aux=r.z[0] * s.local.rho_aux,
+        rho_server_aux=r.z[1] * s.local.rho_server_aux,
+    )
     return _State(
-        local=_Local(  # p^(k+1), ρ'^(k+1) = z ρ'^(k), ρ̃'^(k+1) = z̃ ρ̃'^(k)
-            power=r.power,
-            rho_aux=r.z[0] * s.local.rho_aux,
-            rho_server_aux=r.z[1] * s.local.rho_server_aux,
-        ),
+        local=keep(settled, local, s.local),
         multipliers=multipliers,
+        price=price,
         iteration=s.iteration + 1,
         point=point,
         decrease=decrease,
-        settled=jnp.isfinite(r.scale) & (r.energy <= 0),
+        settled=settled,
         history=s.history.at[s.iteration + 1].set(value),
-        done=(decrease < eps) | (s.iteration + 1 >= max_iters),
+        done=(settled & (decrease < eps)) | (s.iteration + 1 >= max_iters),
     )
 
 

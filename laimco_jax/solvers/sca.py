@@ -283,14 +283,12 @@ def _subproblem(inst: _Instance, local: _Local) -> _Subproblem:
 
 class _Response(NamedTuple):
     """The minimiser of (P3.k)'s Lagrangian at multipliers (λ_T, λ_E) = (s², s² ν), with s the least
-    scale at which (45a) holds, and the two constraint values there."""
+    scale at which (45a) holds, and (50a) there."""
 
     z: Any  # (2,)
     clock: Any  # (2,) a = f/f_max, ã = f̃/f̃_max
-    efficiency: Any  # y
     power: Any  # π
     scale: Any  # s (inf where (45a) cannot hold at this price)
-    delay: Any  # (45a) left-hand side less 1
     energy: Any  # (50a) left-hand side
 
 
@@ -355,8 +353,7 @@ def _response(sub: _Subproblem, price, spec: SchemeSpec) -> _Response:
     scale = jnp.where(delay_at(0.0) <= 0, 0.0, jnp.where(hi < jnp.inf, jnp.clip(root, lo, hi), jnp.inf))
     z = z_at(scale)
     return _Response(
-        z=z, clock=clock, efficiency=efficiency, power=power, scale=scale,
-        delay=jnp.sum(delay_terms / z) + upload,
+        z=z, clock=clock, power=power, scale=scale,
         energy=jnp.sum(energy_terms / z) + sub.slope * power + sub.offset,
     )
 
@@ -372,7 +369,8 @@ def _solve_subproblem(sub: _Subproblem, spec: SchemeSpec, steps: int, guess):
     method (regula falsi that halves the stale end's value), ``steps`` evaluations of g in all. ν = 0
     when (50a) holds there.
 
-    Returns the response at the bracket's end where (50a) holds, the multipliers (λ_T, λ_E) and ln ν.
+    Returns the response at the bracket's end where (50a) holds, the multipliers (λ_T, λ_E), ln ν (the
+    next (P3.k)'s guess) and whether the (P3.k) settled: ν = 0, or (50a) within _DUAL_TOL of tight.
     """
     log_ref = jnp.log(jnp.minimum(jnp.min(sub.free_price), _efficiency_price(sub)))
     span = (log_ref + _PRICE_SPAN[0], log_ref + _PRICE_SPAN[1])
@@ -401,7 +399,7 @@ def _solve_subproblem(sub: _Subproblem, spec: SchemeSpec, steps: int, guess):
         return new + (jnp.where(bracketed, jnp.where(up, 1, -1), 0),)
 
     lo, hi = guess - _GUESS_WIDTH, guess + _GUESS_WIDTH
-    _, hi, _, g_hi, _ = jax.lax.fori_loop(0, steps - 2, step, (lo, hi, g(lo), g(hi), jnp.asarray(0)))
+    hi = jax.lax.fori_loop(0, steps - 2, step, (lo, hi, g(lo), g(hi), jnp.asarray(0)))[1]
     at_zero = _response(sub, jnp.zeros_like(hi), spec)
     zero_ok = (at_zero.energy <= 0) & jnp.isfinite(at_zero.scale)
     price = jnp.where(zero_ok, 0.0, jnp.exp(hi))

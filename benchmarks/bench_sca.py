@@ -1,0 +1,154 @@
+"""The JAX SCA (``solve_sca``) against the CVXPY SCA loop and against itself at an older revision (issue 17, target 2).
+
+On each instance mix -- ``random_problems(n, seed, spread=3)`` (default) and ``spread=10`` (wide) -- in
+one run and one process:
+
+* CVXPY + Clarabel seconds per instance of the paper's SCA loop (``reference.solve_cvxpy_sca``), the
+  median over the first ``--cvxpy-instances`` instances of the mix that ``solve_exact`` finds
+  feasible (as ``bench_solvers.py`` does: an infeasible instance costs CVXPY no SCA iteration);
+* instances/s of ``solve_sca`` of the working tree ("after") and of ``--baseline`` ("before",
+  imported under another name by ``bench_solvers.baseline_package``), timed in turns on the same
+  batch of each size of ``--sizes`` after compilation (best of ``--repeats``), and of "after" on a
+  batch of feasible instances only;
+* the ratios JAX-SCA/CVXPY-SCA (instances/s times CVXPY seconds per instance) before and after;
+* at the largest batch, before and after: status counts, SCA iterations of the feasible instances
+  (mean, max), and the shortfall against ``solve_exact``'s optimum, (retained_exact - retained_sca)/(q + s)
+  over the instances it solves to OPTIMAL (median, max, fraction above 1e-6).
+
+Usage: ``python benchmarks/bench_sca.py [--out benchmarks/results/bench_sca.json] [--baseline main]
+[--sizes 100,10000] [--repeats 3] [--cvxpy-instances 12]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+jax.config.update("jax_enable_x64", True)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_solvers import REPO, baseline_package  # noqa: E402
+
+from laimco_jax import reference  # noqa: E402
+from laimco_jax.solvers import Status, solve_exact  # noqa: E402
+from laimco_jax.solvers.instances import random_problems  # noqa: E402
+from laimco_jax.solvers.sca import solve_sca  # noqa: E402
+
+MIXES = (("default", 3.0), ("wide", 10.0))
+
+
+def take(problem, idx):
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)[idx]), problem)
+
+
+def best_rates(fns: dict, problem, repeats: int) -> dict:
+    """Best instances/s of each function after a first (compiling) call, timed in turns on one batch."""
+    n = int(np.size(problem.budget.delay_s))
+    for fn in fns.values():
+        jax.block_until_ready(fn(problem))
+    best = {k: np.inf for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn(problem))
+            best[k] = min(best[k], time.perf_counter() - start)
+    return {k: n / t for k, t in best.items()}
+
+
+def quality(problem, sca, exact) -> dict:
+    """Statuses, iterations and shortfall against the exact optimum of one SCA answer."""
+    status, exact_status = np.asarray(sca.status), np.asarray(exact.status)
+    total = np.asarray(problem.model.params_device + problem.model.params_server)
+    shortfall = ((np.asarray(exact.retained_params) - np.asarray(sca.retained_params)) / total)[exact_status == Status.OPTIMAL]
+    iterations = np.asarray(sca.iterations)[status != Status.INFEASIBLE]
+    return {
+        "statuses": {Status(int(k)).name: int(v) for k, v in zip(*np.unique(status, return_counts=True))},
+        "iterations_mean": float(iterations.mean()),
+        "iterations_max": int(iterations.max()),
+        "shortfall_median": float(np.median(shortfall)),
+        "shortfall_max": float(shortfall.max()),
+        "shortfall_fraction_above_1e-6": float(np.mean(shortfall > 1e-6)),
+        "shortfall_count": int(shortfall.size),
+    }
+
+
+def cvxpy_seconds(problem, exact, count: int) -> dict:
+    """Seconds per instance of the CVXPY SCA loop on the first ``count`` feasible instances."""
+    seconds, iterations = [], []
+    for i in np.flatnonzero(np.asarray(exact.status) != Status.INFEASIBLE)[:count]:
+        one = jax.tree_util.tree_map(lambda x: float(np.asarray(x)[i]), problem)
+        result = reference.solve_cvxpy_sca(one)
+        seconds.append(result.seconds)
+        iterations.append(int(result.solution.iterations))
+    return {"median_s": float(np.median(seconds)), "seconds": seconds, "iterations": iterations}
+
+
+def feasible_batch(n: int, spread: float):
+    """``n`` instances of the mix that ``solve_exact`` finds feasible (from seed 1's stream)."""
+    pool = random_problems(2 * n, seed=1, spread=spread)
+    keep = np.flatnonzero(np.asarray(solve_exact(pool).status) != Status.INFEASIBLE)[:n]
+    return take(pool, keep)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_sca.json"))
+    parser.add_argument("--baseline", default="main", help="git revision whose solve_sca is 'before'")
+    parser.add_argument("--sizes", default="100,10000")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cvxpy-instances", type=int, default=12)
+    args = parser.parse_args()
+    sizes = [int(float(s)) for s in args.sizes.split(",")]
+    package = baseline_package(args.baseline)
+    before, after = importlib.import_module(f"{package}.solvers.sca").solve_sca, solve_sca
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    report: dict = {
+        "machine": f"{platform.processor() or platform.machine()}, {jax.default_backend()}, {os.cpu_count()} CPU cores",
+        "jax": jax.__version__, "after": f"working tree at {commit}", "before": f"{args.baseline} ({package})", "mixes": {},
+    }
+    for mix, spread in MIXES:
+        pool = random_problems(max(sizes), seed=0, spread=spread)
+        exact = solve_exact(pool)
+        cvx = cvxpy_seconds(pool, exact, args.cvxpy_instances)
+        out: dict = {"spread": spread, "cvxpy_sca": cvx, "throughput": []}
+        print(f"[{mix} mix, spread {spread}] CVXPY SCA: {cvx['median_s'] * 1e3:.1f} ms per feasible instance "
+              f"(median of {len(cvx['seconds'])}; iterations {cvx['iterations']})", flush=True)
+        for n in sizes:
+            problem = take(pool, slice(0, n))
+            rates = best_rates({"before": jax.jit(before), "after": jax.jit(solve_sca)}, problem, args.repeats)
+            row = {"batch": n, **{f"{k}_instances_per_s": v for k, v in rates.items()},
+                   "speedup": rates["after"] / rates["before"],
+                   **{f"{k}_vs_cvxpy": v * cvx["median_s"] for k, v in rates.items()}}
+            out["throughput"].append(row)
+            print(f"  batch {n:>6}: before {rates['before']:8.0f} inst/s -> after {rates['after']:8.0f} inst/s "
+                  f"(x{row['speedup']:.1f}); vs CVXPY SCA: {row['before_vs_cvxpy']:.0f}x -> {row['after_vs_cvxpy']:.0f}x",
+                  flush=True)
+        feasible = feasible_batch(max(sizes), spread)
+        rate = best_rates({"after": jax.jit(solve_sca)}, feasible, args.repeats)["after"]
+        out["after_feasible_only"] = {"batch": max(sizes), "instances_per_s": rate, "vs_cvxpy": rate * cvx["median_s"]}
+        print(f"  batch {max(sizes):>6} of feasible instances only: after {rate:8.0f} inst/s; vs CVXPY SCA "
+              f"{rate * cvx['median_s']:.0f}x", flush=True)
+        out["quality"] = {k: quality(pool, f(pool), exact) for k, f in (("before", before), ("after", after))}
+        for k, q in out["quality"].items():
+            print(f"  {k:>6} (batch {max(sizes)}): statuses {q['statuses']}; iterations mean {q['iterations_mean']:.2f} "
+                  f"max {q['iterations_max']}; shortfall median {q['shortfall_median']:.2e} max {q['shortfall_max']:.2e} "
+                  f"fraction > 1e-6 {q['shortfall_fraction_above_1e-6']:.4f}", flush=True)
+        report["mixes"][mix] = out
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -132,25 +132,6 @@ def test_golden_section_matches_scipy_on_a_unimodal_function():
     assert abs(got - want) < 1e-7
 
 
-def test_projected_newton_step_reaches_a_box_constrained_minimum():
-    center = jnp.asarray([0.5, -2.0, 3.0])
-    lower, upper = -jnp.ones(3), jnp.ones(3)
-
-    def fun(x):
-        return jnp.sum((x - center) ** 2, axis=-1)
-
-    def model(x):
-        return fun(x), 2.0 * (x - center), 2.0 * jnp.eye(3)
-
-    x, done, steps = jnp.zeros(3), False, 0
-    while not done and steps < 50:  # the ridge ∝ ‖∇f‖ shortens the first steps
-        steps += 1
-        x, done = numerics.projected_newton_step(fun, model, x, lower, upper,
-                                                 tol=1e-12, ridge=1e-12, active_eps=1e-6, armijo=1e-4, steps=12)
-    np.testing.assert_allclose(x, jnp.clip(center, lower, upper), atol=1e-12)
-    assert bool(done)
-
-
 class SolversWithAndWithoutJit(chex.TestCase):
     """The numerics and the exact solver's core run alike traced by ``jit`` and eagerly."""
 

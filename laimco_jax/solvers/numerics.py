@@ -2,9 +2,8 @@
 
 Everything here is a pure function of arrays with no knowledge of (P1): a cube root that is cheap on
 XLA CPU, a division with a chosen value where the denominator is zero, broadcasting a pytree to one
-shape, an unrolled solver of small dense linear systems, one step of a projected Newton method over a
-box and a golden-section search. All work under ``jit``, ``vmap`` and (where noted) ``grad``, and in
-float32 or float64.
+shape, an unrolled solver of small dense linear systems and a golden-section search. All work under
+``jit``, ``vmap`` and (where noted) ``grad``, and in float32 or float64.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import jax.numpy as jnp
 
 __all__ = [
     "float_bits", "cbrt", "inv_cbrt", "expm1_nonnegative", "safe_div", "broadcast_leaves", "tolerance", "SmallSolve", "solve_small",
-    "projected_newton_step", "golden_section",
+    "golden_section",
 ]
 
 
@@ -171,52 +170,6 @@ def solve_small(a, b) -> SmallSolve:
         x[k] = (rows[k][n:] - tail) / rows[k][k]
     x = jnp.stack(x).reshape(b.shape)
     return SmallSolve(x, singular | ~jnp.all(jnp.isfinite(x)))
-
-
-def projected_newton_step(
-    fun,
-    model,
-    x,
-    lower,
-    upper,
-    *,
-    tol: float,
-    ridge: float,
-    active_eps: float,
-    armijo: float,
-    steps: int,
-):
-    """One step of Bertsekas' projected Newton method for a smooth convex function over a box.
-
-    ``fun(x)`` returns the value (for a stack of points x (..., n)), ``model(x)`` the value, gradient
-    and Hessian at one point x (n,). Variables at a bound whose gradient pushes outwards (within ε =
-    min(``active_eps``, projected gradient) of it) are held there; the others take a regularised Newton
-    step with the Hessian restricted to them (ridge ``ridge``·(1 + max|diag|) + ‖∇f‖∞); the step along
-    the projection arc x(t) = clip(x + t d) is the largest of t = 1, 1/4, ..., 4^-(steps-1) meeting
-    Armijo's condition with constant ``armijo`` (all tried at once). Returns the new point and whether
-    the minimisation is over: the projected gradient ‖x - clip(x - ∇f)‖∞ is below ``tol`` (at least 64
-    machine epsilons), the Newton decrement is below the rounding of f (the step just taken is the last
-    one that matters), or no trial step decreases f.
-    """
-    tiny = 8.0 * jnp.finfo(x.dtype).eps
-    x = jnp.clip(x, lower, upper)  # a warm start may lie outside a new subproblem's box
-    value, grad, hessian = model(x)
-    gap = jnp.max(jnp.abs(x - jnp.clip(x - grad, lower, upper)))
-    eps = jnp.minimum(active_eps, gap)
-    free = ~(((x <= lower + eps) & (grad > 0)) | ((x >= upper - eps) & (grad < 0)))
-    h = jnp.where(free[:, None] & free[None, :], hessian, 0.0)
-    # Ridge ∝ ‖∇f‖ (regularised Newton): steps stay O(1) where the Hessian is nearly singular, and
-    # vanish near the minimiser so convergence stays quadratic.
-    shift = ridge * (1.0 + jnp.max(jnp.abs(jnp.diag(h)))) + jnp.max(jnp.abs(jnp.where(free, grad, 0.0)))
-    direction = -solve_small(h + jnp.diag(jnp.where(free, shift, 1.0)), grad).x
-    trials = jnp.clip(x + (0.25 ** jnp.arange(steps, dtype=x.dtype))[:, None] * direction, lower, upper)
-    values = fun(trials)
-    predicted = (trials - x) @ grad  # first-order change of f, ≤ 0
-    accepted = values <= value + armijo * predicted + tiny * jnp.abs(value)
-    best = jnp.argmax(accepted)  # the first (largest) step meeting Armijo's condition
-    moved = accepted[best]
-    small = -predicted[0] <= jnp.finfo(x.dtype).eps * (1.0 + jnp.abs(value))
-    return jnp.where(moved, trials[best], x), (gap <= tolerance(tol, x.dtype)) | small | ~moved
 
 
 def golden_section(fun, low, high, steps: int):

@@ -86,20 +86,24 @@ _TWO_DEVICES = textwrap.dedent("""
     from laimco_jax.solvers import solve_exact
     from laimco_jax.solvers.instances import random_problems
     assert jax.device_count() == 2
-    problem = random_problems(1001, seed=11, spread=10.0)
-    want = jax.jit(solve_exact)(problem)
-    got = jax.jit(lambda p: map_devices(solve_exact, p, block=64))(problem)
-    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
-        assert a.shape == b.shape and a.dtype == b.dtype, (a.shape, b.shape)
-        if a.dtype.kind == "i":
-            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-        else:
-            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-14)
-    print("identical", len(jax.tree_util.tree_leaves(got)))
+    import functools
+    from laimco_jax.solvers import solve_sca
+    sca = functools.partial(solve_sca, max_iters=5)
+    for solver, problem in ((solve_exact, random_problems(1001, seed=11, spread=10.0)), (sca, random_problems(41, seed=2))):
+        want = jax.jit(solver)(problem)
+        got = jax.jit(lambda p: map_devices(solver, p, block=16))(problem)
+        for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+            assert a.shape == b.shape and a.dtype == b.dtype, (a.shape, b.shape)
+            if a.dtype.kind == "i":
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+            else:
+                np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-14)
+        print("same", len(jax.tree_util.tree_leaves(got)))
 """)
 
 
-def test_two_cpu_devices_give_the_whole_batch_answers():
+def test_two_cpu_devices_give_the_whole_batch_answers():  # the exact solver and the SCA
     out = subprocess.run([sys.executable, "-c", _TWO_DEVICES], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.split() == ["identical", str(len(Solution._fields) - 1)]  # all but objective_history (None)
+    fields = len(Solution._fields)
+    assert out.stdout.split() == ["same", str(fields - 1), "same", str(fields)]  # the exact solver's history is None

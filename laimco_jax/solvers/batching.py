@@ -88,7 +88,10 @@ def map_devices(solver: Callable, tree, devices: Sequence[jax.Device] | None = N
     count = math.prod(shape)
     padded = _pad(flat, -(-count // mesh.size) * mesh.size)
     spec = PartitionSpec("batch")
-    solve = jax.shard_map(lambda part: map_blocks(solver, part, block), mesh=mesh, in_specs=spec, out_specs=spec)
+    # no collectives: each device only maps over its own share (check_vma off: a solver's loop carries may start
+    # from constants, which shard_map's type check would call replicated)
+    solve = jax.shard_map(lambda part: map_blocks(solver, part, block), mesh=mesh, in_specs=spec, out_specs=spec,
+                          check_vma=False)
     return _unflat(solve(padded), count, shape)
 
 

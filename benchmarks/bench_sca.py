@@ -9,13 +9,16 @@ one run and one process:
 * instances/s of ``solve_sca`` of the working tree ("after") and of ``--baseline`` ("before",
   imported under another name by ``bench_solvers.baseline_package``), timed in turns on the same
   batch of each size of ``--sizes`` after compilation (best of ``--repeats``), and of "after" on a
-  batch of feasible instances only;
-* the ratios JAX-SCA/CVXPY-SCA (instances/s times CVXPY seconds per instance) before and after;
+  batch of feasible instances only — set beside CVXPY's median and its mean over feasible instances
+  (the mean is its time per instance of a batch: the like-for-like ratio, since iterations per instance
+  are heavy-tailed, 3 to 50);
+* the ratios JAX-SCA/CVXPY-SCA (instances/s times CVXPY seconds per instance) before and after, and
+  after with the batch split over every CPU core (``solvers.batching.map_devices``; CVXPY uses one);
 * at the largest batch, before and after: status counts, SCA iterations of the feasible instances
   (mean, max), and the shortfall against ``solve_exact``'s optimum, (retained_exact - retained_sca)/(q + s)
   over the instances it solves to OPTIMAL (median, max, fraction above 1e-6).
 
-Usage: ``python benchmarks/bench_sca.py [--out benchmarks/results/bench_sca.json] [--baseline main]
+Usage: ``python benchmarks/bench_sca.py [--out benchmarks/results/bench_sca.json] [--baseline f91bde0]
 [--sizes 100,10000] [--repeats 3] [--cvxpy-instances 12]``.
 """
 
@@ -28,42 +31,23 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_solvers import REPO, baseline_package  # noqa: E402
+from bench_solvers import REPO, baseline_package, interleaved, take  # noqa: E402
 
 from laimco_jax import reference  # noqa: E402
 from laimco_jax.solvers import Status, solve_exact  # noqa: E402
+from laimco_jax.solvers.batching import map_devices, use_cpu_cores  # noqa: E402
 from laimco_jax.solvers.instances import random_problems  # noqa: E402
 from laimco_jax.solvers.sca import solve_sca  # noqa: E402
 
 MIXES = (("default", 3.0), ("wide", 10.0))
-
-
-def take(problem, idx):
-    return jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x)[idx]), problem)
-
-
-def best_rates(fns: dict, problem, repeats: int) -> dict:
-    """Best instances/s of each function after a first (compiling) call, timed in turns on one batch."""
-    n = int(np.size(problem.budget.delay_s))
-    for fn in fns.values():
-        jax.block_until_ready(fn(problem))
-    best = {k: np.inf for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn(problem))
-            best[k] = min(best[k], time.perf_counter() - start)
-    return {k: n / t for k, t in best.items()}
 
 
 def quality(problem, sca, exact) -> dict:
@@ -91,7 +75,8 @@ def cvxpy_seconds(problem, exact, count: int) -> dict:
         result = reference.solve_cvxpy_sca(one)
         seconds.append(result.seconds)
         iterations.append(int(result.solution.iterations))
-    return {"median_s": float(np.median(seconds)), "seconds": seconds, "iterations": iterations}
+    return {"median_s": float(np.median(seconds)), "mean_s": float(np.mean(seconds)), "seconds": seconds,
+            "iterations": iterations}
 
 
 def feasible_batch(n: int, spread: float):
@@ -104,11 +89,15 @@ def feasible_batch(n: int, spread: float):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_sca.json"))
-    parser.add_argument("--baseline", default="main", help="git revision whose solve_sca is 'before'")
+    parser.add_argument("--baseline", default="f91bde0",
+                        help="git revision whose solve_sca is 'before' (default: the augmented-Lagrangian SCA)")
+    parser.add_argument("--cpu-devices", type=int, default=None,
+                        help="CPU devices (cores) for the all-device figure (default: every core this process may use)")
     parser.add_argument("--sizes", default="100,10000")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cvxpy-instances", type=int, default=12)
     args = parser.parse_args()
+    use_cpu_cores(args.cpu_devices)  # before the first computation
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     package = baseline_package(args.baseline)
     before, after = importlib.import_module(f"{package}.solvers.sca").solve_sca, solve_sca
@@ -126,19 +115,32 @@ def main() -> None:
               f"(median of {len(cvx['seconds'])}; iterations {cvx['iterations']})", flush=True)
         for n in sizes:
             problem = take(pool, slice(0, n))
-            rates = best_rates({"before": jax.jit(before), "after": jax.jit(solve_sca)}, problem, args.repeats)
+            solvers = {"before": jax.jit(before), "after": jax.jit(solve_sca)}
+            if jax.device_count() > 1:  # the batch split over every CPU core (solvers.batching)
+                solvers["after_all_devices"] = jax.jit(lambda q: map_devices(solve_sca, q))
+            rates = interleaved(solvers, problem, args.repeats)
             row = {"batch": n, **{f"{k}_instances_per_s": v for k, v in rates.items()},
                    "speedup": rates["after"] / rates["before"],
                    **{f"{k}_vs_cvxpy": v * cvx["median_s"] for k, v in rates.items()}}
             out["throughput"].append(row)
+            every = (f"; on {jax.device_count()} devices {rates['after_all_devices']:8.0f} inst/s "
+                     f"({row['after_all_devices_vs_cvxpy']:.0f}x)" if "after_all_devices" in rates else "")
             print(f"  batch {n:>6}: before {rates['before']:8.0f} inst/s -> after {rates['after']:8.0f} inst/s "
-                  f"(x{row['speedup']:.1f}); vs CVXPY SCA: {row['before_vs_cvxpy']:.0f}x -> {row['after_vs_cvxpy']:.0f}x",
-                  flush=True)
+                  f"(x{row['speedup']:.1f}); vs CVXPY SCA: {row['before_vs_cvxpy']:.0f}x -> {row['after_vs_cvxpy']:.0f}x"
+                  f"{every}", flush=True)
         feasible = feasible_batch(max(sizes), spread)
-        rate = best_rates({"after": jax.jit(solve_sca)}, feasible, args.repeats)["after"]
-        out["after_feasible_only"] = {"batch": max(sizes), "instances_per_s": rate, "vs_cvxpy": rate * cvx["median_s"]}
-        print(f"  batch {max(sizes):>6} of feasible instances only: after {rate:8.0f} inst/s; vs CVXPY SCA "
-              f"{rate * cvx['median_s']:.0f}x", flush=True)
+        solvers = {"after": jax.jit(solve_sca)}
+        if jax.device_count() > 1:
+            solvers["after_all_devices"] = jax.jit(lambda q: map_devices(solve_sca, q))
+        rates = interleaved(solvers, feasible, args.repeats)
+        # like for like: CVXPY's mean over feasible instances is its time per instance of a batch of them
+        out["after_feasible_only"] = {"batch": max(sizes), **{
+            f"{k}_{field}": v for k, rate in rates.items() for field, v in
+            (("instances_per_s", rate), ("vs_cvxpy", rate * cvx["median_s"]), ("vs_cvxpy_mean", rate * cvx["mean_s"]))}}
+        for k, rate in rates.items():
+            print(f"  batch {max(sizes):>6} of feasible instances only, {k}: {rate:8.0f} inst/s; vs CVXPY SCA "
+                  f"{rate * cvx['median_s']:.0f}x its median, {rate * cvx['mean_s']:.0f}x its mean "
+                  f"({cvx['mean_s'] * 1e3:.1f} ms)", flush=True)
         out["quality"] = {k: quality(pool, f(pool), exact) for k, f in (("before", before), ("after", after))}
         for k, q in out["quality"].items():
             print(f"  {k:>6} (batch {max(sizes)}): statuses {q['statuses']}; iterations mean {q['iterations_mean']:.2f} "

@@ -2,16 +2,18 @@
 
 The solvers (:func:`~laimco_jax.solvers.exact.solve_exact`, :func:`~laimco_jax.solvers.sca.solve_sca`)
 are elementwise over their batch, so a batch can be cut anywhere without changing an answer. Two
-cuts make a large batch faster (docs/performance.md#large-batches):
+cuts make a large batch faster (docs/performance.md, "Large batches: blocks and cores"):
 
 * **Blocks** (:func:`map_blocks`): the batch flattened, padded to a multiple of ``block`` instances
   and solved one block at a time under ``lax.map``. On XLA CPU a solve of 10⁵ or more instances at
   once streams every intermediate through main memory; blocks of a few thousand keep them in cache
-  (1.3× less CPU time per instance on this project's VM at 1.3·10⁵ instances, blocks of 8,192).
+  (1.4× on 1.3·10⁵ instances in blocks of 8,192 on this project's VM; a sweep's chunk, whose grid
+  values are gathered inside the same program, was not faster in blocks, and sweeps do not use them).
 * **Devices** (:func:`map_devices`): the flat batch split evenly over a 1-D mesh of devices with
   ``shard_map``, each device mapping over its own blocks. On CPU, JAX creates a single device that
   runs this elementwise code on one core; with several host devices (:func:`use_cpu_cores`, before
-  JAX starts its backend) each core solves its share (1.9× on two cores).
+  JAX starts its backend) each core solves its share (on this project's 2-core VM: ×1.3 for the
+  exact solver, whose blocks share the memory system, ×1.8 for the compute-bound SCA).
 
 Both return what the solver returns on the whole batch: the same fields and shapes (padding repeats
 the last instance and is dropped), and values equal to their last ulps — XLA's
@@ -97,20 +99,22 @@ def map_devices(solver: Callable, tree, devices: Sequence[jax.Device] | None = N
 
 def use_cpu_cores(count: int | None = None) -> int:
     """Ask JAX for ``count`` CPU devices (default: the cores this process may use), so that
-    :func:`map_devices` (and sweeps, which shard over local devices) use every core.
+    :func:`map_devices` (and sweeps, which shard over the local devices) use every core.
 
     Sets the ``jax_num_cpu_devices`` option, which JAX reads once, when it starts its CPU backend:
-    call this before the first computation (the ``laimco`` command does, at start-up). Returns the
-    number of CPU devices JAX will have. Raises RuntimeError if the backend already started with another count.
+    call this before the first computation (the benchmarks do; the ``laimco`` command keeps one device,
+    docs/performance.md says why). Returns the number of CPU devices JAX will have. ValueError for a
+    count below 1; RuntimeError if the backend already started with another count.
     """
-    wanted = count if count is not None else len(os.sched_getaffinity(0))
-    if wanted < 1:
+    if count is None:  # the cores this process may run on (Linux), else all of them
+        count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if count < 1:
         raise ValueError(f"count = {count!r} must be an integer >= 1")
     try:
-        jax.config.update("jax_num_cpu_devices", wanted)
+        jax.config.update("jax_num_cpu_devices", count)
     except RuntimeError as error:  # the backend is running: fine if it already has that many
         have = len(jax.devices("cpu"))
-        if have != wanted:
+        if have != count:
             raise RuntimeError(f"JAX's CPU backend already started with {have} device(s); call use_cpu_cores "
-                               f"before the first computation to get {wanted}") from error
-    return wanted
+                               f"before the first computation to get {count}") from error
+    return count

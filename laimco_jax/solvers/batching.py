@@ -35,17 +35,18 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
+from laimco_jax.solvers.numerics import broadcast_leaves
+
 __all__ = ["DEFAULT_BLOCK", "map_blocks", "map_devices", "use_cpu_cores"]
 
 DEFAULT_BLOCK = 8192  # instances per block (measured 4,096-16,384 alike on this project's CPU)
 
 
 def _flat(tree) -> tuple[Any, tuple[int, ...]]:
-    """``tree``'s array leaves broadcast to their common shape and flattened; and that shape."""
-    leaves, treedef = jax.tree_util.tree_flatten(jax.tree_util.tree_map(jnp.asarray, tree))
-    shape = jnp.broadcast_shapes(*(leaf.shape for leaf in leaves))
-    flat = [jnp.broadcast_to(leaf, shape).reshape(-1) for leaf in leaves]
-    return jax.tree_util.tree_unflatten(treedef, flat), shape
+    """``tree``'s leaves broadcast to their common shape (:func:`broadcast_leaves`) and flattened; and that shape."""
+    full = broadcast_leaves(tree)
+    shape = jnp.shape(jax.tree_util.tree_leaves(full)[0])
+    return jax.tree_util.tree_map(lambda v: v.reshape(-1), full), shape
 
 
 def _pad(tree, size: int):

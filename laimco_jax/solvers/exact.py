@@ -340,19 +340,22 @@ def _solve_form(form: ConvexForm, spec: SchemeSpec, iterations: int):
     fixed = _fixed_terms(form)
 
     # Bisection on the bit pattern of y, bracket [lo, lo + width]. The width does not depend on the
-    # answers (ceil(width/2): when the lower half is chosen the bracket is kept one ulp wider), so
-    # the heavy part of a step updates a single array and compiles to a single pass.
-    def bisect(_, bracket):
-        lo, width = bracket
-        half = width // 2
-        mid = lo + half
-        rates = _rates_at(form, jax.lax.bitcast_convert_type(mid, dtype), spec, fixed, in_loop=True)
-        too_cheap = _knapsack(form, rates).energy_violated
-        return jnp.where(too_cheap, lo, mid), width - half
-
+    # answers (ceil(width/2) after each step: when the lower half is chosen the bracket is kept one ulp
+    # wider), so it is a function of the step's index and the loop carries the lower end alone: a
+    # step compiles to a single pass that updates one array.
     lo0 = float_bits(y_end)
-    lo, width = jax.lax.fori_loop(0, iterations, bisect, (lo0, float_bits(y_top) - lo0))
-    hi = lo + width
+    width0 = float_bits(y_top) - lo0
+
+    def width(step):  # ceil(width0 / 2^step), without overflow
+        return (width0 >> step) + ((width0 & ((jnp.ones_like(width0) << step) - 1)) != 0)
+
+    def bisect(step, lo):
+        mid = lo + (width(step) - width(step + 1))
+        rates = _rates_at(form, jax.lax.bitcast_convert_type(mid, dtype), spec, fixed, in_loop=True)
+        return jnp.where(_knapsack(form, rates).energy_violated, lo, mid)
+
+    lo = jax.lax.fori_loop(0, iterations, bisect, lo0)
+    hi = lo + width(iterations)
     low, high = (jax.lax.bitcast_convert_type(b, dtype) for b in (lo, hi))
     # One secant step inside the bracket: on the order margin where the item order flips inside it
     # (then the optimal price is that flip, where h has a kink, and the bracket's ends bound h only to

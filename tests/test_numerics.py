@@ -163,3 +163,28 @@ class SolversWithAndWithoutJit(chex.TestCase):
         total = np.asarray(form.value_device + form.value_server)[found]
         gap = (np.asarray(bound)[found] - np.asarray(primal.value)[found]) / total
         assert np.all(gap <= 1e-9) and math.isfinite(float(np.max(gap)))
+
+
+
+@pytest.mark.parametrize("scheme", ["proposed", "fixed-power", "device-pruning-only", "server-pruning-only",
+                                    "on-device", "on-server"])
+def test_search_step_verdict_is_the_full_knapsacks(scheme):
+    """The price search's division-free test (knapsack scaled by 1/(1 + ν), products instead of
+    quotients) gives the full knapsack's verdict "the response exceeds E0" at prices spread over each
+    instance's whole search interval, except where the response's energy is within 1e-9 of E0."""
+    from laimco_jax.solvers import exact
+    from laimco_jax.solvers.convex_form import convex_form
+    from laimco_jax.solvers.schemes import scheme_problem, scheme_spec
+
+    spec = scheme_spec(scheme)
+    form = convex_form(scheme_problem(random_problems(2000, seed=5, spread=10.0), scheme), spec)
+    y_end, y_top = exact._search_interval(form)
+    y = jnp.exp(jnp.log(y_end) + jnp.linspace(0.0, 1.0, 64)[:, None] * (jnp.log(y_top) - jnp.log(y_end)))
+    form = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, y.shape), form)  # (64 prices, 2000)
+    fixed = exact._fixed_terms(form)
+    full = exact._knapsack(form, exact._rates_at(form, y, spec, fixed))
+    step = exact._response_exceeds_energy(form, y, spec, fixed)
+    clear = np.abs(np.asarray(full.energy_excess)) > 1e-9
+    violated = np.asarray(full.energy_violated)[clear]
+    assert clear.mean() > 0.99 and violated.any() and not violated.all()
+    np.testing.assert_array_equal(np.asarray(step)[clear], violated)

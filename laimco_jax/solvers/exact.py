@@ -276,8 +276,9 @@ class _Primal(NamedTuple):
     value: Any
 
 
-def _primal_at(form: ConvexForm, r: _Rates, margin) -> _Primal:
-    """max ρq + ρ̃s over the box with the delay and energy budgets at fixed rates (exact 2-D LP).
+def _vertices(form: ConvexForm, r: _Rates, margin) -> list[_Primal]:
+    """Candidate optima of max ρq + ρ̃s over the box with the delay and energy budgets at fixed rates
+    (an exact 2-D LP), each with its feasibility and value (-inf where infeasible).
 
     The objective is non-decreasing in both variables, so the optimum is a vertex of the upper-right
     frontier: a bound of one variable with the other as large as feasible, or the intersection of the
@@ -285,8 +286,7 @@ def _primal_at(form: ConvexForm, r: _Rates, margin) -> _Primal:
     ``margin`` and accepted up to half of it, so that the returned point still meets T0 and E0 when
     its delay and energy are re-evaluated in physical units (eqs. (10), (11)), and no rounding of the
     vertices (which differs between XLA fusions) flips a check; only the pruning lower bounds, which
-    cannot shrink, are accepted up to the full budgets (T0 equal to the least possible delay). The
-    best feasible vertex is kept.
+    cannot shrink, are accepted up to the full budgets (T0 equal to the least possible delay).
     """
     keep, half = 1.0 - margin, 0.5 * margin
     delay_left = keep * form.delay_budget_s - r.delay_link
@@ -309,7 +309,7 @@ def _primal_at(form: ConvexForm, r: _Rates, margin) -> _Primal:
         (largest(ts, es, 1.0, td, ed), jnp.ones_like(td), half),
         (cross_rho, cross_srv, half),
     ]
-    best = _Primal(jnp.zeros_like(td, bool), form.rho_min, form.rho_server_min, jnp.full_like(td, -jnp.inf))
+    vertices = []
     for rho, rho_srv, allowance in candidates:
         rho = jnp.broadcast_to(rho, td.shape)
         rho_srv = jnp.broadcast_to(rho_srv, td.shape)
@@ -322,14 +322,37 @@ def _primal_at(form: ConvexForm, r: _Rates, margin) -> _Primal:
             & (rho * ed + rho_srv * es <= energy_left + allowance * form.energy_budget_j)
         )
         value = jnp.where(ok, rho * form.value_device + rho_srv * form.value_server, -jnp.inf)
-        better = ok & (value >= best.value)  # ties: the later candidate (larger ρ, ρ̃ for absent parts)
-        best = _Primal(
-            feasible=best.feasible | ok,
-            rho=jnp.where(better, rho, best.rho),
-            rho_server=jnp.where(better, rho_srv, best.rho_server),
-            value=jnp.where(better, value, best.value),
-        )
-    return best
+        vertices.append(_Primal(ok, rho, rho_srv, value))
+    return vertices
+
+
+def _best_vertex(form: ConvexForm, vertices: list[list[_Primal]]):
+    """The best of the candidate prices' LP vertices: (the index of its price, the vertex).
+
+    Among one price's vertices the later one wins ties (larger ρ, ρ̃ for absent parts), among prices
+    the earlier one (price 0 first). Where no vertex is feasible: price 0 and the pruning lower bounds.
+    The winner is found by one reduction over the stacked values, whose result XLA keeps in memory:
+    a chain of comparisons would be recomputed inside every output that selects by it.
+    """
+    order = [(price, k) for price, per_price in enumerate(vertices) for k in reversed(range(len(per_price)))]
+    values = jnp.stack([vertices[price][k].value for price, k in order])
+    positions = jax.lax.broadcasted_iota(jnp.int32, values.shape, 0)
+
+    def first_max(a, b):
+        (value_a, position_a), (value_b, position_b) = a, b
+        take_b = (value_b > value_a) | ((value_b == value_a) & (position_b < position_a))
+        return jnp.where(take_b, value_b, value_a), jnp.where(take_b, position_b, position_a)
+
+    best_value, winner = jax.lax.reduce((values, positions), (-jnp.inf, jnp.int32(len(order))), first_max, (0,))
+    found = best_value > -jnp.inf
+
+    def select(field, default):
+        return functools.reduce(lambda acc, j: jnp.where(winner == j, field(*order[j]), acc), range(len(order)), default)
+
+    price = select(lambda price, k: price, 0)
+    vertex = _Primal(found, select(lambda price, k: vertices[price][k].rho, form.rho_min),
+                     select(lambda price, k: vertices[price][k].rho_server, form.rho_server_min), best_value)
+    return price, vertex
 
 
 # ----------------------------------------------------------------------------- the solver
@@ -413,14 +436,12 @@ def _solve_form(form: ConvexForm, spec: SchemeSpec, iterations: int):
     duals = [_knapsack(form, r) for r in ends]
     if spec.fixed_frequency:  # the response is piecewise in ν there: the secant step can miss the optimum
         ends, duals = ends + inner, duals + [k_low, k_high]
-    primals = [_primal_at(form, r, budget_margin(dtype)) for r in ends]
-    best = jnp.argmax(jnp.stack([p.value for p in primals]), axis=0)
+    price, primal = _best_vertex(form, [_vertices(form, r, budget_margin(dtype)) for r in ends])
 
     def pick(*candidates):
-        return jnp.choose(best, candidates, mode="clip")
+        return functools.reduce(lambda acc, k: jnp.where(price == k, candidates[k], acc), range(1, len(candidates)), candidates[0])
 
     rates = jax.tree_util.tree_map(pick, *ends)
-    primal = jax.tree_util.tree_map(pick, *primals)
     dual = jax.tree_util.tree_map(pick, *duals)
     every_dual = duals + [k_low, k_high]  # at fixed clocks the ends appear twice: min/max/and ignore it
     dual_bound = functools.reduce(jnp.minimum, [d.value for d in every_dual])

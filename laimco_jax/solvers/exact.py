@@ -343,7 +343,8 @@ def _best_vertex(form: ConvexForm, vertices: list[list[_Primal]]):
         take_b = (value_b > value_a) | ((value_b == value_a) & (position_b < position_a))
         return jnp.where(take_b, value_b, value_a), jnp.where(take_b, position_b, position_a)
 
-    best_value, winner = jax.lax.reduce((values, positions), (-jnp.inf, jnp.int32(len(order))), first_max, (0,))
+    start = (jnp.asarray(-jnp.inf, values.dtype), jnp.int32(len(order)))
+    best_value, winner = jax.lax.reduce((values, positions), start, first_max, (0,))
     found = best_value > -jnp.inf
 
     def select(field, default):

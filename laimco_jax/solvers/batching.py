@@ -4,8 +4,8 @@ The solvers (:func:`~laimco_jax.solvers.exact.solve_exact`, :func:`~laimco_jax.s
 are elementwise over their batch, so a batch can be cut anywhere without changing an answer. Two
 cuts make a large batch faster (docs/performance.md, "Large batches: blocks and cores"):
 
-* **Blocks** (:func:`map_blocks`): the batch flattened, padded to a multiple of ``block`` instances
-  and solved one block at a time under ``lax.map``. On XLA CPU a solve of 10⁵ or more instances at
+* **Blocks** (:func:`map_blocks`): the batch flattened and solved ``block`` instances at a time in
+  a loop that writes each block's answers in place. On XLA CPU a solve of 10⁵ or more instances at
   once streams every intermediate through main memory; blocks of a few thousand keep them in cache
   (1.4× on 1.3·10⁵ instances in blocks of 8,192 on this project's VM; a sweep's chunk, whose grid
   values are gathered inside the same program, was not faster in blocks, and sweeps do not use them).
@@ -15,8 +15,7 @@ cuts make a large batch faster (docs/performance.md, "Large batches: blocks and 
   JAX starts its backend) each core solves its share (on this project's 2-core VM: ×1.3 for the
   exact solver, whose blocks share the memory system, ×1.8 for the compute-bound SCA).
 
-Both return what the solver returns on the whole batch: the same fields and shapes (padding repeats
-the last instance and is dropped), and values equal to their last ulps — XLA's
+Both return what the solver returns on the whole batch: the same fields and shapes, and values equal to their last ulps — XLA's
 vector and scalar code for one expression may round differently, and which instances fall in a
 vector loop's scalar tail (or, for a scalar leaf, are computed once as a scalar) depends on the
 batch's layout (so an instance within an ulp of a verdict's threshold could change status; none did in
@@ -60,7 +59,11 @@ def _unflat(out, count: int, shape: tuple[int, ...]):
 
 
 def map_blocks(solver: Callable, tree, block: int = DEFAULT_BLOCK):
-    """``solver(tree)``, computed ``block`` instances at a time under ``lax.map``.
+    """``solver(tree)``, computed ``block`` instances at a time in a ``fori_loop``.
+
+    Each block is sliced from the flat batch and its answers written in place into the outputs; the
+    last block ends at the batch's end and overlaps its neighbour (its first instances are solved
+    twice) where ``block`` does not divide the batch, so no padded copy of the batch is made.
 
     Args:
       solver: a function of one batched pytree (e.g. ``functools.partial(solve_exact, scheme=...)``)
@@ -74,10 +77,15 @@ def map_blocks(solver: Callable, tree, block: int = DEFAULT_BLOCK):
     count = math.prod(shape)
     if count <= block:
         return _unflat(solver(flat), count, shape)
-    blocks = -(-count // block)
-    padded = _pad(flat, blocks * block)
-    out = jax.lax.map(solver, jax.tree_util.tree_map(lambda v: v.reshape(blocks, block), padded))
-    return _unflat(jax.tree_util.tree_map(lambda v: v.reshape((blocks * block,) + v.shape[2:]), out), count, shape)
+
+    def solve_block(index, out):
+        start = jnp.minimum(index * block, count - block)
+        part = jax.tree_util.tree_map(lambda v: jax.lax.dynamic_slice_in_dim(v, start, block), flat)
+        return jax.tree_util.tree_map(lambda o, r: jax.lax.dynamic_update_slice_in_dim(o, r, start, 0), out, solver(part))
+
+    shapes = jax.eval_shape(solver, jax.tree_util.tree_map(lambda v: v[:block], flat))
+    out = jax.tree_util.tree_map(lambda s: jnp.zeros((count,) + s.shape[1:], s.dtype), shapes)
+    return _unflat(jax.lax.fori_loop(0, -(-count // block), solve_block, out), count, shape)
 
 
 def map_devices(solver: Callable, tree, devices: Sequence[jax.Device] | None = None, block: int = DEFAULT_BLOCK):

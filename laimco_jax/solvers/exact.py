@@ -331,28 +331,24 @@ def _best_vertex(form: ConvexForm, vertices: list[list[_Primal]]):
 
     Among one price's vertices the later one wins ties (larger ρ, ρ̃ for absent parts), among prices
     the earlier one (price 0 first). Where no vertex is feasible: price 0 and the pruning lower bounds.
-    The winner is found by one reduction over the stacked values, whose result XLA keeps in memory:
-    a chain of comparisons would be recomputed inside every output that selects by it.
+    The winner and its (ρ, ρ̃) come out of one reduction over the stacked candidates, whose results
+    XLA keeps in memory: a chain of comparisons, and selections by its result, would be recomputed
+    inside every fusion that reads them.
     """
     order = [(price, k) for price, per_price in enumerate(vertices) for k in reversed(range(len(per_price)))]
-    values = jnp.stack([vertices[price][k].value for price, k in order])
-    positions = jax.lax.broadcasted_iota(jnp.int32, values.shape, 0)
+    stacked = [jnp.stack([getattr(vertices[price][k], name) for price, k in order]) for name in ("value", "rho", "rho_server")]
+    positions = jax.lax.broadcasted_iota(jnp.int32, stacked[0].shape, 0)
 
     def first_max(a, b):
-        (value_a, position_a), (value_b, position_b) = a, b
-        take_b = (value_b > value_a) | ((value_b == value_a) & (position_b < position_a))
-        return jnp.where(take_b, value_b, value_a), jnp.where(take_b, position_b, position_a)
+        take_b = (b[0] > a[0]) | ((b[0] == a[0]) & (b[3] < a[3]))
+        return tuple(jnp.where(take_b, x_b, x_a) for x_a, x_b in zip(a, b))
 
-    start = (jnp.asarray(-jnp.inf, values.dtype), jnp.int32(len(order)))
-    best_value, winner = jax.lax.reduce((values, positions), start, first_max, (0,))
+    dtype = stacked[0].dtype
+    start = (jnp.asarray(-jnp.inf, dtype), jnp.asarray(0.0, dtype), jnp.asarray(0.0, dtype), jnp.int32(len(order)))
+    best_value, rho, rho_srv, winner = jax.lax.reduce((*stacked, positions), start, first_max, (0,))
     found = best_value > -jnp.inf
-
-    def select(field, default):
-        return functools.reduce(lambda acc, j: jnp.where(winner == j, field(*order[j]), acc), range(len(order)), default)
-
-    price = select(lambda price, k: price, 0)
-    vertex = _Primal(found, select(lambda price, k: vertices[price][k].rho, form.rho_min),
-                     select(lambda price, k: vertices[price][k].rho_server, form.rho_server_min), best_value)
+    price = jnp.where(found, winner // len(vertices[0]), 0)  # every price has the same vertices
+    vertex = _Primal(found, jnp.where(found, rho, form.rho_min), jnp.where(found, rho_srv, form.rho_server_min), best_value)
     return price, vertex
 
 

@@ -15,9 +15,15 @@ import jax
 import jax.numpy as jnp
 
 __all__ = [
-    "float_bits", "cbrt", "inv_cbrt", "expm1_nonnegative", "safe_div", "broadcast_leaves", "tolerance", "SmallSolve", "solve_small",
+    "VECTOR_COMPILER_OPTIONS", "float_bits", "cbrt", "inv_cbrt", "expm1_nonnegative", "safe_div", "broadcast_leaves", "tolerance", "SmallSolve", "solve_small",
     "golden_section",
 ]
+
+#: XLA compiler options of the solvers' jitted entry points (``jax.jit(..., compiler_options=...)``):
+#: 512-bit vectors where the CPU has them (XLA on CPU prefers 256 bits by default). Their programs are
+#: long elementwise loops: solve_exact ran 1.14x as fast on one Sapphire Rapids core with the same
+#: bits in every answer (docs/performance.md). Other backends ignore the option.
+VECTOR_COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
 
 
 def float_bits(x):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import platform
 import re
 import subprocess
@@ -50,6 +51,7 @@ from laimco_jax.params import Problem  # noqa: E402
 from laimco_jax.solvers import Status, found_point, solve_exact  # noqa: E402
 from laimco_jax.solvers.batching import map_devices, use_cpu_cores  # noqa: E402
 from laimco_jax.solvers.instances import random_problems  # noqa: E402
+from laimco_jax.solvers.numerics import VECTOR_COMPILER_OPTIONS  # noqa: E402
 from laimco_jax.solvers.sca import solve_sca  # noqa: E402
 
 
@@ -74,21 +76,22 @@ def throughput(fn, problem: Problem, repeats: int) -> dict:
 DISPATCH = "map"  # set by --dispatch
 
 
-def chunked(solver, chunk: int, devices=None):
+def chunked(solver, chunk: int, devices=None, options=VECTOR_COMPILER_OPTIONS):
     """Solve a batch in blocks of ``chunk`` instances (cache-sized working set, memory linear in the
     batch): ``map_devices`` — the batch split over ``devices`` (default: the first device only), each
-    mapping over its blocks with ``lax.map`` inside one program (``--dispatch map``) — or one jitted
-    call per chunk from Python on one device, as a sweep runs its chunks (``--dispatch loop``)."""
+    looping over its blocks inside one program (``--dispatch map``) — or one jitted call per chunk
+    from Python on one device, as a sweep runs its chunks (``--dispatch loop``). Compiled with the
+    XLA ``options`` (default: the solvers' :data:`VECTOR_COMPILER_OPTIONS`, as laimco's own programs)."""
     devices = devices or jax.local_devices()[:1]
     if DISPATCH == "loop":
-        solve = jax.jit(solver)
+        solve = jax.jit(solver, compiler_options=options)
 
         def run_loop(problem):
             n = problem.budget.delay_s.shape[0]
             return [solve(jax.tree_util.tree_map(lambda x: x[i:i + chunk], problem)) for i in range(0, n, chunk)]
 
         return run_loop
-    return jax.jit(lambda problem: map_devices(solver, problem, devices, block=chunk))
+    return jax.jit(lambda problem: map_devices(solver, problem, devices, block=chunk), compiler_options=options)
 
 
 REPO = Path(__file__).resolve().parent.parent
@@ -152,12 +155,52 @@ def compile_seconds(package: str, shape: tuple, scheme: str = "proposed") -> flo
     return float(out.split()[-1])
 
 
+_ONE_CORE_PROBE = """
+import os
+if {core} is not None:
+    os.sched_setaffinity(0, {{{core}}})  # before JAX starts: its CPU client then sizes its thread pool to one core
+import json, sys, time, jax
+jax.config.update("jax_enable_x64", True)
+sys.path[:0] = {path!r}
+from laimco_jax.solvers.batching import map_blocks
+from laimco_jax.solvers.instances import random_problems
+from laimco_jax.solvers.numerics import VECTOR_COMPILER_OPTIONS
+problem = random_problems({size}, seed=0, spread={spread})
+solvers = {{name: __import__(package + ".solvers", fromlist=["solve_exact"]).solve_exact for name, package in {packages!r}.items()}}
+options = {{"before": {{}}}}
+fns = {{name: jax.jit(lambda p, f=f: map_blocks(f, p, {chunk}), compiler_options=options.get(name, VECTOR_COMPILER_OPTIONS))
+        for name, f in solvers.items()}}
+for fn in fns.values():
+    jax.block_until_ready(fn(problem))
+best = {{name: float("inf") for name in fns}}
+for _ in range({repeats}):
+    for name, fn in fns.items():
+        start = time.perf_counter()
+        jax.block_until_ready(fn(problem))
+        best[name] = min(best[name], time.perf_counter() - start)
+print(json.dumps({{name: {size} / t for name, t in best.items()}}))
+"""
+
+
+def one_core_rates(packages: dict, size: int, spread: float, chunk: int, repeats: int) -> dict:
+    """instances/s of each package's ``solve_exact`` (timed in turns) in a process bound to one core,
+    whose XLA therefore runs every kernel on that core alone: the figure to set beside CVXPY, which
+    solves on one core. (In this process XLA splits large kernels over every core, so "one device"
+    here is not one core.) ``packages``: name -> importable package (the baseline is on sys.path)."""
+    core = min(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    path = [p for p in sys.path if "laimco_baseline_" in p] + [str(REPO)]
+    code = _ONE_CORE_PROBE.format(core=core, path=path, size=size, spread=spread, packages=packages, chunk=chunk,
+                                  repeats=repeats)
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, text=True)
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
 def float32_accuracy(measure, problem: Problem, repeats: int, mix: str) -> dict:
     """``solve_exact`` in float32 on ``problem``: its throughput, and its answers against float64's — status
     pairs, and ρq + ρ̃s relative to q + s where both found a point (float32's certificate is 1000 ulps, 1.2e-4)."""
     as32 = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x, problem)
     out = measure(solve_exact, as32, repeats)
-    wide, narrow = (jax.jit(lambda q: map_devices(solve_exact, q, jax.local_devices()[:1]))(q) for q in (problem, as32))
+    wide, narrow = (chunked(solve_exact, 4096)(q) for q in (problem, as32))
     pairs: dict = {}
     for a, b in zip(np.asarray(wide.status).ravel(), np.asarray(narrow.status).ravel()):
         key = f"{Status(int(a)).name}->{Status(int(b)).name}"
@@ -180,7 +223,7 @@ def main() -> None:
     parser.add_argument("--sca-sizes", default="1,100,10000")
     parser.add_argument("--cvxpy-instances", type=int, default=40)
     parser.add_argument("--cvxpy-sca-instances", type=int, default=10)
-    parser.add_argument("--chunk", type=int, default=10_000)
+    parser.add_argument("--chunk", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dispatch", choices=("map", "loop"), default="map",
                         help="large batches as a lax.map over chunks, or one jitted call per chunk")
@@ -196,7 +239,7 @@ def main() -> None:
     use_cpu_cores(args.cpu_devices)  # before the first computation; only the CPU backend reads it
 
     report: dict = {"machine": f"{platform.processor() or platform.machine()}, {jax.device_count()} "
-                               f"{jax.default_backend()} device(s), {__import__('os').cpu_count()} CPU cores",
+                               f"{jax.default_backend()} device(s), {os.cpu_count()} CPU cores",
                     "jax": jax.__version__, "devices": jax.device_count()}
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     pool = random_problems(max(sizes), seed=0)
@@ -205,8 +248,8 @@ def main() -> None:
     def measure(solver, problem, repeats):
         """Throughput on one device, and on every device where there are several (large batches)."""
         n = problem.budget.delay_s.shape[0]
-        large = n > args.chunk and n % args.chunk == 0
-        out = throughput(chunked(solver, args.chunk) if large else solver, problem, repeats)
+        large = n > args.chunk
+        out = throughput(chunked(solver, args.chunk), problem, repeats)
         if large and jax.device_count() > 1 and DISPATCH == "map":
             every = throughput(chunked(solver, args.chunk, jax.local_devices()), problem, repeats)
             out["instances_per_s_all_devices"] = every["instances_per_s"]
@@ -228,9 +271,10 @@ def main() -> None:
 
     def measure_sca(problem):
         """The SCA's throughput on one device, and on every device for the largest batch."""
-        out = throughput(solve_sca, problem, args.repeats)
+        out = throughput(jax.jit(solve_sca, compiler_options=VECTOR_COMPILER_OPTIONS), problem, args.repeats)
         if problem.budget.delay_s.shape[0] == max_sca and jax.device_count() > 1:
-            every = throughput(jax.jit(lambda q: map_devices(solve_sca, q)), problem, args.repeats)
+            every = throughput(jax.jit(lambda q: map_devices(solve_sca, q), compiler_options=VECTOR_COMPILER_OPTIONS),
+                               problem, args.repeats)
             out["instances_per_s_all_devices"] = every["instances_per_s"]
         return out
 
@@ -334,12 +378,15 @@ def before_after(args, sizes, report) -> dict:
            "wide": report["cvxpy"]["exact_seconds_per_instance_wide_mix"]}
     for mix, spread in (("default", 3.0), ("wide", 10.0)):
         problem = random_problems(n, seed=0, spread=spread)
-        large = n > args.chunk and n % args.chunk == 0
-        wrap = (lambda f, devices=None: chunked(f, args.chunk, devices)) if large else (lambda f, devices=None: jax.jit(f))
-        solvers = {"before": wrap(old), "after": wrap(solve_exact)}
-        if large and jax.device_count() > 1 and DISPATCH == "map":
-            solvers["after_all_devices"] = wrap(solve_exact, jax.local_devices())
+        solvers = {"before": chunked(old, args.chunk, options={}),
+                   "before_vector_options": chunked(old, args.chunk),
+                   "after": chunked(solve_exact, args.chunk)}
+        if jax.device_count() > 1 and DISPATCH == "map":
+            solvers["before_all_devices"] = chunked(old, args.chunk, jax.local_devices(), options={})
+            solvers["after_all_devices"] = chunked(solve_exact, args.chunk, jax.local_devices())
         rates = interleaved(solvers, problem, args.repeats)
+        rates.update({f"{k}_one_core": v for k, v in one_core_rates({"before": package, "after": "laimco_jax"}, n, spread,
+                                                                     args.chunk, args.repeats).items()})
         out["mixes"][mix] = {**{f"{k}_instances_per_s": v for k, v in rates.items()},
                              **{f"speedup_{k}": v / rates["before"] for k, v in rates.items() if k != "before"},
                              **{f"{k}_vs_cvxpy": v * cvx[mix] for k, v in rates.items()}}

@@ -15,6 +15,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from laimco_jax.solvers import Status, solve_exact
+from laimco_jax.solvers.numerics import VECTOR_COMPILER_OPTIONS
 from laimco_jax.sweep.schema import SOLUTION_VARIABLES, gradient_variable
 from laimco_jax.sweep.spec import SweepSpec, configuration
 
@@ -138,7 +139,7 @@ def _solve_scheme(problem, plan: _Plan) -> dict[str, jax.Array]:
     return {**out, "best_split": best, "best_log10_distortion_bound": best_log10}
 
 
-@functools.partial(jax.jit, static_argnames=("plan",))
+@functools.partial(jax.jit, static_argnames=("plan",), compiler_options=VECTOR_COMPILER_OPTIONS)
 def _evaluate_chunk(origin, base, axis_values, split_values, plan: _Plan) -> dict[str, jax.Array]:
     """All variables of one scheme at the chunk at grid index ``origin``, sharded along the (padded) chunk axis.
 

@@ -46,6 +46,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from laimco_jax.fading import Fading
 from laimco_jax.outage import adaptive_reductions, draw_gain_factors, with_channel_gain
 from laimco_jax.solvers import found_point, solve_exact
+from laimco_jax.solvers.numerics import VECTOR_COMPILER_OPTIONS
 from laimco_jax.sweep.compute import (
     DEFAULT_CHUNK_SIZE,
     ChunkEvaluator,
@@ -99,7 +100,7 @@ class _FadingPlan(NamedTuple):
     reduce_only: bool
 
 
-@functools.partial(jax.jit, static_argnames=("plan",))
+@functools.partial(jax.jit, static_argnames=("plan",), compiler_options=VECTOR_COMPILER_OPTIONS)
 def _solve_batch(origin, base, axis_values, factor, plan: _FadingPlan) -> dict[str, jax.Array]:
     """The adaptive design at every (grid point of the chunk at ``origin``, draw of ``factor``) pair:
     log10 D̂* (+inf: no point meets the budgets, the convention of the reductions) and, unless

@@ -481,3 +481,16 @@ def test_cli_process_exits_at_once_after_a_sweep_with_its_output_and_phases(tmp_
     names = [name for name, _ in json.loads(phases.read_text())]
     assert names[0] == "imports" and names[-1] == "sweep done"
     assert {"spec", "evaluator", "store created", "compiled", "chunk written", "store finished"} <= set(names)
+
+
+def test_unwritable_phase_stamp_file_is_a_one_line_warning(tmp_path):
+    """LAIMCO_SWEEP_PHASES naming a file that cannot be written: the sweep is written and exits 0, with
+    one warning line naming the variable, the path and the reason (no traceback)."""
+    out, phases = tmp_path / "q.zarr", tmp_path / "missing" / "phases.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LAIMCO_SWEEP_PHASES": str(phases)}
+    done = subprocess.run([sys.executable, "-m", "laimco_jax.cli", "sweep", "--grid", "delay_s=0.2,0.3",
+                           "--out", str(out)], env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert _complete(out) is True and "Traceback" not in done.stderr
+    warning = [line for line in done.stderr.splitlines() if "LAIMCO_SWEEP_PHASES" in line]
+    assert len(warning) == 1 and str(phases) in warning[0] and "No such file or directory" in warning[0]

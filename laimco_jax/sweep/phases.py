@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import sys
 import time
 
 _FILE = os.environ.get("LAIMCO_SWEEP_PHASES")
@@ -24,10 +25,15 @@ def mark(phase: str) -> None:
 
 
 def write() -> None:
-    """Write the stamps to ``LAIMCO_SWEEP_PHASES`` now (also done at exit; nothing without it)."""
+    """Write the stamps to ``LAIMCO_SWEEP_PHASES`` now (also done at exit; nothing without it). A file
+    that cannot be written gets a one-line warning on stderr: the sweep itself is done by then."""
     if _FILE:
-        with open(_FILE, "w") as f:
-            json.dump(_STAMPS, f)
+        try:
+            with open(_FILE, "w") as f:
+                json.dump(_STAMPS, f)
+        except OSError as error:
+            print(f"laimco: warning: LAIMCO_SWEEP_PHASES={_FILE}: phase stamps not written: {error.strerror or error}",
+                  file=sys.stderr)
 
 
 if _FILE:

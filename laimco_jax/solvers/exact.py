@@ -160,6 +160,25 @@ def _rates_at(form: ConvexForm, y, spec: SchemeSpec, fixed: _Fixed | None = None
     )
 
 
+def _flat_out_rates(form: ConvexForm, fixed: _Fixed) -> _Rates:
+    """The rates at price 0 (y = inf): both clocks at full speed, the link at P_max; the same numbers
+    as ``_rates_at(form, inf, spec)`` without its cube root and exponential."""
+    seconds_per_bit, joules_per_bit = link_rates(form, form.max_efficiency, fixed.expm1_max_efficiency)
+    one = jnp.ones_like(form.value_device)
+    return _Rates(
+        price=jnp.zeros_like(one),
+        slowdown_device=one,
+        slowdown_server=one,
+        efficiency=form.max_efficiency,
+        delay_device=form.delay_device_s,
+        energy_device=form.energy_device_j,
+        delay_server=form.delay_server_s,
+        energy_server=form.energy_server_j,
+        delay_link=form.bits * seconds_per_bit,
+        energy_link=form.bits * joules_per_bit,
+    )
+
+
 # ----------------------------------------------------------------------------- knapsack (dual)
 
 
@@ -429,7 +448,7 @@ def _solve_form(form: ConvexForm, spec: SchemeSpec, iterations: int):
     # slack) and the polished price, each with its dual bound and primal point. The bracket's ends
     # bound h as well; as primal candidates they win only at fixed clocks (on 1.4e6 random instances
     # of every other scheme they never changed a status and cost 30% of the solve).
-    ends = [_rates_at(form, y, spec, fixed) for y in (jnp.full_like(low, jnp.inf), polished)]
+    ends = [_flat_out_rates(form, fixed), _rates_at(form, polished, spec, fixed)]
     duals = [_knapsack(form, r) for r in ends]
     if spec.fixed_frequency:  # the response is piecewise in ν there: the secant step can miss the optimum
         ends, duals = ends + inner, duals + [k_low, k_high]

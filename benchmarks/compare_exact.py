@@ -4,7 +4,7 @@ For every scheme and two instance mixes — ``random_problems(spread=10)`` and t
 tests/test_solver_reliability.py (half of it log-uniform over the validated ranges) — prints and
 writes (``--out``, JSON) the status counts of both, every status change (``old->new``: count), the
 largest certificate among OPTIMAL answers of each, and the largest difference in ρq + ρ̃s relative to
-q + s where both are OPTIMAL. Instances are solved in chunks under ``lax.map``, float64.
+q + s where both are OPTIMAL. Instances are solved in blocks (``batching.map_blocks``), float64.
 
 Usage: ``python benchmarks/compare_exact.py --baseline ee69fb3 --n 1000000 [--seed 21]``.
 """
@@ -12,6 +12,7 @@ Usage: ``python benchmarks/compare_exact.py --baseline ee69fb3 --n 1000000 [--se
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import sys
@@ -30,17 +31,15 @@ from bench_solvers import baseline_package  # noqa: E402
 from test_solver_reliability import wide_problems  # noqa: E402
 
 from laimco_jax.solvers import SCHEMES, solve_exact  # noqa: E402
+from laimco_jax.solvers.batching import map_blocks  # noqa: E402
 from laimco_jax.solvers.instances import random_problems  # noqa: E402
+from laimco_jax.solvers.numerics import VECTOR_COMPILER_OPTIONS  # noqa: E402
 
 
 def chunked(solver, scheme: str, chunk: int):
-    @jax.jit
-    def run(problem):
-        blocks = jax.tree_util.tree_map(lambda x: x.reshape(-1, chunk), problem)
-        out = jax.lax.map(lambda block: solver(block, scheme), blocks)
-        return jax.tree_util.tree_map(lambda x: x.reshape(-1), out)
-
-    return run
+    """``solver`` for ``scheme`` over a batch in blocks of ``chunk`` (``batching.map_blocks``)."""
+    solve = functools.partial(solver, scheme=scheme)
+    return jax.jit(lambda problem: map_blocks(solve, problem, chunk), compiler_options=VECTOR_COMPILER_OPTIONS)
 
 
 def compare(old, new, problem) -> dict:
@@ -63,7 +62,7 @@ def compare(old, new, problem) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", required=True, help="git revision of the old solver")
-    parser.add_argument("--n", type=int, default=1_000_000, help="instances per mix (a multiple of --chunk)")
+    parser.add_argument("--n", type=int, default=1_000_000, help="instances per mix")
     parser.add_argument("--seed", type=int, default=21)
     parser.add_argument("--chunk", type=int, default=10_000)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/compare_exact.json"))

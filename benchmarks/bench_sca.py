@@ -7,7 +7,8 @@ one run and one process:
   median over the first ``--cvxpy-instances`` instances of the mix that ``solve_exact`` finds
   feasible (as ``bench_solvers.py`` does: an infeasible instance costs CVXPY no SCA iteration);
 * instances/s of ``solve_sca`` of the working tree ("after") and of ``--baseline`` ("before",
-  imported under another name by ``bench_solvers.baseline_package``), timed in turns on the same
+  imported under another name by ``bench_solvers.baseline_package``; "after" compiled with
+  ``numerics.VECTOR_COMPILER_OPTIONS``, "before" with XLA's defaults), timed in turns on the same
   batch of each size of ``--sizes`` after compilation (best of ``--repeats``), and of "after" on a
   batch of feasible instances only — set beside CVXPY's median and its mean over feasible instances
   (the mean is its time per instance of a batch: the like-for-like ratio, since iterations per instance
@@ -44,6 +45,7 @@ from bench_solvers import REPO, baseline_package, interleaved, take  # noqa: E40
 from laimco_jax import reference  # noqa: E402
 from laimco_jax.solvers import Status, solve_exact  # noqa: E402
 from laimco_jax.solvers.batching import map_devices, use_cpu_cores  # noqa: E402
+from laimco_jax.solvers.numerics import VECTOR_COMPILER_OPTIONS  # noqa: E402
 from laimco_jax.solvers.instances import random_problems  # noqa: E402
 from laimco_jax.solvers.sca import solve_sca  # noqa: E402
 
@@ -115,9 +117,9 @@ def main() -> None:
               f"(median of {len(cvx['seconds'])}; iterations {cvx['iterations']})", flush=True)
         for n in sizes:
             problem = take(pool, slice(0, n))
-            solvers = {"before": jax.jit(before), "after": jax.jit(solve_sca)}
+            solvers = {"before": jax.jit(before), "after": jax.jit(solve_sca, compiler_options=VECTOR_COMPILER_OPTIONS)}
             if jax.device_count() > 1:  # the batch split over every CPU core (solvers.batching)
-                solvers["after_all_devices"] = jax.jit(lambda q: map_devices(solve_sca, q))
+                solvers["after_all_devices"] = jax.jit(lambda q: map_devices(solve_sca, q), compiler_options=VECTOR_COMPILER_OPTIONS)
             rates = interleaved(solvers, problem, args.repeats)
             row = {"batch": n, **{f"{k}_instances_per_s": v for k, v in rates.items()},
                    "speedup": rates["after"] / rates["before"],
@@ -129,9 +131,9 @@ def main() -> None:
                   f"(x{row['speedup']:.1f}); vs CVXPY SCA: {row['before_vs_cvxpy']:.0f}x -> {row['after_vs_cvxpy']:.0f}x"
                   f"{every}", flush=True)
         feasible = feasible_batch(max(sizes), spread)
-        solvers = {"after": jax.jit(solve_sca)}
+        solvers = {"after": jax.jit(solve_sca, compiler_options=VECTOR_COMPILER_OPTIONS)}
         if jax.device_count() > 1:
-            solvers["after_all_devices"] = jax.jit(lambda q: map_devices(solve_sca, q))
+            solvers["after_all_devices"] = jax.jit(lambda q: map_devices(solve_sca, q), compiler_options=VECTOR_COMPILER_OPTIONS)
         rates = interleaved(solvers, feasible, args.repeats)
         # like for like: CVXPY's mean over feasible instances is its time per instance of a batch of them
         out["after_feasible_only"] = {"batch": max(sizes), **{

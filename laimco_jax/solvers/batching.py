@@ -6,16 +6,21 @@ cuts make a large batch faster (docs/performance.md, "Large batches: blocks and 
 
 * **Blocks** (:func:`map_blocks`): the batch flattened and solved ``block`` instances at a time in
   a loop that writes each block's answers in place. On XLA CPU a solve of 10⁵ or more instances at
-  once streams every intermediate through main memory; blocks of a few thousand keep them in cache
-  (1.4× on 1.3·10⁵ instances in blocks of 8,192 on this project's VM; a sweep's chunk, whose grid
-  values are gathered inside the same program, was not faster in blocks, and sweeps do not use them).
+  once streams every intermediate through main memory; blocks of a few thousand keep them in one
+  core's cache (a sweep's chunk, whose grid values are gathered inside the same program, was not
+  faster in blocks, and sweeps do not use them).
 * **Devices** (:func:`map_devices`): the flat batch split evenly over a 1-D mesh of devices with
-  ``shard_map``, each device mapping over its own blocks. On CPU, JAX creates a single device that
-  runs this elementwise code on one core; with several host devices (:func:`use_cpu_cores`, before
-  JAX starts its backend) each core solves its share (on this project's 2-core VM: ×1.3 for the
-  exact solver, whose blocks share the memory system, ×1.8 for the compute-bound SCA).
+  ``shard_map``, each device looping over its own blocks. JAX creates a single CPU device unless
+  asked (:func:`use_cpu_cores`, before JAX starts its backend); XLA then splits each large loop over
+  the cores itself, which for these many short loops costs about as much as it gains. With one
+  device per core each core solves its share (on this project's 2-core VM the exact solver runs
+  1.5-1.6x as fast on two devices as on one in blocks of 4,096; the SCA 1.6-1.7x).
 
-Both return what the solver returns on the whole batch: the same fields and shapes, and values equal to their last ulps — XLA's
+Compile the program that calls them with :data:`~laimco_jax.solvers.numerics.VECTOR_COMPILER_OPTIONS`
+(``jax.jit(..., compiler_options=...)``) for the wide vectors of the CPU.
+
+Both return what the solver returns on the whole batch: the same fields and shapes, and values
+equal to their last ulps — XLA's
 vector and scalar code for one expression may round differently, and which instances fall in a
 vector loop's scalar tail (or, for a scalar leaf, are computed once as a scalar) depends on the
 batch's layout (so an instance within an ulp of a verdict's threshold could change status; none did in
@@ -38,7 +43,7 @@ from laimco_jax.solvers.numerics import broadcast_leaves
 
 __all__ = ["DEFAULT_BLOCK", "map_blocks", "map_devices", "use_cpu_cores"]
 
-DEFAULT_BLOCK = 8192  # instances per block (measured 4,096-16,384 alike on this project's CPU)
+DEFAULT_BLOCK = 4096  # instances per block: the exact solver's working set in one core's L2 cache (2 MiB)
 
 
 def _flat(tree) -> tuple[Any, tuple[int, ...]]:

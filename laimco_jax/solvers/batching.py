@@ -66,9 +66,10 @@ def _unflat(out, count: int, shape: tuple[int, ...]):
 def map_blocks(solver: Callable, tree, block: int = DEFAULT_BLOCK):
     """``solver(tree)``, computed ``block`` instances at a time in a ``fori_loop``.
 
-    Each block is sliced from the flat batch and its answers written in place into the outputs; the
-    last block ends at the batch's end and overlaps its neighbour (its first instances are solved
-    twice) where ``block`` does not divide the batch, so no padded copy of the batch is made.
+    The batch is cut into the fewest blocks of at most ``block`` instances, all of one size; each is
+    sliced from the flat batch and its answers written in place into the outputs, and the last one
+    ends at the batch's end, overlapping its neighbour by fewer instances than there are blocks (those
+    are solved twice), so no padded copy of the batch is made.
 
     Args:
       solver: a function of one batched pytree (e.g. ``functools.partial(solve_exact, scheme=...)``)
@@ -83,14 +84,17 @@ def map_blocks(solver: Callable, tree, block: int = DEFAULT_BLOCK):
     if count <= block:
         return _unflat(solver(flat), count, shape)
 
+    blocks = -(-count // block)
+    size = -(-count // blocks)  # equal blocks of at most ``block``: the last overlaps by fewer than ``blocks``
+
     def solve_block(index, out):
-        start = jnp.minimum(index * block, count - block)
-        part = jax.tree_util.tree_map(lambda v: jax.lax.dynamic_slice_in_dim(v, start, block), flat)
+        start = jnp.minimum(index * size, count - size)
+        part = jax.tree_util.tree_map(lambda v: jax.lax.dynamic_slice_in_dim(v, start, size), flat)
         return jax.tree_util.tree_map(lambda o, r: jax.lax.dynamic_update_slice_in_dim(o, r, start, 0), out, solver(part))
 
-    shapes = jax.eval_shape(solver, jax.tree_util.tree_map(lambda v: v[:block], flat))
+    shapes = jax.eval_shape(solver, jax.tree_util.tree_map(lambda v: v[:size], flat))
     out = jax.tree_util.tree_map(lambda s: jnp.zeros((count,) + s.shape[1:], s.dtype), shapes)
-    return _unflat(jax.lax.fori_loop(0, -(-count // block), solve_block, out), count, shape)
+    return _unflat(jax.lax.fori_loop(0, blocks, solve_block, out), count, shape)
 
 
 def map_devices(solver: Callable, tree, devices: Sequence[jax.Device] | None = None, block: int = DEFAULT_BLOCK):

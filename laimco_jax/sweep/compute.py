@@ -15,6 +15,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from laimco_jax.solvers import Status, solve_exact
+from laimco_jax.solvers.batching import map_blocks
 from laimco_jax.solvers.numerics import VECTOR_COMPILER_OPTIONS
 from laimco_jax.sweep.schema import SOLUTION_VARIABLES, gradient_variable
 from laimco_jax.sweep.spec import SweepSpec, configuration
@@ -115,6 +116,15 @@ def grid_indices(origin, local, shape: Sequence[int], block: Sequence[int]) -> l
     ]
 
 
+def solve_in_blocks(problem, scheme: str, mesh: Mesh):
+    """``solve_exact`` of a chunk's flat instances, in cache-sized blocks (``batching.map_blocks``)
+    where the chunk lies on one device (a chunk of 2·10⁵ instances at once streams the solver's
+    intermediates through main memory); a chunk sharded over several devices is solved whole."""
+    if mesh.size > 1:
+        return solve_exact(problem, scheme)
+    return map_blocks(functools.partial(solve_exact, scheme=scheme), problem)
+
+
 def _solve_scheme(problem, plan: _Plan) -> dict[str, jax.Array]:
     """Every stored variable for one scheme: Solution fields (chunk[, split]) and the best split (chunk).
 
@@ -123,7 +133,7 @@ def _solve_scheme(problem, plan: _Plan) -> dict[str, jax.Array]:
     """
     instances = plan.padded_points * len(plan.splits or (None,))
     shape = (plan.padded_points,) + (() if plan.splits is None else (len(plan.splits),))
-    solution = solve_exact(problem, plan.scheme)
+    solution = solve_in_blocks(problem, plan.scheme, plan.mesh)
     values = {stored: getattr(solution, field) for field, (stored, *_) in SOLUTION_VARIABLES.items()}
     if plan.gradients:
         from laimco_jax.sensitivity import field_derivatives

@@ -45,7 +45,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from laimco_jax.fading import Fading
 from laimco_jax.outage import adaptive_reductions, draw_gain_factors, with_channel_gain
-from laimco_jax.solvers import found_point, solve_exact
+from laimco_jax.solvers import found_point
 from laimco_jax.solvers.numerics import VECTOR_COMPILER_OPTIONS
 from laimco_jax.sweep.compute import (
     DEFAULT_CHUNK_SIZE,
@@ -55,6 +55,7 @@ from laimco_jax.sweep.compute import (
     chunk_origin,
     padded_points,
     replicate,
+    solve_in_blocks,
 )
 from laimco_jax.sweep.schema import DRAWN_GAIN, SOLUTION_VARIABLES
 from laimco_jax.sweep.spec import FadingSamples, SweepSpec
@@ -111,7 +112,7 @@ def _solve_batch(origin, base, axis_values, factor, plan: _FadingPlan) -> dict[s
     instance = jax.lax.with_sharding_constraint(jnp.arange(points * plan.batch), sharded)
     problem = block_problem(origin, base, axis_values, instance // plan.batch, plan.shape, plan.block)
     gain = channel_gain(problem.system) * factor[instance % plan.batch].astype(problem.budget.delay_s.dtype)
-    solution = solve_exact(with_channel_gain(problem, gain, validate=False), plan.scheme)
+    solution = solve_in_blocks(with_channel_gain(problem, gain, validate=False), plan.scheme, plan.mesh)
     out = {_LOG10: jnp.where(found_point(solution.status), solution.log10_distortion_bound, jnp.inf)}
     if not plan.reduce_only:
         out |= {stored: getattr(solution, field) for field, (stored, *_) in SOLUTION_VARIABLES.items()}

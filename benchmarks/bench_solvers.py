@@ -49,7 +49,7 @@ jax.config.update("jax_enable_x64", True)
 
 from laimco_jax.params import Problem  # noqa: E402
 from laimco_jax.solvers import Status, found_point, solve_exact  # noqa: E402
-from laimco_jax.solvers.batching import map_devices, use_cpu_cores  # noqa: E402
+from laimco_jax.solvers.batching import DEFAULT_BLOCK, map_devices, use_cpu_cores  # noqa: E402
 from laimco_jax.solvers.instances import random_problems  # noqa: E402
 from laimco_jax.solvers.numerics import VECTOR_COMPILER_OPTIONS  # noqa: E402
 from laimco_jax.solvers.sca import solve_sca  # noqa: E402
@@ -145,10 +145,15 @@ print(time.perf_counter() - start)
 """
 
 
+def _probe_path() -> list[str]:
+    """``sys.path`` entries a probe subprocess needs: the extracted baselines and this checkout."""
+    return [p for p in sys.path if "laimco_baseline_" in p] + [str(REPO)]
+
+
 def compile_seconds(package: str, shape: tuple, scheme: str = "proposed") -> float:
     """Seconds of the first ``solve_exact`` call on a batch of ``shape`` in a fresh Python process
     (tracing, compiling and one solve of an instance batch that small: the time a user waits)."""
-    path = [p for p in sys.path if "laimco_baseline_" in p] + [str(REPO)]
+    path = _probe_path()
     size = int(np.prod(shape))
     code = _COMPILE_PROBE.format(path=path, package=package, shape=shape, size=size, scheme=scheme)
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, text=True).stdout
@@ -164,12 +169,10 @@ jax.config.update("jax_enable_x64", True)
 sys.path[:0] = {path!r}
 from laimco_jax.solvers.batching import map_blocks
 from laimco_jax.solvers.instances import random_problems
-from laimco_jax.solvers.numerics import VECTOR_COMPILER_OPTIONS
 problem = random_problems({size}, seed=0, spread={spread})
-solvers = {{name: __import__(package + ".solvers", fromlist=["solve_exact"]).solve_exact for name, package in {packages!r}.items()}}
-options = {{"before": {{}}}}
-fns = {{name: jax.jit(lambda p, f=f: map_blocks(f, p, {chunk}), compiler_options=options.get(name, VECTOR_COMPILER_OPTIONS))
-        for name, f in solvers.items()}}
+fns = {{name: jax.jit(lambda p, f=__import__(package + ".solvers", fromlist=["solve_exact"]).solve_exact: map_blocks(f, p, {chunk}),
+                      compiler_options=options)
+        for name, (package, options) in {packages!r}.items()}}
 for fn in fns.values():
     jax.block_until_ready(fn(problem))
 best = {{name: float("inf") for name in fns}}
@@ -186,9 +189,10 @@ def one_core_rates(packages: dict, size: int, spread: float, chunk: int, repeats
     """instances/s of each package's ``solve_exact`` (timed in turns) in a process bound to one core,
     whose XLA therefore runs every kernel on that core alone: the figure to set beside CVXPY, which
     solves on one core. (In this process XLA splits large kernels over every core, so "one device"
-    here is not one core.) ``packages``: name -> importable package (the baseline is on sys.path)."""
+    here is not one core.) ``packages``: name -> (importable package, XLA compiler options); the
+    baseline is on ``sys.path``."""
     core = min(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    path = [p for p in sys.path if "laimco_baseline_" in p] + [str(REPO)]
+    path = _probe_path()
     code = _ONE_CORE_PROBE.format(core=core, path=path, size=size, spread=spread, packages=packages, chunk=chunk,
                                   repeats=repeats)
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, text=True)
@@ -200,7 +204,7 @@ def float32_accuracy(measure, problem: Problem, repeats: int, mix: str) -> dict:
     pairs, and ρq + ρ̃s relative to q + s where both found a point (float32's certificate is 1000 ulps, 1.2e-4)."""
     as32 = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x, problem)
     out = measure(solve_exact, as32, repeats)
-    wide, narrow = (chunked(solve_exact, 4096)(q) for q in (problem, as32))
+    wide, narrow = (chunked(solve_exact, DEFAULT_BLOCK)(q) for q in (problem, as32))
     pairs: dict = {}
     for a, b in zip(np.asarray(wide.status).ravel(), np.asarray(narrow.status).ravel()):
         key = f"{Status(int(a)).name}->{Status(int(b)).name}"
@@ -223,7 +227,7 @@ def main() -> None:
     parser.add_argument("--sca-sizes", default="1,100,10000")
     parser.add_argument("--cvxpy-instances", type=int, default=40)
     parser.add_argument("--cvxpy-sca-instances", type=int, default=10)
-    parser.add_argument("--chunk", type=int, default=4096)
+    parser.add_argument("--chunk", type=int, default=DEFAULT_BLOCK)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dispatch", choices=("map", "loop"), default="map",
                         help="large batches as a lax.map over chunks, or one jitted call per chunk")
@@ -385,8 +389,9 @@ def before_after(args, sizes, report) -> dict:
             solvers["before_all_devices"] = chunked(old, args.chunk, jax.local_devices(), options={})
             solvers["after_all_devices"] = chunked(solve_exact, args.chunk, jax.local_devices())
         rates = interleaved(solvers, problem, args.repeats)
-        rates.update({f"{k}_one_core": v for k, v in one_core_rates({"before": package, "after": "laimco_jax"}, n, spread,
-                                                                     args.chunk, args.repeats).items()})
+        packages = {"before": (package, {}), "after": ("laimco_jax", VECTOR_COMPILER_OPTIONS)}
+        one_core = one_core_rates(packages, n, spread, args.chunk, args.repeats)
+        rates.update({f"{k}_one_core": v for k, v in one_core.items()})
         out["mixes"][mix] = {**{f"{k}_instances_per_s": v for k, v in rates.items()},
                              **{f"speedup_{k}": v / rates["before"] for k, v in rates.items() if k != "before"},
                              **{f"{k}_vs_cvxpy": v * cvx[mix] for k, v in rates.items()}}

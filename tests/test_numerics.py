@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import scipy.optimize
 
-from laimco_jax.solvers import numerics
+from laimco_jax.solvers import SCHEMES, numerics
+from laimco_jax.solvers.schemes import scheme_spec
 from laimco_jax.solvers.instances import random_problems
 
 
@@ -165,16 +166,14 @@ class SolversWithAndWithoutJit(chex.TestCase):
         assert np.all(gap <= 1e-9) and math.isfinite(float(np.max(gap)))
 
 
-
-@pytest.mark.parametrize("scheme", ["proposed", "fixed-power", "device-pruning-only", "server-pruning-only",
-                                    "on-device", "on-server"])
+@pytest.mark.parametrize("scheme", [s for s in SCHEMES if not scheme_spec(s).fixed_frequency])
 def test_search_step_verdict_is_the_full_knapsacks(scheme):
     """The price search's division-free test (knapsack scaled by 1/(1 + ν), products instead of
     quotients) gives the full knapsack's verdict "the response exceeds E0" at prices spread over each
     instance's whole search interval, except where the response's energy is within 1e-9 of E0."""
     from laimco_jax.solvers import exact
     from laimco_jax.solvers.convex_form import convex_form
-    from laimco_jax.solvers.schemes import scheme_problem, scheme_spec
+    from laimco_jax.solvers.schemes import scheme_problem
 
     spec = scheme_spec(scheme)
     form = convex_form(scheme_problem(random_problems(2000, seed=5, spread=10.0), scheme), spec)

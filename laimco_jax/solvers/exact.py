@@ -126,11 +126,9 @@ def _fixed_terms(form: ConvexForm) -> _Fixed:
     )
 
 
-def _rates_at(form: ConvexForm, y, spec: SchemeSpec, fixed: _Fixed | None = None) -> _Rates:
+def _rates_at(form: ConvexForm, y, spec: SchemeSpec, fixed: _Fixed) -> _Rates:
     """Each part's best response to the price ν(y) = 1/w [s/J], w = k Λ(y): one expm1, a cube root and
-    two divisions (ν, and the link's seconds per bit)."""
-    if fixed is None:
-        fixed = _fixed_terms(form)
+    two divisions (ν, and the link's seconds per bit); ``fixed`` = :func:`_fixed_terms` of ``form``."""
     expm1_y = jnp.expm1(y)
     price = 1.0 / (form.link_power_w * link_stationarity(y, expm1_y))
     cbrt_price = cbrt(price)
@@ -162,7 +160,7 @@ def _rates_at(form: ConvexForm, y, spec: SchemeSpec, fixed: _Fixed | None = None
 
 def _flat_out_rates(form: ConvexForm, fixed: _Fixed) -> _Rates:
     """The rates at price 0 (y = inf): both clocks at full speed, the link at P_max; the same numbers
-    as ``_rates_at(form, inf, spec)`` without its cube root and exponential."""
+    as ``_rates_at(form, inf, spec, fixed)`` without its cube root and exponential."""
     seconds_per_bit, joules_per_bit = link_rates(form, form.max_efficiency, fixed.expm1_max_efficiency)
     one = jnp.ones_like(form.value_device)
     return _Rates(
@@ -240,7 +238,7 @@ def _knapsack(form: ConvexForm, r: _Rates) -> _Knapsack:
 
 def _response_exceeds_energy(form: ConvexForm, y, spec: SchemeSpec, fixed: _Fixed):
     """Whether the knapsack's response at the price ν(y) exceeds E0 where the clocks are free:
-    ``_knapsack(form, _rates_at(form, y, spec)).energy_violated`` with two divisions instead of seven
+    ``_knapsack(form, _rates_at(form, y, spec, fixed)).energy_violated`` with two divisions instead of seven
     (the price search's step; tests/test_numerics.py checks its verdicts against the full knapsack's,
     and benchmarks/compare_exact.py found no answer changed on 10⁶ instances of each scheme and mix).
 

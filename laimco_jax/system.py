@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 LN2 = 0.6931471805599453
+LN10 = 2.302585092994046
 
 
 class OperatingPoint(NamedTuple):
@@ -62,8 +63,10 @@ def channel_gain(system: SystemParams):
     """Uplink channel power gain g [-]: ``channel_gain`` or K0 (d/d0)^-α (Section VI)."""
     if system.channel_gain is not None:
         return jnp.asarray(system.channel_gain)
-    k0 = 10.0 ** (jnp.asarray(system.ref_gain_db) / 10.0)
-    return k0 * (jnp.asarray(system.distance_m) / system.ref_distance_m) ** (-system.pathloss_exponent)
+    # K0 (d/d0)^-α as one exponential: XLA on CPU lowers ``**`` to a scalar libm call per element
+    log_gain = (LN10 / 10.0) * jnp.asarray(system.ref_gain_db) - system.pathloss_exponent * jnp.log(
+        jnp.asarray(system.distance_m) / system.ref_distance_m)
+    return jnp.exp(log_gain)
 
 
 def noise_power_w(system: SystemParams):

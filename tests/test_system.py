@@ -4,6 +4,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import mpmath
 import numpy as np
 import pytest
 
@@ -22,6 +23,25 @@ def numpy_terms(rho, f, p, rho_s, f_s):
     t_s, e_s = rho_s * Ns / (f_s * 128), 2.0 * rho_s * Ns / 128 * 1e-28 * f_s**2
     return dict(rate_bps=r, device_delay_s=t_i, device_energy_j=e_i, upload_delay_s=t_u, upload_energy_j=e_u,
                 server_delay_s=t_s, server_energy_j=e_s, delay_s=t_i + t_u + t_s, energy_j=e_i + e_u + e_s)
+
+
+def test_path_loss_gain_matches_mpmath_across_its_ranges():
+    """g = K0 (d/d0)^-α (Section VI) to 1e-13 relative over K0 in [-300, 60] dB, d/d0 in [1e-3, 1e6],
+    α in (0, 10] and g in the allowed [1e-30, 1e6], against mpmath at 50 digits."""
+    rng = np.random.default_rng(7)
+    log_ratio, alpha, log_gain = rng.uniform(-3.0, 6.0, 4000), rng.uniform(1e-3, 10.0, 4000), rng.uniform(-29.9, 5.9, 4000)
+    db = 10.0 * (log_gain + alpha * log_ratio)
+    keep = (db >= -300.0) & (db <= 60.0)  # inside the inputs' ranges, with g inside CHANNEL_GAIN_RANGE
+    db, ratio, alpha = db[keep][:400], 10.0 ** log_ratio[keep][:400], alpha[keep][:400]
+    n = len(db)
+    problem = make_problem("paper", "bert-base")
+    system = problem.system.replace(ref_gain_db=jnp.asarray(db), ref_distance_m=jnp.full(n, 2.0),
+                                    distance_m=jnp.asarray(2.0 * ratio), pathloss_exponent=jnp.asarray(alpha))
+    gain = np.asarray(channel_gain(system))
+    with mpmath.workdps(50):
+        expected = [float(mpmath.mpf(10) ** (mpmath.mpf(k) / 10) * (mpmath.mpf(2.0 * r) / 2) ** -mpmath.mpf(a))
+                    for k, r, a in zip(db, ratio, alpha)]
+    np.testing.assert_allclose(gain, expected, rtol=1e-13, atol=0.0)
 
 
 def test_rate_at_pmax_500m_matches_paper_setting():

@@ -412,3 +412,22 @@ def test_compiled_programs_are_cached_on_disk_and_skip_tracing(tmp_path, monkeyp
         jax.config.update("jax_compilation_cache_dir", before)
     for name in ("first", "second", "third"):
         xr.testing.assert_identical(sweep.open_sweep(tmp_path / f"{name}.zarr").load(), reference)
+
+
+def test_chunks_are_blocked_on_one_cpu_device_only():
+    """Blocks keep a CPU core's cache warm; on an accelerator or over several devices a chunk is solved whole."""
+    from types import SimpleNamespace
+
+    from jax.sharding import Mesh
+
+    from laimco_jax.sweep.compute import blocks_pay
+
+    assert blocks_pay(Mesh(np.array(jax.devices("cpu")[:1]), ("points",)))
+
+    def mesh_of(*platforms):
+        return SimpleNamespace(size=len(platforms), devices=np.array([SimpleNamespace(platform=p) for p in platforms]))
+
+    assert blocks_pay(mesh_of("cpu"))
+    assert not blocks_pay(mesh_of("gpu"))
+    assert not blocks_pay(mesh_of("tpu"))
+    assert not blocks_pay(mesh_of("cpu", "cpu"))

@@ -116,11 +116,18 @@ def grid_indices(origin, local, shape: Sequence[int], block: Sequence[int]) -> l
     ]
 
 
+def blocks_pay(mesh: Mesh) -> bool:
+    """Whether a chunk is solved in cache-sized blocks: on one CPU device only. A chunk of 2·10⁵
+    instances at once streams the solver's intermediates through a CPU's main memory; a chunk sharded
+    over several devices is solved whole (blocks inside it would gather it), and so is one on an
+    accelerator, whose kernels want the whole chunk (blocks would run them one after another)."""
+    return mesh.size == 1 and mesh.devices.flat[0].platform == "cpu"
+
+
 def solve_in_blocks(problem, scheme: str, mesh: Mesh):
-    """``solve_exact`` of a chunk's flat instances, in cache-sized blocks (``batching.map_blocks``)
-    where the chunk lies on one device (a chunk of 2·10⁵ instances at once streams the solver's
-    intermediates through main memory); a chunk sharded over several devices is solved whole."""
-    if mesh.size > 1:
+    """``solve_exact`` of a chunk's flat instances, in blocks (``batching.map_blocks``) where
+    :func:`blocks_pay`, else whole."""
+    if not blocks_pay(mesh):
         return solve_exact(problem, scheme)
     return map_blocks(functools.partial(solve_exact, scheme=scheme), problem)
 

@@ -7,7 +7,8 @@ cuts make a large batch faster (docs/performance.md, "Large batches: blocks and 
 * **Blocks** (:func:`map_blocks`): the batch flattened and solved ``block`` instances at a time in
   a loop that writes each block's answers in place. On XLA CPU a solve of 10⁵ or more instances at
   once streams every intermediate through main memory; blocks of a few thousand keep them in one
-  core's cache (a sweep solves a chunk on one device in blocks: ``sweep.compute.solve_in_blocks``).
+  core's cache (a sweep solves a chunk on one CPU device in blocks: ``sweep.compute.solve_in_blocks``;
+  an accelerator's kernels want the whole batch).
 * **Devices** (:func:`map_devices`): the flat batch split evenly over a 1-D mesh of devices with
   ``shard_map``, each device looping over its own blocks. JAX creates a single CPU device unless
   asked (:func:`use_cpu_cores`, before JAX starts its backend); XLA then splits each large loop over

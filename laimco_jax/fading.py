@@ -22,8 +22,8 @@ numerical CDF (an integral over the shadowing) for the composite models. docs/th
 explains why the ε-quantile is what an outage-constrained design needs.
 
 A user at a random distance (:class:`AnnulusFading`, built by :func:`with_distance_range`): d uniform in area
-over the annulus d_min <= d <= d_max (:func:`annulus_distance_draws`, keyed by the same global draw index as
-|h|²) under the path loss g(d) ∝ d^(−α). The gain is g(d)·|h|² = g(d_max)·Y with the gain factor
+over the annulus d_min <= d <= d_max (:func:`annulus_distance` of a uniform draw, :func:`annulus_distance_draws`,
+keyed by the same global draw index as |h|²) under the path loss g(d) ∝ d^(−α). The gain is g(d)·|h|² = g(d_max)·Y with the gain factor
 Y = (d/d_max)^(−α)·|h|² relative to the path loss at d_max; every function of this module that takes a
 model takes an :class:`AnnulusFading` too and then describes Y: its CDF is the average of the CDF of |h|²
 over the distance (a quadrature, :func:`_distance_integral`), its quantile the root of that CDF, and
@@ -53,6 +53,7 @@ __all__ = [
     "check_seed",
     "check_samples",
     "gain_factor_draws",
+    "annulus_distance",
     "annulus_distance_draws",
     "with_distance_range",
     "gain_factor_cdf",
@@ -229,12 +230,21 @@ def gain_factor_draws(fading: Fading | AnnulusFading, seed, indices, dtype):
     return factor[:flat.size]
 
 
+def annulus_distance(u, d_min_m, d_max_m):
+    """The distance d [m] at the quantile ``u`` (in [0, 1], any shape) of a user uniform in area over the annulus
+    ``d_min_m`` <= d <= ``d_max_m`` [m]: d = √(d_min² + u (d_max² − d_min²)), so u ~ U(0, 1) gives the density
+    2d/(d_max² − d_min²). Works on NumPy and JAX arrays alike (JAX's square root for a JAX array or tracer,
+    NumPy's otherwise); the squares are products, correctly rounded whatever the type."""
+    squared = d_min_m * d_min_m + u * (d_max_m * d_max_m - d_min_m * d_min_m)
+    return jnp.sqrt(squared) if isinstance(squared, jax.Array) else np.sqrt(squared)
+
+
 def annulus_distance_draws(seed, indices, d_min_m, d_max_m, dtype):
     """User distances d [m] uniform in area over the annulus d_min <= d <= d_max, one per global draw
-    index in the 1-D ``indices``: d = √(d_min² + U (d_max² − d_min²)), U ~ U(0, 1) from a stream of its own (so the gains
-    drawn with the same seed are independent of the distances)."""
+    index in the 1-D ``indices``: :func:`annulus_distance` of U ~ U(0, 1) from a stream of its own (so the
+    gains drawn with the same seed are independent of the distances)."""
     u = jax.vmap(lambda k: jax.random.uniform(k, (), dtype))(_draw_keys(seed, indices, _STREAM_DISTANCE))
-    return jnp.sqrt(d_min_m**2 + u * (d_max_m**2 - d_min_m**2))
+    return annulus_distance(u, d_min_m, d_max_m)
 
 
 # ----------------------------------------------------------------------------- distribution (SciPy, float64)

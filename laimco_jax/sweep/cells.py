@@ -57,6 +57,7 @@ import tomli_w
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from laimco_jax.cell import OBJECTIVES, SHARED_FIELDS, Cell, check_objective, load_cell
+from laimco_jax.fading import annulus_distance
 from laimco_jax.params import (
     FIELD_SECTION,
     ConfigError,
@@ -158,13 +159,12 @@ def parse_objectives(spec: str | Sequence[str] | None, default: str) -> tuple[st
 
 def draw_distances(seed: int, draws: int, users: int, distance_range: tuple[float, float]) -> np.ndarray:
     """Distances [m] of ``users`` users in each of ``draws`` draws, shape (draws, users): uniform over the
-    annulus ``distance_range`` (density ∝ d). Draw ``d`` comes from the seed ``(seed, d)`` alone, and its
-    first k distances are the same for every ``users`` >= k."""
+    annulus ``distance_range`` (density ∝ d, :func:`~laimco_jax.fading.annulus_distance`). Draw ``d`` comes
+    from the seed ``(seed, d)`` alone, and its first k distances are the same for every ``users`` >= k."""
     low, high = distance_range
     out = np.empty((draws, users))
     for d in range(draws):
-        u = np.random.default_rng([seed, d]).random(users)
-        out[d] = np.sqrt(low * low + u * (high * high - low * low))
+        out[d] = annulus_distance(np.random.default_rng([seed, d]).random(users), low, high)
     return out
 
 

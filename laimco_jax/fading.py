@@ -226,7 +226,8 @@ def gain_factor_draws(fading: Fading | AnnulusFading, seed, indices, dtype):
         factor = factor * jnp.exp(_DB * small.shadowing_db * normals[:, 2])
     if annulus is not None:
         distance = annulus_distance_draws(seed, padded, annulus.d_min_m, annulus.d_max_m, dtype)
-        factor = factor * (distance / annulus.d_max_m) ** (-annulus.pathloss_exponent)
+        # (d/d_max)^(−α) as one exponential: XLA on CPU lowers ``**`` to a scalar libm pow per element
+        factor = factor * jnp.exp(-annulus.pathloss_exponent * jnp.log(distance / annulus.d_max_m))
     return factor[:flat.size]
 
 

@@ -163,6 +163,23 @@ def test_draws_are_keyed_by_the_global_index_whatever_the_chunks():
     assert abs(d.mean() - mean) < 4 * std / math.sqrt(d.size)
 
 
+@pytest.mark.parametrize("d_min, d_max, alpha", [(1.0, 1000.0, 2.0), (1.0, 1000.0, 6.0), (30.0, 300.0, 3.76),
+                                                  (100.0, 100.5, 2.7), (10.0, 5000.0, 4.5), (10.0, 5000.0, 6.0)])
+def test_path_loss_factor_against_mpmath(d_min, d_max, alpha):
+    """|h|² = 1: each drawn Y is (d/d_max)^(−α) of its own drawn d (:func:`annulus_distance_draws`, same seed
+    and index) to 1e-13 relative of mpmath at 40 digits, over the path-loss exponents and ranges of use."""
+    import mpmath
+
+    model = with_distance_range(parse_fading("lognormal:0"), d_min, d_max, alpha)
+    index = jnp.arange(500)
+    with jax.enable_x64(True):
+        y = np.asarray(jax.jit(gain_factor_draws, static_argnames=("fading", "dtype"))(model, 3, index, jnp.float64))
+        d = np.asarray(annulus_distance_draws(3, index, d_min, d_max, jnp.float64))
+    with mpmath.workdps(40):
+        expected = np.array([float((mpmath.mpf(x) / mpmath.mpf(d_max)) ** -mpmath.mpf(alpha)) for x in d])
+    np.testing.assert_allclose(y, expected, rtol=1e-13, atol=0)
+
+
 # ----------------------------------------------------------------------------- static design and Monte Carlo
 
 

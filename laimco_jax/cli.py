@@ -861,7 +861,9 @@ def main() -> None:
     It also turns on JAX's persistent compilation cache, so that a second ``laimco sweep`` (or
     ``solve``) of the same structure skips compiling: in ``$LAIMCO_COMPILATION_CACHE`` if set (empty or
     ``off`` disables it), else in ``$JAX_COMPILATION_CACHE_DIR`` if set, else in
-    ``$XDG_CACHE_HOME/laimco_jax/jax`` (``~/.cache/laimco_jax/jax``). Only the command line does this;
+    ``$XDG_CACHE_HOME/laimco_jax/jax`` (``~/.cache/laimco_jax/jax``); a sweep's compiled programs are also kept
+    there, under ``laimco-sweep-executables/``, up to ``$LAIMCO_SWEEP_EXECUTABLES_MAX_BYTES`` (default 2 GiB;
+    :mod:`laimco_jax.sweep.executables`). Only the command line does this;
     importing the package changes no JAX setting.
     """
     import os

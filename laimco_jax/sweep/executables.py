@@ -17,6 +17,15 @@ ignores subdirectories); there is no cache without that setting. A file that can
 program cannot be loaded, is compiled again and replaced; a file that cannot be written is skipped.
 A program is stored as soon as it is compiled, before it first runs (as JAX's cache does): one that a
 thread serialized while the sweep ran it lacked kernels ("Function ... not found" once loaded).
+
+The directory is bounded in size (:func:`max_bytes`): after a program is stored, while the ``*.exe`` files
+together exceed the bound, the least recently used one goes (the oldest modification time: loading a
+program touches its file, so "used" is loaded or stored), never the one just stored (:func:`evict`). The
+bound [bytes] is JAX's ``jax_compilation_cache_max_size`` where that is positive (the same number as JAX's own
+cache, counted apart from it), else ``$LAIMCO_SWEEP_EXECUTABLES_MAX_BYTES`` (a whole number of bytes; 0: no
+bound), else :data:`DEFAULT_MAX_BYTES` (2 GiB); a value of the variable that is not a whole number >= 0 gives
+one warning and the default. Eviction never fails a sweep: a file that vanishes meanwhile (another process
+evicting too) or cannot be removed is passed over.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import warnings
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -33,6 +43,9 @@ import jax
 import numpy as np
 
 SUBDIR = "laimco-sweep-executables"
+#: The bound [bytes] on the stored programs' total size where neither JAX's nor the variable sets one: 2 GiB.
+DEFAULT_MAX_BYTES = 2 * 1024**3
+MAX_BYTES_VARIABLE = "LAIMCO_SWEEP_EXECUTABLES_MAX_BYTES"
 _FORMAT = "laimco-sweep-executable-1"
 _source_digest: str | None = None
 
@@ -104,12 +117,18 @@ def _load(path: Path, devices: Sequence[Any]):
 
     try:
         payload, in_tree, out_tree = pickle.loads(zlib.decompress(path.read_bytes()))
-        return deserialize_and_load(payload, in_tree, out_tree, backend=devices[0].client, execution_devices=devices)
+        loaded = deserialize_and_load(payload, in_tree, out_tree, backend=devices[0].client, execution_devices=devices)
     except Exception:  # noqa: BLE001 (whatever a bad file raises, it is compiled again)
         return None
+    try:
+        os.utime(path)  # used now: the last to be evicted
+    except OSError:
+        pass
+    return loaded
 
 
 def _save(compiled, path: Path) -> None:
+    """Store ``compiled`` at ``path`` (written aside, then renamed), then bound the directory (:func:`evict`)."""
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     try:
         from jax.experimental.serialize_executable import serialize
@@ -120,3 +139,63 @@ def _save(compiled, path: Path) -> None:
         os.replace(partial, path)
     except Exception:  # noqa: BLE001 (no room, read-only, a program that cannot be serialized: just not cached)
         partial.unlink(missing_ok=True)
+        return
+    evict(path.parent, path, max_bytes())
+
+
+def max_bytes() -> int:
+    """The bound [bytes] on the total size of the stored programs, 0 for none (the module docstring): JAX's
+    ``jax_compilation_cache_max_size`` if positive, else :data:`MAX_BYTES_VARIABLE` if set (empty: unset),
+    else :data:`DEFAULT_MAX_BYTES`. A value of the variable that is not a whole number >= 0: a warning
+    naming the variable, the value and the default, then the default."""
+    jax_bound = getattr(jax.config, "jax_compilation_cache_max_size", -1)
+    if isinstance(jax_bound, int) and jax_bound > 0:
+        return jax_bound
+    text = os.environ.get(MAX_BYTES_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_MAX_BYTES
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        default = f"{DEFAULT_MAX_BYTES} ({DEFAULT_MAX_BYTES / 2**30:g} GiB)"
+        warnings.warn(f"{MAX_BYTES_VARIABLE}={text!r} is not a whole number of bytes >= 0 (0: no bound); "
+                      f"bounding the stored sweep programs by the default, {default}", stacklevel=2)
+        return DEFAULT_MAX_BYTES
+    return value
+
+
+def _stored(directory: Path) -> list[tuple[int, int, Path]]:
+    """(modification time [ns], size [bytes], path) of each ``*.exe`` file of ``directory``, least recently
+    used first; those that vanish while listed are left out, and none where the directory cannot be read."""
+    entries = []
+    try:
+        for path in directory.glob("*.exe"):
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            entries.append((stat.st_mtime_ns, stat.st_size, path))
+    except OSError:
+        return []
+    return sorted(entries, key=lambda entry: (entry[0], entry[2].name))
+
+
+def evict(directory: Path, keep: Path, limit: int) -> None:
+    """Remove the least recently used ``*.exe`` files of ``directory`` (oldest modification time first) until
+    they total at most ``limit`` [bytes] (0: no bound), never ``keep`` (the program just stored). Never
+    raises: a file that vanishes meanwhile (another process evicting) counts as removed, one that cannot be
+    removed stays counted and the next goes instead."""
+    entries = _stored(directory)
+    total = sum(size for _, size, _ in entries)
+    for _, size, path in entries:
+        if not limit or total <= limit:
+            return
+        if path == keep:
+            continue
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            continue
+        total -= size

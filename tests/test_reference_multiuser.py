@@ -84,9 +84,15 @@ def test_one_user_is_the_single_user_reference(objective):
 @pytest.mark.parametrize("method", ["cvxpy-search", "scipy"])
 @pytest.mark.parametrize("objective", OBJECTIVES)
 def test_identical_users_split_the_band_equally(objective, method):
+    """The equal split, to within what the objective resolves: sum-log and sum are smooth at it, so a
+    solver noise ε in the objective leaves the split uncertain by ~√ε (1e-10 -> 1e-5, observed 1.2e-5);
+    the split's value must match the equal split's own to REL_TOL."""
     problem = _user(450.0)
     result = solve_cell_reference([problem, problem], BAND_HZ, SERVER_HZ, [1.0, 1.0], objective, method)
-    np.testing.assert_allclose(result.bandwidth_hz, [BAND_HZ / 2] * 2, rtol=1e-5)
+    np.testing.assert_allclose(result.bandwidth_hz, [BAND_HZ / 2] * 2, rtol=1e-4)
+    half = _log2_bound(problem, BAND_HZ / 2, SERVER_HZ / 2)
+    equal = {"sum-log": 2.0 * half, "sum": 2.0 * 2.0**half, "max": half}[objective]
+    assert abs(result.objective_value - equal) <= REL_TOL * abs(equal)
     _check_cell(result, [problem, problem])
 
 

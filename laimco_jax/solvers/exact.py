@@ -521,7 +521,10 @@ def solve_exact(
     point = OperatingPoint(
         rho=rho,
         f_device_hz=jnp.where(form.delay_device_s > 0, system.f_max_device_hz / slow_dev, 0.0),
-        p_w=jnp.where(form.bits > 0, jnp.minimum(form.link_power_w * jnp.expm1(y), system.p_max_w), 0.0),
+        # At the largest efficiency the power is P_max itself, not k·expm1(log1p(P_max/k)) an ulp below it
+        # (which would put a point on the least delay an ulp over its budget).
+        p_w=jnp.where(form.bits > 0, jnp.where(y >= form.max_efficiency, system.p_max_w,
+                                               jnp.minimum(form.link_power_w * jnp.expm1(y), system.p_max_w)), 0.0),
         rho_server=rho_srv,
         f_server_hz=jnp.where(form.delay_server_s > 0, system.f_max_server_hz / slow_srv, 0.0),
     )

@@ -34,7 +34,10 @@ def _check(problems, weights, objective, method):
     ref = solve_cell_reference(problems, B, F, weights, objective, method=method)
     assert int(ours.status) == Status.OPTIMAL
     scale = max(abs(ref.objective_value), 1e-3)
-    assert abs(float(ours.objective) - ref.objective_value) <= 1e-6 * scale, (float(ours.objective), ref.objective_value)
+    # Never worse than the reference by more than 1e-6; better by up to 1e-5, the SLSQP reference's own
+    # convergence on eight users (observed 1.6e-6 on one random cell; ours is certified by its bound below).
+    assert float(ours.objective) - ref.objective_value <= 1e-6 * scale, (float(ours.objective), ref.objective_value)
+    assert ref.objective_value - float(ours.objective) <= 1e-5 * scale, (float(ours.objective), ref.objective_value)
     assert float(ours.lower_bound) <= ref.objective_value + 1e-9 * scale  # the certificate is a proof
     np.testing.assert_allclose(np.asarray(ours.bandwidth_hz).sum(), np.sum(ref.bandwidth_hz), rtol=1e-6)
 

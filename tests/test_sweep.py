@@ -370,14 +370,19 @@ def test_gradient_fields_equal_pointwise_sensitivities(tmp_path):
 def test_several_stored_gradients_over_large_chunks_finish(tmp_path):
     """Several gradient fields over full-size chunks: with LAPACK solves this deadlocked XLA's CPU
     thread pool (jaxlib 0.10.2: two batched solves running at once); the KKT systems are now solved
-    elementwise. The values must equal the small-chunk sweep's."""
+    elementwise. The verdicts must equal the small-chunk sweep's and the values agree to rounding: the
+    two chunk shapes compile to differently fused programs (observed: 1e-11 relative on ρq + ρ̃s, a few
+    1e-14 absolute on quantities that are zero to rounding, such as certificates and slacks)."""
     options = dict(grid={"delay_s": "0.1:0.6:64", "energy_j": "0.003:0.05:64", "distance_m": "200:900:8"},
                    schemes="proposed,fixed-power", gradients=["log2_distortion_bound/delay_s", "rho/energy_j"])
     spec = sweep.build_spec(**options)
     big = sweep.open_sweep(sweep.run_sweep(spec, tmp_path / "big.zarr", chunk_size=65536, progress=False)).load()
     small = sweep.open_sweep(sweep.run_sweep(spec, tmp_path / "small.zarr", chunk_size=4096, progress=False)).load()
     assert int((big.status == 0).sum()) > 0.3 * big.status.size
-    xr.testing.assert_allclose(big, small, rtol=1e-12)
+    xr.testing.assert_equal(big.status, small.status)
+    for name in big.data_vars:
+        scale = float(np.nanmax(np.abs(small[name].values)))
+        xr.testing.assert_allclose(big[name], small[name], rtol=1e-9, atol=1e-12 * scale)
 
 
 # ----------------------------------------------------------------------------- store files and compiled programs

@@ -222,18 +222,27 @@ def test_out_of_range_magnitudes_are_refused_with_the_range():
 # ----------------------------------------------------------------------------- issue 12, item 3
 
 
-def test_budget_equal_to_the_least_delay_is_optimal_with_zero_gap(cli):
-    """T0 equal to the least possible delay (as `laimco system` prints it): the only feasible point is
-    found and certified, not reported NOT_CONVERGED with a placeholder certificate 1.0."""
+@pytest.mark.parametrize("method", ["exact", "sca"])
+def test_budget_equal_to_the_least_delay_returns_the_only_feasible_point(cli, method):
+    """T0 equal to the least possible delay (as `laimco system` prints it): the only feasible point (the
+    pruning lower bounds at full clocks and power) is returned. The exact solver certifies it (OPTIMAL,
+    zero gap), not NOT_CONVERGED with a placeholder certificate; the SCA, whose start rule keeps its
+    points a margin inside the budgets and so finds no start, returns it as a found point with no
+    iteration (NOT_CONVERGED: no room to iterate), not as UNRESOLVED."""
     import json
 
     code, out, _ = cli("system", "--rho", "0", "--rho-server", "0", "--f-device", "1e9", "--p-watt", "0.5",
                        "--f-server", "4e9", "--json")
     least = json.loads(out)["delay_s"]
-    code, out, err = cli("solve", "--set", f"delay_s={least!r}", "--set", "energy_j=1", "--json")
+    code, out, err = cli("solve", "--method", method, "--set", f"delay_s={least!r}", "--set", "energy_j=1", "--json")
     record = json.loads(out)
-    assert code == 0 and record["status"] == "optimal" and record["certificate"] == pytest.approx(0.0, abs=1e-12)
-    assert record["delay_s"] <= least
+    assert code == 0 and record["delay_s"] <= least and record["infeasible_reason"] == ""
+    assert (record["rho"], record["rho_server"], record["f_device_hz"], record["p_w"]) == (0.0, 0.0, 1e9, 0.5)
+    if method == "exact":
+        assert record["status"] == "optimal" and record["certificate"] == pytest.approx(0.0, abs=1e-12)
+    else:
+        assert record["status"] == "not_converged" and record["iterations"] == 0
+
 
 
 @pytest.mark.parametrize("overrides", [["distance_m=100", "delay_s=0.12"], ["delay_s=0.12"], ["energy_j=0.008"],

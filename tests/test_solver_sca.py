@@ -26,7 +26,7 @@ from laimco_jax.params import make_problem
 from laimco_jax.solvers import SCHEMES, InfeasibleReason, Status, solve_exact
 from laimco_jax.solvers.instances import random_problems
 from laimco_jax.solvers.sca import DEFAULT_MAX_ITERS, SCAOptions, solve_sca
-from laimco_jax.solvers.schemes import scheme_problem
+from laimco_jax.solvers.schemes import scheme_problem, scheme_spec
 from laimco_jax.system import OperatingPoint, evaluate
 
 N_RANDOM = 64
@@ -179,6 +179,37 @@ def test_options_reach_the_start_rule_and_the_inner_solvers():
             solve_sca(problem, options=bad)
 
 
+def _on_the_least_delay(problem, scheme):
+    """``problem`` with T0 set to its scheme's least possible delay (the pruning lower bounds at full
+    clocks and power, evaluated compiled as the solvers' verdicts are) and E0 to twice that point's
+    energy: the least-delay point is feasible, with no room to spare in T0."""
+    split = scheme_problem(problem, scheme)
+    spec = scheme_spec(scheme)
+    system = split.system
+    least = OperatingPoint(rho=jnp.broadcast_to(spec.rho_min, system.p_max_w.shape), f_device_hz=system.f_max_device_hz,
+                           p_w=system.p_max_w, rho_server=jnp.broadcast_to(spec.rho_server_min, system.p_max_w.shape),
+                           f_server_hz=system.f_max_server_hz)
+    terms = jax.jit(evaluate)(system, split.model, least)
+    return problem.replace(budget=problem.budget.replace(delay_s=terms.delay_s, energy_j=2.0 * terms.energy_j))
+
+
+def _check_least_delay_budgets(problem, scheme):
+    """On T0 = the least possible delay the exact solver certifies an optimum and the SCA returns a point
+    meeting both budgets (its start rule keeps a margin inside them and finds no start there: it starts,
+    and stays, at the least-delay point), never UNRESOLVED or INFEASIBLE."""
+    problem = _on_the_least_delay(problem, scheme)
+    sca, exact = solve_sca(problem, scheme), solve_exact(problem, scheme)
+    assert np.all(np.asarray(exact.status) == Status.OPTIMAL)
+    assert np.all(np.isin(np.asarray(sca.status), [Status.OPTIMAL, Status.NOT_CONVERGED]))
+    _check_original_constraints(scheme_problem(problem, scheme), sca, np.ones(np.shape(sca.rho), bool))
+    assert np.all(_shortfall(sca, exact) >= -REL)
+
+
+def test_budget_on_the_least_delay_gives_a_feasible_point():
+    problem, _, _ = solved()  # the same batch shape: the compiled solvers are reused
+    _check_least_delay_budgets(problem, "proposed")
+
+
 # ----------------------------------------------------------------------------- slow
 
 
@@ -194,6 +225,12 @@ def test_every_scheme_agrees_with_the_exact_solver(scheme):
     _check_original_constraints(scheme_problem(problem, scheme), sca, feasible)
     assert np.all(np.diff(np.asarray(sca.objective_history), axis=-1)[feasible] <= 1e-8)
     _check_finite(sca)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", [s for s in SCHEMES if s != "on-device"])  # on-device: least delay 0 at ρ = 0
+def test_every_scheme_on_the_least_delay_gives_a_feasible_point(scheme):
+    _check_least_delay_budgets(random_problems(200, seed=11, spread=5.0), scheme)
 
 
 @pytest.mark.slow

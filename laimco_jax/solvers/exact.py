@@ -26,7 +26,9 @@ the bracket's ends) the rates are fixed and ρ, ρ̃ solve a two-variable linear
 units, is re-evaluated with eqs. (10), (11): only if it meets both budgets is it reported feasible, and
 the relative gap between the least h and its own ρq + ρ̃s is the certificate. A knapsack whose pruning
 lower bounds alone exceed the aggregated budget, or a budget below its least possible value, certifies
-infeasibility; without a point or a proof the status is UNRESOLVED (docs/solver.md).
+infeasibility, unless those lower bounds at full clocks and power meet both budgets when re-evaluated
+(then the proof came from rounding: T0 on the least delay); without a point or a proof the status is
+UNRESOLVED (docs/solver.md).
 
 Every operation is elementwise with a fixed iteration count, so the solver broadcasts over any batch
 shape, runs under ``jit``/``vmap`` and uses memory linear in the batch size.
@@ -510,7 +512,6 @@ def solve_exact(
     if gap_tol is None:
         gap_tol = max(DEFAULT_GAP_TOL, 1e3 * float(jnp.finfo(form.value_device.dtype).eps))
     rates, primal, dual, dual_bound, certified_infeasible, overload = _solve_form(form, spec, iterations)
-    infeasible = ~primal.feasible & certified_infeasible
     system = problem.system
     floor = ~primal.feasible  # no point found: the pruning lower bounds at full clocks and power
     rho = jnp.where(floor, form.rho_min, primal.rho)
@@ -534,6 +535,9 @@ def solve_exact(
     terms = evaluate(problem.system, problem.model, point)
     excess = budget_excess(terms, problem.budget)
     meets_budgets = excess <= 0
+    # A point meeting both budgets refutes a proof of infeasibility: only rounding gives both (an overload
+    # of an ulp where T0 is the least possible delay, computed in other arithmetic than eq. (10)).
+    infeasible = ~primal.feasible & certified_infeasible & ~meets_budgets
     retained = rho * form.value_device + rho_srv * form.value_server
     upper = jnp.where(infeasible, 0.0, jnp.maximum(dual_bound, retained))
     gap = (upper - retained) / (form.value_device + form.value_server)

@@ -92,7 +92,10 @@ rule (decrease of log2 D̂ below ε, the last (P3.k) settled) was met — a stat
 *not* a certified global optimum — NOT_CONVERGED when ``max_iters`` ran out first or the last
 (P3.k) did not settle, INFEASIBLE as above, UNRESOLVED if the returned point misses a budget when re-evaluated
 by :func:`~laimco_jax.system.evaluate` (the restored points keep 64 ulps of room, so this flags a
-numerical failure) or if the infeasible verdict's point meets both; ``certificate`` = the last
+numerical failure). Where the start rule finds no start but the infeasible verdict's point (the pruning
+lower bounds at full clocks and power) meets both budgets when re-evaluated, the budgets leave no room
+for the rule's margins (T0 on the least possible delay, as ``laimco system`` prints it): that point is
+returned as found, NOT_CONVERGED with no iteration; ``certificate`` = the last
 decrease of log2 D̂ [bits] (the stopping quantity), and for INFEASIBLE and UNRESOLVED the returned
 point's relative budget excess (a measure, not a proof: use ``solve_exact`` for one); ``upper_bound`` = q + s (the SCA proves no tighter bound; use ``solve_exact``
 for one); the multipliers of (45a) and (50a) of the last (P3.k) in the units of Solution
@@ -785,29 +788,32 @@ def solve_sca(
     out = _solve(flat(inst), flat(scaled_start), jnp.asarray(eps, dtype), spec, max_iters, options)
     out = jax.tree_util.tree_map(lambda v: v.reshape(shape + v.shape[1:]), out)
 
-    infeasible = ~out.feasible
+    no_start = ~out.feasible  # the start rule's verdict: the least-delay point is returned
     pt = out.point
     point = OperatingPoint(
-        rho=jnp.where(infeasible, inst.rho_min, pt.rho),
-        f_device_hz=jnp.where(infeasible, 1.0, pt.clock) * system.f_max_device_hz,
-        p_w=jnp.where(infeasible, 1.0, pt.power) * system.p_max_w,
-        rho_server=jnp.where(infeasible, inst.rho_server_min, pt.rho_server),
-        f_server_hz=jnp.where(infeasible, 1.0, pt.clock_server) * system.f_max_server_hz,
+        rho=jnp.where(no_start, inst.rho_min, pt.rho),
+        f_device_hz=jnp.where(no_start, 1.0, pt.clock) * system.f_max_device_hz,
+        p_w=jnp.where(no_start, 1.0, pt.power) * system.p_max_w,
+        rho_server=jnp.where(no_start, inst.rho_server_min, pt.rho_server),
+        f_server_hz=jnp.where(no_start, 1.0, pt.clock_server) * system.f_max_server_hz,
     )
     total = jnp.broadcast_to(jnp.asarray(model.params_device + model.params_server, dtype), shape)
-    delay_multiplier = jnp.where(infeasible, 0.0, out.multipliers[..., 0] * total / budget.delay_s)
-    energy_multiplier = jnp.where(infeasible, 0.0, out.multipliers[..., 1] * total / budget.energy_j)
+    delay_multiplier = jnp.where(no_start, 0.0, out.multipliers[..., 0] * total / budget.delay_s)
+    energy_multiplier = jnp.where(no_start, 0.0, out.multipliers[..., 1] * total / budget.energy_j)
     # Verdicts are checked on the returned point, re-evaluated in physical units: a feasible point must
-    # meet both budgets, and the infeasible verdict's point (the least workload at full clocks and
-    # power) must miss one; otherwise the status is UNRESOLVED.
+    # meet both budgets, else the status is UNRESOLVED. The infeasible verdict's point (the least
+    # workload at full clocks and power) must miss one; where it meets both, the budgets leave no room
+    # for the start rule's margins (T0 on the least possible delay): it is returned as found, with no
+    # SCA iteration (NOT_CONVERGED).
     terms = evaluate(problem.system, problem.model, point)
     excess = budget_excess(terms, problem.budget)
+    infeasible = no_start & (excess > 0)
     status = jnp.where(
         excess <= 0,
-        jnp.where(infeasible, Status.UNRESOLVED, jnp.where(out.converged, Status.OPTIMAL, Status.NOT_CONVERGED)),
+        jnp.where(out.converged, Status.OPTIMAL, Status.NOT_CONVERGED),
         jnp.where(infeasible, Status.INFEASIBLE, Status.UNRESOLVED),
     )
-    # An infeasible instance reports log2 D̂ of its returned point throughout.
+    # An instance without a start reports log2 D̂ of its returned point throughout.
     final = _log2_distortion(inst, _Point(point.rho, point.rho_server, 1.0, 1.0, 1.0))
     return make_solution(
         problem,
@@ -819,6 +825,6 @@ def solve_sca(
         delay_multiplier=delay_multiplier,
         energy_multiplier=energy_multiplier,
         iterations=out.iterations,
-        objective_history=jnp.where(infeasible[..., None], final[..., None], out.history),
+        objective_history=jnp.where(no_start[..., None], final[..., None], out.history),
         terms=terms,
     )

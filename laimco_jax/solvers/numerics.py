@@ -136,7 +136,9 @@ def safe_div(numerator, denominator, if_zero):
     """numerator/denominator, and ``if_zero`` where the denominator is 0 (no 0/0 in values or
     gradients: the denominator is replaced before dividing)."""
     zero = denominator == 0
-    return jnp.where(zero, if_zero, numerator / jnp.where(zero, 1.0, denominator))
+    # The division last (if_zero/1 is exact): XLA on CPU then keeps the quotient in memory for its
+    # readers rather than copying a selection after it into each of them.
+    return jnp.where(zero, if_zero, numerator) / jnp.where(zero, 1.0, denominator)
 
 
 def broadcast_leaves(tree, *, promote: bool = False):

@@ -50,27 +50,28 @@ def cbrt(a):
     """
     dtype = a.dtype
     wide = dtype == jnp.float64
-    mantissa, bias = (52, 1023) if wide else (23, 127)
-    # XLA on CPU treats subnormals as zero, so they are read from their bits: a = m·2^-1074 (float64),
-    # = 2m·2^-150 (float32), and cbrt(a) = cbrt(m or 2m)·2^-358 (2^-50), all exact scalings.
+    width, mantissa, bias = (64, 52, 1023) if wide else (32, 23, 127)
     bits = float_bits(a)
-    subnormal = (bits > 0) & (bits < float_bits(jnp.asarray(jnp.finfo(dtype).tiny, dtype)))
-    m = jnp.where(subnormal, bits.astype(dtype) * (1.0 if wide else 2.0), a)
-    regular = (m > 0) & (m < jnp.inf)
-    m_bits = float_bits(jnp.where(regular, m, 1.0))
-    offset = 3 * (bias // 3 + 1)  # keeps the dividend positive: floor division by 3 of exponent - bias
-    k = jax.lax.div((m_bits >> mantissa) - bias + offset, jnp.asarray(3, bits.dtype)) - offset // 3
-    j = (m_bits >> mantissa) - bias - 3 * k
     one = jnp.asarray(1, bits.dtype)
-    f = jax.lax.bitcast_convert_type((m_bits & ((one << mantissa) - 1)) | (jnp.asarray(bias, bits.dtype) << mantissa), dtype)
-    r = f * jnp.where(j == 0, 1.0, jnp.where(j == 1, 2.0, 4.0))
+    field, fraction = bits >> mantissa, bits & ((one << mantissa) - 1)
+    regular = (bits > 0) & (field < 2 * bias + 1)  # positive, finite and not 0 (NaN, inf, a <= 0 pass through)
+    # a = f·2^e, f in [1, 2), from the bit pattern alone (XLA on CPU flushes subnormals to zero in
+    # arithmetic): a subnormal a = fraction·2^(1 - bias - mantissa) is normalised by its leading zeros.
+    subnormal = field == 0
+    top = (width - 1) - jax.lax.clz(jnp.where(subnormal, fraction, one))  # highest set bit of the fraction
+    shift = jnp.where(subnormal, mantissa - top, 0)
+    e = jnp.where(subnormal, top + 1 - bias - mantissa, field - bias)
+    f = jax.lax.bitcast_convert_type(((fraction << shift) & ((one << mantissa) - 1)) | (jnp.asarray(bias, bits.dtype) << mantissa), dtype)
+    offset = 3 * ((bias + mantissa) // 3 + 1)  # keeps the dividend positive: e // 3 rounded down
+    k = jax.lax.div(e + offset, jnp.asarray(3, bits.dtype)) - offset // 3
+    j = e - 3 * k
+    r = f * jnp.where(j == 0, 1.0, jnp.where(j == 1, 2.0, 4.0))  # a = r·2^(3k), r in [1, 8)
     x = (_CBRT_GUESS[0] + f * (_CBRT_GUESS[1] + f * _CBRT_GUESS[2])) * jnp.where(
         j == 0, 1.0, jnp.where(j == 1, 2.0 ** (1 / 3), 2.0 ** (2 / 3)))
     for _ in range(1 if wide else 0):
         cube = x * x * x
         x = x + x * (r - cube) / (2.0 * cube + r)  # x (x³ + 2r)/(2x³ + r), the correction rounded alone
-    scale = jax.lax.bitcast_convert_type((k + bias) << mantissa, dtype)  # 2^k
-    scale = jnp.where(subnormal, scale * jnp.asarray(2.0 ** (-358 if wide else -50), dtype), scale)
+    scale = jax.lax.bitcast_convert_type((k + bias) << mantissa, dtype)  # 2^k, a normal number
     # The last step scaled by 2^k, with the division last so that XLA keeps the root in memory for its
     # readers instead of copying the cheap arithmetic before it into each of them.
     cube = x * x * x

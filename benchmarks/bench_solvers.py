@@ -13,7 +13,7 @@ Prints a summary and writes JSON (``--out``). All figures come from one run on o
 * with ``--baseline REF`` (a git revision, e.g. ``main``): ``solve_exact`` of REF and of the working
   tree timed interleaved in this process on the same batch (before/after instances/s, one device each,
   and the working tree's on every CPU device), and the first call of each on new shapes, each in a
-  fresh process (compile time);
+  fresh process (compile time; the median of ``--compile-repeats`` processes each, in turns);
 * ``solve_exact`` in float32 on both mixes: throughput, and statuses and ρq + ρ̃s against float64's.
 
 Large batches run in blocks of ``--chunk`` (``laimco_jax.solvers.batching.map_devices``) on one device,
@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -237,6 +238,8 @@ def main() -> None:
     parser.add_argument("--baseline-batch", type=int, default=1_000_000)
     parser.add_argument("--compile-shapes", default="1;1000;100000;10,1000",
                         help="batch shapes (';'-separated, ',' within a shape) for fresh-process compile times")
+    parser.add_argument("--compile-repeats", type=int, default=3,
+                        help="fresh processes per shape and solver for the first-call times (their median is reported)")
     args = parser.parse_args()
     global DISPATCH
     DISPATCH = args.dispatch
@@ -400,9 +403,14 @@ def before_after(args, sizes, report) -> dict:
     shapes = [tuple(int(d) for d in s.split(",")) for s in args.compile_shapes.split(";") if s]
     out["compile_first_call_s"] = []
     for shape in shapes:
-        times = {k: compile_seconds(p, shape) for k, p in (("before", package), ("after", "laimco_jax"))}
-        out["compile_first_call_s"].append({"shape": list(shape), **times})
-        print(f"first call, fresh process, shape {shape}: {times['before']:.2f} s -> {times['after']:.2f} s")
+        samples = {"before": [], "after": []}
+        for _ in range(args.compile_repeats):  # in turns, each in a fresh process
+            for k, p in (("before", package), ("after", "laimco_jax")):
+                samples[k].append(compile_seconds(p, shape))
+        times = {k: statistics.median(v) for k, v in samples.items()}
+        out["compile_first_call_s"].append({"shape": list(shape), **times, "samples": samples})
+        print(f"first call, fresh process, shape {shape} (median of {args.compile_repeats}): "
+              f"{times['before']:.2f} s -> {times['after']:.2f} s")
     return out
 
 

@@ -5,6 +5,7 @@ from the newest down, stay within the bound (the longest such run), found by try
 """
 
 import os
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -63,6 +64,21 @@ def test_least_recently_used_go_first(tmp_path, limit):
     assert newest in exe_files(tmp_path) and all(p.exists() for p in others)
 
 
+def test_partials_left_by_a_killed_writer_go_once_stale(tmp_path):
+    """A ``*.partial`` file (a program being written) older than the stale age is removed by the next
+    eviction whatever the bound; a younger one (a write in progress) and the ``*.exe`` files within the
+    bound stay."""
+    now = int(time.time())
+    old = tmp_path / "a.exe.41.partial"
+    fresh = tmp_path / "b.exe.42.partial"
+    for path, age in ((old, executables.STALE_PARTIAL_SECONDS + 60), (fresh, 5)):
+        path.write_bytes(b"y" * 1000)
+        os.utime(path, (now - age, now - age))
+    paths = stored_files(tmp_path, [100, 100], [now - 10, now - 5])
+    evict(tmp_path, paths[1], 0)
+    assert not old.exists() and fresh.exists() and exe_files(tmp_path) == set(paths)
+
+
 def test_the_program_just_stored_is_kept(tmp_path):
     """The kept file stays even when it is the oldest, or larger than the bound alone; the rest go."""
     paths = stored_files(tmp_path, [300, 200, 100], [1_000, 2_000, 3_000])
@@ -83,10 +99,13 @@ def test_eviction_never_raises(tmp_path, monkeypatch):
     evict(tmp_path / "missing", tmp_path / "missing" / "k.exe", 1)
     denied, vanishing, older, newer, kept = stored_files(tmp_path, [100] * 5, [1_000, 2_000, 3_000, 4_000, 5_000])
     (tmp_path / "dangling.exe").symlink_to(tmp_path / "nothing")
+    stale = tmp_path / "c.exe.43.partial"  # stale, and cannot be removed either
+    stale.write_bytes(b"y")
+    os.utime(stale, (1_000, 1_000))
     unlink = Path.unlink
 
     def flaky_unlink(path, missing_ok=False):
-        if path == denied:
+        if path in (denied, stale):
             raise PermissionError(13, "Permission denied", str(path))
         if path == vanishing:
             os.remove(path)
@@ -95,7 +114,7 @@ def test_eviction_never_raises(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "unlink", flaky_unlink)
     evict(tmp_path, kept, 300)
     assert exe_files(tmp_path) == {denied, newer, kept, tmp_path / "dangling.exe"}
-    assert not older.exists()
+    assert not older.exists() and stale.exists()
 
 
 def test_the_bound_comes_from_jax_else_the_variable_else_the_default(monkeypatch):

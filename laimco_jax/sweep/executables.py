@@ -25,7 +25,9 @@ bound [bytes] is JAX's ``jax_compilation_cache_max_size`` where that is positive
 cache, counted apart from it), else ``$LAIMCO_SWEEP_EXECUTABLES_MAX_BYTES`` (a whole number of bytes; 0: no
 bound), else :data:`DEFAULT_MAX_BYTES` (2 GiB); a value of the variable that is not a whole number >= 0 gives
 one warning and the default. Eviction never fails a sweep: a file that vanishes meanwhile (another process
-evicting too) or cannot be removed is passed over.
+evicting too) or cannot be removed is passed over. A program is written to a ``*.partial`` file first and
+renamed when complete; one that a killed process left behind is removed at the next eviction once it is
+:data:`STALE_PARTIAL_SECONDS` old (a write takes seconds).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import time
 import warnings
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -46,6 +49,8 @@ SUBDIR = "laimco-sweep-executables"
 #: The bound [bytes] on the stored programs' total size where neither JAX's nor the variable sets one: 2 GiB.
 DEFAULT_MAX_BYTES = 2 * 1024**3
 MAX_BYTES_VARIABLE = "LAIMCO_SWEEP_EXECUTABLES_MAX_BYTES"
+#: Age [s] after which a ``*.partial`` file (a program being written) is taken as left by a killed process.
+STALE_PARTIAL_SECONDS = 3600
 _FORMAT = "laimco-sweep-executable-1"
 _source_digest: str | None = None
 
@@ -182,11 +187,28 @@ def _stored(directory: Path) -> list[tuple[int, int, Path]]:
     return sorted(entries, key=lambda entry: (entry[0], entry[2].name))
 
 
+def _remove_stale_partials(directory: Path) -> None:
+    """Remove the ``*.partial`` files of ``directory`` last modified :data:`STALE_PARTIAL_SECONDS` or more
+    ago (left by a process killed while writing); never raises."""
+    try:
+        partials = list(directory.glob("*.partial"))
+    except OSError:
+        return
+    for path in partials:
+        try:
+            if time.time() - path.stat().st_mtime >= STALE_PARTIAL_SECONDS:
+                path.unlink(missing_ok=True)
+        except OSError:
+            continue
+
+
 def evict(directory: Path, keep: Path, limit: int) -> None:
     """Remove the least recently used ``*.exe`` files of ``directory`` (oldest modification time first) until
-    they total at most ``limit`` [bytes] (0: no bound), never ``keep`` (the program just stored). Never
-    raises: a file that vanishes meanwhile (another process evicting) counts as removed, one that cannot be
-    removed stays counted and the next goes instead."""
+    they total at most ``limit`` [bytes] (0: no bound), never ``keep`` (the program just stored), and stale
+    ``*.partial`` files (:func:`_remove_stale_partials`). Never raises: a file that vanishes meanwhile
+    (another process evicting) counts as removed, one that cannot be removed stays counted and the next
+    goes instead."""
+    _remove_stale_partials(directory)
     entries = _stored(directory)
     total = sum(size for _, size, _ in entries)
     for _, size, path in entries:

@@ -12,12 +12,15 @@ one run and one process:
   batch of each size of ``--sizes`` after compilation (best of ``--repeats``), and of "after" on a
   batch of feasible instances only — set beside CVXPY's median and its mean over feasible instances
   (the mean is its time per instance of a batch: the like-for-like ratio, since iterations per instance
-  are heavy-tailed, 3 to 50);
+  are heavy-tailed, 3 to 50), with its own stopping rule (ε = 1e-9 bits, at most 100 iterations) and
+  with the CVXPY loop's (``reference.DEFAULT_SCA_EPS`` = 1e-6, ``DEFAULT_SCA_MAX_ITERS`` = 50:
+  "after_cvxpy_settings", the same algorithm with the same settings);
 * the ratios JAX-SCA/CVXPY-SCA (instances/s times CVXPY seconds per instance) before and after, and
   after with the batch split over every CPU core (``solvers.batching.map_devices``; CVXPY uses one);
 * at the largest batch, before and after: status counts, SCA iterations of the feasible instances
   (mean, max), and the shortfall against ``solve_exact``'s optimum, (retained_exact - retained_sca)/(q + s)
-  over the instances it solves to OPTIMAL (median, max, fraction above 1e-6).
+  over the instances it solves to OPTIMAL (median, max, fraction above 1e-6); and of "after" with the
+  CVXPY loop's stopping rule.
 
 Usage: ``python benchmarks/bench_sca.py [--out benchmarks/results/bench_sca.json] [--baseline f91bde0]
 [--sizes 100,10000] [--repeats 3] [--cvxpy-instances 12]``.
@@ -26,6 +29,7 @@ Usage: ``python benchmarks/bench_sca.py [--out benchmarks/results/bench_sca.json
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import os
@@ -81,6 +85,11 @@ def cvxpy_seconds(problem, exact, count: int) -> dict:
             "iterations": iterations}
 
 
+# The JAX SCA with the CVXPY loop's stopping rule (ε = 1e-6 bits, at most 50 iterations; its own defaults
+# are 1e-9 and 100): the same algorithm with the same settings.
+cvxpy_settings = functools.partial(solve_sca, eps=reference.DEFAULT_SCA_EPS, max_iters=reference.DEFAULT_SCA_MAX_ITERS)
+
+
 def feasible_batch(n: int, spread: float):
     """``n`` instances of the mix that ``solve_exact`` finds feasible (from seed 1's stream)."""
     pool = random_problems(2 * n, seed=1, spread=spread)
@@ -131,9 +140,12 @@ def main() -> None:
                   f"(x{row['speedup']:.1f}); vs CVXPY SCA: {row['before_vs_cvxpy']:.0f}x -> {row['after_vs_cvxpy']:.0f}x"
                   f"{every}", flush=True)
         feasible = feasible_batch(max(sizes), spread)
-        solvers = {"after": jax.jit(solve_sca, compiler_options=VECTOR_COMPILER_OPTIONS)}
-        if jax.device_count() > 1:
-            solvers["after_all_devices"] = jax.jit(lambda q: map_devices(solve_sca, q), compiler_options=VECTOR_COMPILER_OPTIONS)
+        solvers = {}
+        for name, solver in (("after", solve_sca), ("after_cvxpy_settings", cvxpy_settings)):
+            solvers[name] = jax.jit(solver, compiler_options=VECTOR_COMPILER_OPTIONS)
+            if jax.device_count() > 1:
+                solvers[f"{name}_all_devices"] = jax.jit(lambda q, f=solver: map_devices(f, q),
+                                                         compiler_options=VECTOR_COMPILER_OPTIONS)
         rates = interleaved(solvers, feasible, args.repeats)
         # like for like: CVXPY's mean over feasible instances is its time per instance of a batch of them
         out["after_feasible_only"] = {"batch": max(sizes), **{
@@ -143,7 +155,8 @@ def main() -> None:
             print(f"  batch {max(sizes):>6} of feasible instances only, {k}: {rate:8.0f} inst/s; vs CVXPY SCA "
                   f"{rate * cvx['median_s']:.0f}x its median, {rate * cvx['mean_s']:.0f}x its mean "
                   f"({cvx['mean_s'] * 1e3:.1f} ms)", flush=True)
-        out["quality"] = {k: quality(pool, f(pool), exact) for k, f in (("before", before), ("after", after))}
+        out["quality"] = {k: quality(pool, f(pool), exact)
+                          for k, f in (("before", before), ("after", after), ("after_cvxpy_settings", cvxpy_settings))}
         for k, q in out["quality"].items():
             print(f"  {k:>6} (batch {max(sizes)}): statuses {q['statuses']}; iterations mean {q['iterations_mean']:.2f} "
                   f"max {q['iterations_max']}; shortfall median {q['shortfall_median']:.2e} max {q['shortfall_max']:.2e} "

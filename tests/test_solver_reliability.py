@@ -244,7 +244,6 @@ def test_budget_equal_to_the_least_delay_returns_the_only_feasible_point(cli, me
         assert record["status"] == "not_converged" and record["iterations"] == 0
 
 
-
 @pytest.mark.parametrize("overrides", [["distance_m=100", "delay_s=0.12"], ["delay_s=0.12"], ["energy_j=0.008"],
                                        ["distance_m=300", "delay_s=0.2", "energy_j=0.01"]])
 def test_returned_point_meets_its_budgets_when_re_evaluated_by_laimco_system(cli, overrides):

@@ -195,8 +195,8 @@ def _on_the_least_delay(problem, scheme):
 
 def _check_least_delay_budgets(problem, scheme):
     """On T0 = the least possible delay the exact solver certifies an optimum and the SCA returns a point
-    meeting both budgets (its start rule keeps a margin inside them and finds no start there: it starts,
-    and stays, at the least-delay point), never UNRESOLVED or INFEASIBLE."""
+    meeting both budgets (its start rule keeps a margin inside them and may find no start there: it
+    then returns the least-delay point with no iteration), never UNRESOLVED or INFEASIBLE."""
     problem = _on_the_least_delay(problem, scheme)
     sca, exact = solve_sca(problem, scheme), solve_exact(problem, scheme)
     assert np.all(np.asarray(exact.status) == Status.OPTIMAL)

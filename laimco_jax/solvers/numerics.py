@@ -43,8 +43,8 @@ def cbrt(a):
     a = f·2^(3k + j) with f in [1, 2) and j in {0, 1, 2} (from the bit pattern, exact); cbrt(f·2^j)
     from a quadratic in f times 2^(j/3) (7e-4 off), then Halley steps x <- x + x (r - x³)/(2x³ + r),
     r = f·2^j in [1, 8) (so nothing overflows): two in float64 and one in float32 reach the last
-    few ulps (tests/test_numerics.py), with one division each, and cbrt(a) = x·2^k. About 10x cheaper
-    than ``jnp.cbrt`` on XLA CPU. Subnormal a (which XLA on CPU flushes to zero in arithmetic) are
+    few ulps (tests/test_numerics.py), with one division each, and cbrt(a) = x·2^k. Half the time of
+    ``jnp.cbrt`` on XLA CPU (2.2 against 4.5 ns per float64 on this project's VM). Subnormal a (which XLA on CPU flushes to zero in arithmetic) are
     read from their bit pattern. Differentiable: d cbrt(a) = da/(3 cbrt(a)²), taken as 0 at a = 0
     (where it is infinite) so that a branch masked out by ``jnp.where`` stays free of NaN in reverse mode.
     """

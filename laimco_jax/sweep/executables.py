@@ -194,9 +194,10 @@ def _remove_stale_partials(directory: Path) -> None:
         partials = list(directory.glob("*.partial"))
     except OSError:
         return
+    cutoff = time.time() - STALE_PARTIAL_SECONDS
     for path in partials:
         try:
-            if time.time() - path.stat().st_mtime >= STALE_PARTIAL_SECONDS:
+            if path.stat().st_mtime <= cutoff:
                 path.unlink(missing_ok=True)
         except OSError:
             continue

@@ -241,6 +241,8 @@ def main() -> None:
     parser.add_argument("--compile-repeats", type=int, default=3,
                         help="fresh processes per shape and solver for the first-call times (their median is reported)")
     args = parser.parse_args()
+    if args.compile_repeats < 1:
+        parser.error(f"--compile-repeats = {args.compile_repeats} must be at least 1")
     global DISPATCH
     DISPATCH = args.dispatch
     use_cpu_cores(args.cpu_devices)  # before the first computation; only the CPU backend reads it
